@@ -1,0 +1,217 @@
+"""The training config: one typed home for each setting.
+
+``load_config(path, overrides)`` reads a YAML file (with optional ``base:`` chain), applies
+``--set section.key=value`` overrides and returns a validated :class:`Config`. Importing this
+module never imports torch, so the login-node launcher can validate configs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from trainer.configbase import (
+    ConfigError,
+    Section,
+    apply_overrides,
+    atomic_write_text,
+    build,
+    dump_yaml,
+    read_with_bases,
+    section,
+    setting,
+    to_dict,
+)
+
+__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "save_config", "to_dict"]
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunConfig(Section):
+    name: str = setting("run", "human-readable run name; the default run directory is logs/runs/<name>")
+    dir: str | None = setting(None, "run directory (checkpoints, metrics.jsonl, config.yaml); "
+                                    "default logs/runs/<name>; --run-dir overrides it")
+    seed: int = setting(0, "global seed; each rank derives its own streams from it", min=0)
+
+    def validate(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ \t\n'\"$`;&|<>*?"):
+            raise ConfigError(f"name: {self.name!r} must be non-empty and contain no spaces, slashes, "
+                              "quotes or shell metacharacters")
+
+
+@dataclasses.dataclass(kw_only=True)
+class DataConfig(Section):
+    train_dir: str = setting("", "folder with the packed training shards and manifest.json "
+                                 "(python -m trainer.prepare); empty with demo=true")
+    valid_dir: str = setting("", "folder with the held-out validation shards (prepare --valid-speakers "
+                                 "writes OUT/train and OUT/valid); never the test set")
+    demo: bool = setting(False, "build (once) and use the small built-in demo corpus under logs/demo_corpus")
+    sample_rate: int = setting(16000, "expected sample rate of the shards (Hz); a mismatch is an error", min=1000)
+    crop_seconds: float = setting(2.0, "length of the random training crop (s); shorter utterances are "
+                                       "zero-padded at the end", min=0.1)
+    valid_max_seconds: float | None = setting(None, "validation: deterministic centre crop of at most this "
+                                                    "many seconds (null = whole utterances)", min=0.25)
+    normalize: bool = setting(True, "CMGAN convention: scale noisy to unit RMS and clean by the same factor")
+    batch_size: int = setting(4, "training batch size per rank (per GPU)", min=1)
+    num_workers: int = setting(2, "DataLoader worker processes per rank (0 = load in the main process)", min=0)
+    shuffle_targets: bool = setting(False, "creative variant: pair each input with a random target each epoch")
+
+
+@dataclasses.dataclass(kw_only=True)
+class StftConfig(Section):
+    n_fft: int = setting(400, "FFT size in samples (400 = 25 ms at 16 kHz, the CMGAN setting)", min=16)
+    hop_length: int = setting(100, "hop in samples", min=1)
+    window: str = setting("hann", "analysis window", choices=("hann", "hamming"))
+    compress_factor: float = setting(0.3, "power-law magnitude compression exponent", min=0.05, max=1.0)
+    eps: float = setting(1e-8, "added to the magnitude before compression (keeps gradients finite)", min=0.0)
+
+    def validate(self) -> None:
+        if self.hop_length > self.n_fft:
+            raise ConfigError(f"hop_length: {self.hop_length} must not exceed n_fft={self.n_fft}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ModelConfig(Section):
+    name: str = setting("bsrnn", "generator architecture from the registry (trainer/models)",
+                        choices=("bsrnn", "creative_agent"))
+    num_channels: int = setting(64, "feature width of the band-split RNN (the paper uses 64-128)", min=1)
+    num_layers: int = setting(6, "number of band/time RNN blocks", min=1)
+    num_bands: int = setting(0, "band-split layout: 0 = the default split for the sample rate", min=0)
+    # creative-agent variant
+    dim: int = setting(128, "creative: transformer width", min=8)
+    num_heads: int = setting(8, "creative: attention heads", min=1)
+    num_transformer_layers: int = setting(6, "creative: transformer layers", min=1)
+    num_stages: int = setting(3, "creative: cascade stages refining the mix", min=1)
+    anti_cheat_noise: float = setting(0.9, "creative: noise std added to the inputs of stages 2+", min=0.0)
+    front_end: str = setting("stft", "creative: encoder front-end", choices=("stft", "encodec"))
+    encodec_weights: str = setting("", "creative: local path to EnCodec 24 kHz weights (front_end=encodec)")
+
+    def validate(self) -> None:
+        if self.dim % self.num_heads:
+            raise ConfigError(f"dim: {self.dim} must be divisible by num_heads={self.num_heads}")
+        if self.front_end == "encodec" and not self.encodec_weights:
+            raise ConfigError("encodec_weights: required when front_end is encodec (compute nodes have no "
+                              "internet; stage the file and give its path)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class DiscriminatorConfig(Section):
+    num_channels: int = setting(16, "base channel count of the MetricGAN discriminator", min=1)
+
+
+@dataclasses.dataclass(kw_only=True)
+class LossConfig(Section):
+    w_ri: float = setting(0.1, "weight of the real/imaginary (complex) spectrum MSE", min=0.0)
+    w_mag: float = setting(0.9, "weight of the compressed magnitude MSE", min=0.0)
+    w_time: float = setting(0.2, "weight of the waveform L1", min=0.0)
+    w_gan: float = setting(0.05, "final weight of the MetricGAN term (predicted PESQ pulled to 1)", min=0.0)
+    gan_start_fraction: float = setting(0.0, "fraction of train.epochs before the GAN term enters", min=0.0, max=1.0)
+    gan_ramp_epochs: int = setting(0, "epochs of linear ramp from 0 to w_gan after it enters", min=0)
+    # creative-agent variant
+    w_input: float = setting(0.0, "creative: reconstruction towards the input", min=0.0)
+    w_target: float = setting(0.0, "creative: reconstruction towards the target", min=0.0)
+    w_spectral: float = setting(0.0, "creative: spectral convergence to the mix of both sources", min=0.0)
+    w_mel: float = setting(0.0, "creative: mel-spectrogram L1 to the mix of both sources", min=0.0)
+    w_mask_reg: float = setting(0.1, "creative: mask regularisation (masks away from 0/1 extremes)", min=0.0)
+    w_balance: float = setting(5.0, "creative: (m_in-0.5)^2 + (m_tgt-0.5)^2", min=0.0)
+    w_novelty: float = setting(0.0, "creative: penalise output correlation with either source", min=0.0)
+    w_temporal: float = setting(0.0, "creative: temporal diversity of the masks", min=0.0)
+    temporal_target: float = setting(0.10, "creative: target std of the masks over time", min=0.0)
+
+
+@dataclasses.dataclass(kw_only=True)
+class OptimConfig(Section):
+    name: str = setting("adamw", "optimizer for both networks", choices=("adam", "adamw"))
+    lr: float = setting(5e-4, "generator learning rate", min=0.0)
+    disc_lr_ratio: float = setting(2.0, "discriminator lr = lr * disc_lr_ratio (CMGAN uses 2)", min=0.0)
+    betas: list[float] = setting(default_factory=lambda: [0.8, 0.99], help="Adam betas")
+    weight_decay: float = setting(0.01, "decoupled weight decay (adamw)", min=0.0)
+    scheduler: str = setting("step", "learning-rate schedule per epoch", choices=("none", "step", "cosine"))
+    step_epochs: int = setting(30, "step: decay every this many epochs", min=1)
+    step_gamma: float = setting(0.5, "step: decay factor", min=0.0, max=1.0)
+    grad_clip: float = setting(5.0, "clip the gradient norm of each network to this (0 = off; norm logged)", min=0.0)
+
+    def validate(self) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas: {self.betas!r} must be two numbers in [0, 1)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainConfig(Section):
+    epochs: int = setting(100, "number of epochs; raising it on an existing run extends the run", min=1)
+    max_steps_per_epoch: int | None = setting(None, "cap steps per epoch (smoke tests); null = full epoch", min=1)
+    device: str = setting("auto", "auto = cuda when visible, else cpu", choices=("auto", "cpu", "cuda"))
+    amp: bool = setting(False, "bf16 autocast for the networks on CUDA (STFT stays fp32)")
+    log_every: int = setting(10, "steps between step records in metrics.jsonl and the log", min=1)
+    pesq_workers: int = setting(0, "processes for batch_pesq labelling per rank (0 = cores per rank)", min=0)
+    max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1)
+    deterministic: bool = setting(True, "deterministic algorithms (bit-exact resume on CPU)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ValidConfig(Section):
+    every_epochs: int = setting(1, "validate every this many epochs (always after the last)", min=1)
+    stoi_every: int = setting(1, "compute STOI every this many validations", min=1)
+    composite_metrics: bool = setting(False, "also CSIG/CBAK/COVL (slower)")
+    max_utterances: int | None = setting(None, "cap the validation set (smoke tests)", min=1)
+
+
+@dataclasses.dataclass(kw_only=True)
+class CheckpointConfig(Section):
+    every_steps: int = setting(500, "save `last` every this many steps (0 = only at epoch end)", min=0)
+    every_minutes: float = setting(30.0, "also save `last` when this many minutes passed (0 = off)", min=0.0)
+    keep_best: list[str] = setting(default_factory=lambda: ["loss", "pesq", "stoi", "composite"],
+                                   help="best_<metric> checkpoints to keep")
+
+    def validate(self) -> None:
+        valid = ("loss", "pesq", "stoi", "composite", "complementarity")
+        for name in self.keep_best:
+            if name not in valid:
+                raise ConfigError(f"keep_best: {name!r} is not one of {', '.join(valid)}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Config(Section):
+    task: str = setting("speech_enhancement", "which model family the training core runs",
+                        choices=("speech_enhancement", "creative_agent"))
+    run: RunConfig = section(RunConfig, "naming, run directory and seed")
+    data: DataConfig = section(DataConfig, "sharded HDF5 data and loading")
+    stft: StftConfig = section(StftConfig, "STFT front-end shared by generator, losses and discriminator")
+    model: ModelConfig = section(ModelConfig, "generator architecture")
+    discriminator: DiscriminatorConfig = section(DiscriminatorConfig, "MetricGAN discriminator")
+    loss: LossConfig = section(LossConfig, "loss weights and the GAN schedule")
+    optim: OptimConfig = section(OptimConfig, "optimizers and schedules")
+    train: TrainConfig = section(TrainConfig, "the training loop")
+    valid: ValidConfig = section(ValidConfig, "validation metrics")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "when and what to save")
+
+    def validate(self) -> None:
+        if not self.data.demo and not self.data.train_dir:
+            raise ConfigError("data.train_dir: required unless data.demo is true")
+        if not self.data.demo and not self.data.valid_dir:
+            raise ConfigError("data.valid_dir: required unless data.demo is true (checkpoint selection "
+                              "needs a held-out split; pack one with prepare --valid-speakers)")
+        if (self.task == "creative_agent") != (self.model.name == "creative_agent"):
+            raise ConfigError(f"model.name: {self.model.name!r} does not fit task {self.task!r}")
+
+    def run_dir(self) -> Path:
+        return Path(self.run.dir) if self.run.dir else Path("logs") / "runs" / self.run.name
+
+
+def config_from_dict(data: dict) -> Config:
+    return build(Config, data)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load ``path`` (None: all defaults), apply ``section.key=value`` overrides, validate."""
+    data = read_with_bases(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides))
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config atomically (the run directory's config.yaml)."""
+    atomic_write_text(path, dump_yaml(cfg))
