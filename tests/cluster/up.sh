@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Bring up a one-machine SLURM test cluster (Debian 12, Slurm 22.05) as root, idempotently:
+# munge, MariaDB + slurmdbd (accounting, AccountingStorageEnforce=associations), slurmctld and
+# one slurmd node `n1` with Gres=gpu:4 (character devices, no real GPUs) in partition `gpu`.
+# An account `testacct` holds root, so `sbatch --account testacct` works and a job without a
+# valid account is refused, as on Levante. Re-running starts only what is not running.
+#   bash tests/cluster/up.sh        tear down with: bash tests/cluster/down.sh
+set -euo pipefail
+
+STATE=${SEGAN_SLURM_STATE:-/var/lib/segan-slurm}
+CLUSTER=segantest
+ACCOUNT=testacct
+NODE=n1
+NODE_CPUS=16
+DB_PORT=${SEGAN_SLURM_DB_PORT:-3307}
+CONF_DIR=/etc/slurm
+
+say() { echo "cluster/up.sh: $*"; }
+die() { echo "cluster/up.sh: error: $*" >&2; exit 1; }
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local limit=$1 what=$2; shift 2
+  for _ in $(seq "$limit"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  die "$what did not come up within ${limit}s (logs in $STATE/log)"
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts daemons)"
+
+pkgs=(slurm-wlm slurmdbd munge mariadb-server)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+mkdir -p "$STATE"/{log,run,ctld,spool,dev,mysql-run} "$CONF_DIR"
+HOST=$(hostname -s)
+
+# --- munge -------------------------------------------------------------------------------
+if [ ! -s /etc/munge/munge.key ]; then
+  mungekey --create --keyfile=/etc/munge/munge.key
+fi
+chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
+mkdir -p /run/munge && chown munge:munge /run/munge
+if ! alive /run/munge/munged.pid; then
+  say "starting munged"
+  runuser -u munge -- /usr/sbin/munged --force
+fi
+wait_for 20 munge sh -c 'munge -n | unmunge'
+
+# --- MariaDB for slurmdbd --------------------------------------------------------------------
+DATADIR=$STATE/mysql
+if [ ! -d "$DATADIR/mysql" ]; then
+  say "initialising MariaDB in $DATADIR"
+  mkdir -p "$DATADIR" && chown mysql:mysql "$DATADIR"
+  mariadb-install-db --user=mysql --datadir="$DATADIR" --skip-test-db >"$STATE/log/mariadb-install.log" 2>&1
+fi
+chown mysql:mysql "$STATE/mysql-run"
+SOCK=$STATE/mysql-run/mysqld.sock
+if ! alive "$STATE/mysql-run/mysqld.pid"; then
+  say "starting mariadbd on 127.0.0.1:$DB_PORT"
+  setsid runuser -u mysql -- /usr/sbin/mariadbd --no-defaults --datadir="$DATADIR" --bind-address=127.0.0.1 \
+    --port="$DB_PORT" --socket="$SOCK" --pid-file="$STATE/mysql-run/mysqld.pid" \
+    --log-error="$STATE/log/mariadb.log" --skip-name-resolve >/dev/null 2>&1 &
+fi
+wait_for 60 mariadb mysql --socket="$SOCK" -uroot -e "SELECT 1"
+mysql --socket="$SOCK" -uroot <<SQL
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmtest';
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmtest';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+
+# --- config files (rewritten every time: same content, so re-running is harmless) ----------
+for i in 0 1 2 3; do
+  [ -c "$STATE/dev/gpu$i" ] || { rm -f "$STATE/dev/gpu$i"; mknod "$STATE/dev/gpu$i" c 1 3; }
+done
+grep -qE "^127\.0\.0\.1[[:space:]].*\b$NODE\b" /etc/hosts || echo "127.0.0.1 $NODE" >>/etc/hosts
+
+cat >"$CONF_DIR/slurm.conf" <<EOF
+# Written by tests/cluster/up.sh: a one-machine test cluster (no cgroups, fake GPU devices).
+ClusterName=$CLUSTER
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmUser=root
+SlurmctldPort=16817
+SlurmdPort=16818
+AuthType=auth/munge
+StateSaveLocation=$STATE/ctld
+SlurmdSpoolDir=$STATE/spool/%n
+SlurmctldPidFile=$STATE/run/slurmctld.pid
+SlurmdPidFile=$STATE/run/slurmd-%n.pid
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+JobRequeue=1
+ReturnToService=2
+GresTypes=gpu
+KillWait=15
+MinJobAge=600
+SchedulerParameters=sched_interval=2,bf_interval=2
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStorageEnforce=associations
+AccountingStorageTRES=gres/gpu
+JobAcctGatherType=jobacct_gather/none
+NodeName=$NODE NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$NODE_CPUS RealMemory=64000 Gres=gpu:4 State=UNKNOWN
+PartitionName=gpu Nodes=$NODE Default=YES MaxTime=12:00:00 State=UP
+EOF
+cat >"$CONF_DIR/gres.conf" <<EOF
+NodeName=$NODE Name=gpu File=$STATE/dev/gpu[0-3]
+EOF
+cat >"$CONF_DIR/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+SlurmUser=root
+PidFile=$STATE/run/slurmdbd.pid
+LogFile=$STATE/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=slurmtest
+StorageLoc=slurm_acct_db
+EOF
+chmod 600 "$CONF_DIR/slurmdbd.conf"
+export SLURM_CONF=$CONF_DIR/slurm.conf
+
+# --- slurmdbd, then the cluster/account, then slurmctld (this order matters) -------------------
+if ! alive "$STATE/run/slurmdbd.pid"; then
+  say "starting slurmdbd"
+  slurmdbd
+fi
+wait_for 60 slurmdbd sacctmgr -n list cluster
+sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+sacctmgr -n -P list account format=account | grep -qx "$ACCOUNT" || \
+  sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" description="launcher tests" >/dev/null
+sacctmgr -n -P list association user=root account="$ACCOUNT" format=user | grep -qx root || \
+  sacctmgr -i add user root account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
+
+if ! alive "$STATE/run/slurmctld.pid"; then
+  say "starting slurmctld"
+  slurmctld
+fi
+wait_for 30 slurmctld scontrol ping
+if ! alive "$STATE/run/slurmd-$NODE.pid"; then
+  say "starting slurmd ($NODE)"
+  slurmd -N "$NODE"
+fi
+
+node_ready() { sinfo -h -n "$NODE" -o %T | grep -qE "^(idle|mixed|allocated)"; }
+for _ in $(seq 30); do
+  node_ready && break
+  if sinfo -h -n "$NODE" -o %T | grep -qE "down|drain"; then
+    scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
+  fi
+  sleep 1
+done
+node_ready || die "node $NODE is not ready: $(sinfo -h -n "$NODE" -o '%T %E') (logs in $STATE/log)"
+say "ready: partition gpu, node $NODE (Gres=gpu:4), account $ACCOUNT; conf $CONF_DIR/slurm.conf"
