@@ -277,7 +277,6 @@ class Trainer:
         return EXIT_REQUEUE
 
     def _train_step(self, batch: dict, weight: float) -> tuple[list[float], dict]:
-        cfg = self.cfg
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
         self.discriminator.requires_grad_(False)
         with autocast:

@@ -36,7 +36,7 @@ def _clean(value: Any) -> Any:
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def write_state(run_dir: str | Path, **fields: Any) -> dict:
