@@ -55,6 +55,8 @@ class DataConfig(Section):
     batch_size: int = setting(4, "training batch size per rank (per GPU)", min=1)
     num_workers: int = setting(2, "DataLoader worker processes per rank (0 = load in the main process)", min=0)
     shuffle_targets: bool = setting(False, "creative variant: pair each input with a random target each epoch")
+    verify_checksums: bool = setting(True, "check every shard's sha256 against manifest.json when a loader "
+                                           "is built (each rank hashes its share; a corrupted copy is an error)")
 
 
 @dataclasses.dataclass(kw_only=True)

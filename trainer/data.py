@@ -1,0 +1,382 @@
+"""Datasets over packed HDF5 shards (see :mod:`trainer.prepare` for the format).
+
+- :class:`ResumableBatchSampler`: epoch-seeded shuffle, equal batches per rank (DDP lockstep),
+  ``state_dict(batches_done)`` / ``load_state_dict`` for an exact mid-epoch resume.
+- :func:`build_train_loader`: random crops of ``data.crop_seconds``. The crop offset is a pure
+  function of (seed, epoch, utterance index), never of worker RNG state, so a resumed run is
+  bit-exact whatever the number of workers. Shorter utterances are zero-padded at the end
+  (``lengths`` holds the true length; padding stays zero after normalisation).
+- :func:`build_eval_loader`: whole utterances (or a deterministic centre crop), batch size 1,
+  each rank a disjoint subset without duplicates, so ranks may get different numbers of batches.
+- Normalisation (``data.normalize``, the CMGAN convention): the input signal (``signals[1]``,
+  noisy/input) is scaled to unit RMS and the reference (clean/target) by the same factor; the
+  factor is the batch's ``scale`` (divide the output by it to restore the level). With
+  ``shuffle_targets`` the two signals are unrelated and each is scaled to unit RMS on its own.
+- h5py files are opened lazily in the process that reads (DataLoader workers after the fork)
+  and kept open; ranks get disjoint batches and the DataLoader hands each batch to one worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from trainer.log import get_logger
+from trainer.prepare import FORMAT_VERSION, MANIFEST, DataError, sha256_file
+
+__all__ = ["DataError", "ResumableBatchSampler", "ShardIndex", "ShardDataset", "open_split", "split_dirs",
+           "build_train_loader", "build_eval_loader", "crop_offset"]
+
+NORM_EPS = 1e-8
+_CROP_STREAM, _TARGET_STREAM, _SHUFFLE_STREAM = 1, 2, 3  # independent random streams per purpose
+_verified: set[tuple] = set()  # shards whose checksum this process already checked
+
+log = get_logger("data")
+
+
+class ResumableBatchSampler:
+    """Batches of indices for one rank; every rank gets the same number per epoch.
+
+    The epoch's order is a permutation seeded by (seed, epoch). Global batch ``b`` is
+    ``order[b*G:(b+1)*G]`` with ``G = batch_size * world_size``; rank ``r`` takes its ``r``-th
+    slice of ``batch_size``. ``drop_last=False`` pads the last global batch by wrapping around
+    the order (some items twice), as DistributedSampler does.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, rank: int, world_size: int, seed: int,
+                 shuffle: bool = True, drop_last: bool = True):
+        if num_items < 1 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad sampler settings: num_items={num_items}, batch_size={batch_size}, "
+                             f"rank={rank}, world_size={world_size}")
+        self.num_items, self.batch_size, self.rank, self.world_size = num_items, batch_size, rank, world_size
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.epoch = 0
+        self._start_batch = 0
+
+    def __len__(self) -> int:
+        per_step = self.batch_size * self.world_size
+        return self.num_items // per_step if self.drop_last else math.ceil(self.num_items / per_step)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._start_batch = 0
+        self.epoch = epoch
+
+    def order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_items)
+        return np.random.default_rng([self.seed, self.epoch, _SHUFFLE_STREAM]).permutation(self.num_items)
+
+    def __iter__(self):
+        per_step = self.batch_size * self.world_size
+        order = np.resize(self.order(), len(self) * per_step)  # wraps around for drop_last=False
+        start, self._start_batch = self._start_batch, 0  # a resume applies to one pass only
+        for batch in range(start, len(self)):
+            first = batch * per_step + self.rank * self.batch_size
+            yield order[first:first + self.batch_size].tolist()
+
+    def state_dict(self, batches_done: int) -> dict:
+        """The position after this rank consumed ``batches_done`` batches of the current epoch."""
+        return {"epoch": self.epoch, "batches_done": int(batches_done), "seed": self.seed,
+                "num_items": self.num_items, "batch_size": self.batch_size, "world_size": self.world_size,
+                "shuffle": self.shuffle, "drop_last": self.drop_last}
+
+    def load_state_dict(self, state: dict) -> int:
+        """Continue at the saved position; returns the batch index (of this layout) to continue at.
+
+        A different world size or batch size is handled when the items consumed so far end on a
+        batch boundary of the new layout (always true at an epoch end, or when shrinking e.g.
+        4 -> 2 -> 1 GPUs); otherwise it is refused with a DataError.
+        """
+        for key in ("seed", "num_items", "shuffle"):
+            if state[key] != getattr(self, key):
+                raise DataError(f"sampler state: {key}={state[key]!r} in the checkpoint but {getattr(self, key)!r} "
+                                f"now (did the training set or run.seed change?); resume with the same data and seed")
+        consumed = state["batches_done"] * state["batch_size"] * state["world_size"]
+        per_step = self.batch_size * self.world_size
+        self.epoch = state["epoch"]
+        if state["batches_done"] == 0 or consumed >= self.num_items:
+            start = 0 if state["batches_done"] == 0 else len(self)
+        elif consumed % per_step == 0:
+            start = consumed // per_step
+        else:
+            raise DataError(f"sampler state: cannot continue epoch {self.epoch} mid-way: {consumed} items done "
+                            f"(batch_size {state['batch_size']} x world_size {state['world_size']}) is not a "
+                            f"multiple of batch_size {self.batch_size} x world_size {self.world_size}; resume "
+                            f"with world_size {state['world_size']} or from a checkpoint saved at an epoch end")
+        self._start_batch = min(start, len(self))
+        return self._start_batch
+
+
+class ShardIndex:
+    """The manifest of one split plus per-utterance locations (shard, offset, length)."""
+
+    def __init__(self, split_dir: str | Path, *, sample_rate: int | None = None, verify: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        self.dir = Path(split_dir)
+        manifest_path = self.dir / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(f"{manifest_path}: not found; pack the data with python -m trainer.prepare (an "
+                            "interrupted prepare leaves no manifest: re-run it)")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{manifest_path}: not valid JSON ({exc}); re-run prepare") from None
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"{manifest_path}: format_version {self.manifest.get('format_version')!r}, this "
+                            f"toolkit reads {FORMAT_VERSION}; re-run prepare")
+        self.sample_rate = int(self.manifest["sample_rate"])
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise DataError(f"{manifest_path}: sample_rate {self.sample_rate} but data.sample_rate is {sample_rate}; "
+                            f"re-pack with --sample-rate {sample_rate} or set data.sample_rate")
+        self.signals: list[str] = list(self.manifest["signals"])
+        self.shard_paths = [self.dir / s["file"] for s in self.manifest["shards"]]
+        for i, (path, entry) in enumerate(zip(self.shard_paths, self.manifest["shards"], strict=True)):
+            self._check_file(path, entry, hash_it=verify and i % world_size == rank)
+        shard_ids, offsets, lengths, self.names, self.speakers = [], [], [], [], []
+        for i, (path, entry) in enumerate(zip(self.shard_paths, self.manifest["shards"], strict=True)):
+            try:
+                with h5py.File(path, "r") as h5:
+                    shard_lengths = h5["lengths"][:]
+                    offsets.append(h5["offsets"][:-1])
+                    self.names += [n.decode() for n in h5["names"][:]]
+                    self.speakers += [s.decode() for s in h5["speakers"][:]]
+            except (OSError, KeyError) as exc:
+                raise DataError(f"{path}: unreadable shard ({exc}); re-copy it or re-run prepare") from None
+            if len(shard_lengths) != entry["num_pairs"]:
+                raise DataError(f"{path}: {len(shard_lengths)} utterances but {manifest_path} says "
+                                f"{entry['num_pairs']}; re-run prepare")
+            lengths.append(shard_lengths)
+            shard_ids.append(np.full(len(shard_lengths), i, dtype=np.int64))
+        self.shard_of = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int64)
+        self.offset_of = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
+        self.length_of = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+        if len(self) == 0:
+            raise DataError(f"{manifest_path}: the split holds no utterances")
+
+    @staticmethod
+    def _check_file(path: Path, entry: dict, hash_it: bool) -> None:
+        if not path.is_file():
+            raise DataError(f"{path}: shard listed in the manifest is missing; re-copy it or re-run prepare")
+        stat = path.stat()
+        if stat.st_size != entry["num_bytes"]:
+            raise DataError(f"{path}: {stat.st_size} bytes but the manifest says {entry['num_bytes']} "
+                            "(truncated or replaced); re-copy it or re-run prepare")
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, entry["sha256"])
+        if hash_it and key not in _verified:
+            if sha256_file(path) != entry["sha256"]:
+                raise DataError(f"{path}: sha256 does not match the manifest (corrupted or modified); "
+                                "re-copy it or re-run prepare")
+            _verified.add(key)
+
+    def __len__(self) -> int:
+        return len(self.length_of)
+
+
+class ShardDataset(Dataset):
+    """Items are dicts of numpy arrays; keys are ``(epoch, index)`` in training, ``index`` in eval.
+
+    ``crop_samples``: training crop length (zero-padded when shorter); in eval mode, ``None`` =
+    whole utterances, else a centre crop of at most that many samples.
+    """
+
+    def __init__(self, index: ShardIndex, *, train: bool, crop_samples: int | None, seed: int = 0,
+                 normalize: bool = True, shuffle_targets: bool = False):
+        self.index, self.train, self.crop_samples, self.seed = index, train, crop_samples, seed
+        self.normalize, self.shuffle_targets = normalize, shuffle_targets and train
+        self.reference, self.input = index.signals
+        self.files_opened = 0
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+        self._target_perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict:  # h5py handles do not survive pickling or fork
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+    def _file(self, shard: int) -> h5py.File:
+        if self._pid != os.getpid():
+            self._files, self._pid = {}, os.getpid()
+        if shard not in self._files:
+            path = self.index.shard_paths[shard]
+            try:
+                self._files[shard] = h5py.File(path, "r")
+            except OSError as exc:
+                raise DataError(f"{path}: cannot open shard ({exc}); re-copy it or re-run prepare") from None
+            self.files_opened += 1
+        return self._files[shard]
+
+    def read(self, item: int, signal: str, start: int, num: int) -> np.ndarray:
+        shard = int(self.index.shard_of[item])
+        first = int(self.index.offset_of[item]) + start
+        try:
+            return self._file(shard)[signal][first:first + num]
+        except (OSError, KeyError) as exc:
+            raise DataError(f"{self.index.shard_paths[shard]}: cannot read utterance "
+                            f"{self.index.names[item]!r} ({exc}); the shard is truncated or corrupted: "
+                            "re-copy it or re-run prepare") from None
+
+    def _target_of(self, epoch: int, item: int) -> int:
+        if self._target_perm is None or self._target_perm[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch, _TARGET_STREAM])
+            self._target_perm = (epoch, rng.permutation(len(self)))
+        return int(self._target_perm[1][item])
+
+    def _crop(self, epoch: int, item: int, signals: list[str]) -> dict[str, np.ndarray]:
+        length = int(self.index.length_of[item])
+        start = crop_offset(self.seed, epoch, item, length, self.crop_samples)
+        num = min(length, self.crop_samples)
+        out = {}
+        for signal in signals:
+            wave = np.zeros(self.crop_samples, dtype=np.float32)
+            wave[:num] = self.read(item, signal, start, num)
+            out[signal] = wave
+        return out
+
+    def __getitem__(self, key) -> dict:
+        if self.train:
+            epoch, item = key
+            if self.shuffle_targets:
+                target = self._target_of(epoch, item)
+                waves = {**self._crop(epoch, item, [self.input]), **self._crop(epoch, target, [self.reference])}
+                length = min(int(self.index.length_of[item]), int(self.index.length_of[target]),
+                             self.crop_samples)
+            else:
+                waves = self._crop(epoch, item, [self.reference, self.input])
+                length = min(int(self.index.length_of[item]), self.crop_samples)
+        else:
+            item = key
+            full = int(self.index.length_of[item])
+            length = full if self.crop_samples is None else min(full, self.crop_samples)
+            start = (full - length) // 2
+            waves = {s: self.read(item, s, start, length) for s in (self.reference, self.input)}
+        scale = 1.0
+        if self.normalize:
+            scale = _unit_rms_scale(waves[self.input][:length])
+            waves[self.input] = waves[self.input] * scale
+            ref_scale = _unit_rms_scale(waves[self.reference][:length]) if self.shuffle_targets else scale
+            waves[self.reference] = waves[self.reference] * ref_scale
+        return {**waves, "length": length, "name": self.index.names[item], "index": item, "scale": scale}
+
+
+def _unit_rms_scale(wave: np.ndarray) -> np.float32:
+    return np.float32(1.0 / math.sqrt(float(np.mean(np.square(wave, dtype=np.float64))) + NORM_EPS))
+
+
+def crop_offset(seed: int, epoch: int, item: int, length: int, crop: int) -> int:
+    """Start of the training crop: a pure function of its arguments (uniform over valid starts)."""
+    if length <= crop:
+        return 0
+    return int(np.random.default_rng([seed, epoch, item, _CROP_STREAM]).integers(0, length - crop + 1))
+
+
+def collate(items: list[dict]) -> dict:
+    signals = [k for k in items[0] if isinstance(items[0][k], np.ndarray)]
+    batch = {s: torch.from_numpy(np.stack([it[s] for it in items])) for s in signals}
+    batch["lengths"] = torch.tensor([it["length"] for it in items], dtype=torch.long)
+    batch["names"] = [it["name"] for it in items]
+    batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
+    batch["scale"] = torch.tensor([it["scale"] for it in items], dtype=torch.float32)
+    return batch
+
+
+class _EpochKeys:
+    """Wraps the batch sampler so that every key carries the epoch: items stay pure functions."""
+
+    def __init__(self, sampler: ResumableBatchSampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        for batch in self.sampler:
+            yield [(epoch, i) for i in batch]
+
+
+class ShardLoader(DataLoader):
+    """A DataLoader whose worker DataErrors surface as the original one-line message."""
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except DataError as exc:
+                text = str(exc)
+                if "Original Traceback" in text:  # re-raised from a worker: keep the last line's message
+                    text = text.strip().splitlines()[-1].split("DataError: ", 1)[-1]
+                raise DataError(text) from None
+            yield batch
+
+
+def split_dirs(cfg) -> tuple[str, str]:
+    """(train_dir, valid_dir) from the config; the demo corpus (built once) when data.demo."""
+    if cfg.data.demo:
+        from trainer.demo import ensure_demo_corpus
+
+        paths = ensure_demo_corpus(sample_rate=cfg.data.sample_rate)
+        return paths["train"], paths["valid"]
+    return cfg.data.train_dir, cfg.data.valid_dir
+
+
+def open_split(split_dir: str | Path, cfg, rank: int = 0, world_size: int = 1) -> ShardIndex:
+    return ShardIndex(split_dir, sample_rate=cfg.data.sample_rate, verify=cfg.data.verify_checksums,
+                      rank=rank, world_size=world_size)
+
+
+def _loader(dataset: Dataset, batch_sampler, num_workers: int) -> ShardLoader:
+    return ShardLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate,
+                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+def build_train_loader(cfg, rank: int, world_size: int) -> tuple[DataLoader, ResumableBatchSampler]:
+    """Training loader over data.train_dir (or the demo corpus) and its resumable sampler.
+
+    Batch: ``{<signals[0]>, <signals[1]>: FloatTensor (B, T), "lengths", "index": LongTensor (B,),
+    "names": list[str], "scale": FloatTensor (B,)}``; signals are clean/noisy (or target/input).
+    """
+    train_dir, _ = split_dirs(cfg)
+    index = open_split(train_dir, cfg, rank, world_size)
+    crop = int(round(cfg.data.crop_seconds * index.sample_rate))
+    dataset = ShardDataset(index, train=True, crop_samples=crop, seed=cfg.run.seed, normalize=cfg.data.normalize,
+                           shuffle_targets=cfg.data.shuffle_targets)
+    per_step = cfg.data.batch_size * world_size
+    if len(index) < per_step:
+        raise DataError(f"{index.dir}: {len(index)} utterances, fewer than data.batch_size x world_size = "
+                        f"{per_step}; lower data.batch_size")
+    sampler = ResumableBatchSampler(len(index), cfg.data.batch_size, rank, world_size, cfg.run.seed)
+    return _loader(dataset, _EpochKeys(sampler), cfg.data.num_workers), sampler
+
+
+def build_eval_loader(split_dir: str | Path | None, cfg, rank: int, world_size: int, *,
+                      max_seconds: float | None = None, max_utterances: int | None = None) -> DataLoader:
+    """Deterministic loader (batch size 1) over this rank's disjoint share of ``split_dir``.
+
+    ``split_dir=None`` means the config's validation split. ``max_utterances`` keeps an evenly
+    spaced subset (covering all speakers); ``max_seconds`` takes a centre crop of that length.
+    """
+    if split_dir is None:
+        split_dir = split_dirs(cfg)[1]
+    index = open_split(split_dir, cfg, rank, world_size)
+    items = np.arange(len(index))
+    if max_utterances is not None and max_utterances < len(index):
+        items = np.unique(np.linspace(0, len(index) - 1, max_utterances).round().astype(np.int64))
+    crop = None if max_seconds is None else int(round(max_seconds * index.sample_rate))
+    dataset = ShardDataset(index, train=False, crop_samples=crop, normalize=cfg.data.normalize)
+    batches = [[int(i)] for i in items[rank::world_size]]
+    return _loader(dataset, batches, min(cfg.data.num_workers, len(batches)))

@@ -1,0 +1,98 @@
+"""The built-in demo corpus: small, made once on this machine, no download.
+
+``ensure_demo_corpus()`` speaks the sentences of :mod:`trainer.speech` with its voices
+(espeak-ng; the speech-like generator when espeak-ng is absent), adds coloured noise at SNRs
+between 0 and 15 dB, and packs a speaker-held-out split with :func:`trainer.prepare.prepare`:
+4 voices x 10 sentences for ``train``, 1 voice x 8 for ``valid``, and 1 more voice x 8 as a wav
+test set (``test/clean``, ``test/noisy``). The voice is the speaker (file names
+``<voice>_<nn>.wav``). It is built in a temporary folder and renamed into place when complete,
+so an interrupted build leaves nothing half-made and concurrent ranks agree on one copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from trainer.log import get_logger
+from trainer.speech import SENTENCES, VOICES, babble_like_noise, have_espeak, mix_at_snr, synthesize_speech
+
+DEMO_VERSION = 1
+MARKER = "corpus.json"
+NUM_TRAIN_VOICES, NUM_TRAIN_SENTENCES, NUM_HELDOUT_SENTENCES = 4, 10, 8
+MAX_SENTENCE_CHARS = 60  # longer sentences take over 4 s at the demo speaking rate
+
+log = get_logger("demo")
+
+
+def demo_paths(root: str | Path) -> dict[str, str]:
+    root = Path(root)
+    return {"root": str(root), "train": str(root / "train"), "valid": str(root / "valid"),
+            "test_clean": str(root / "test" / "clean"), "test_noisy": str(root / "test" / "noisy")}
+
+
+def _write_pairs(folder: Path, voice: str, sentences: list[str], sample_rate: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for i, text in enumerate(sentences):
+        clean = synthesize_speech(text, sample_rate, voice=voice, speed=165, pitch=int(rng.integers(35, 70)),
+                                  seed=seed * 100 + i)
+        noise = babble_like_noise(len(clean), sample_rate, seed=seed * 100 + i)
+        noisy = mix_at_snr(clean, noise, float(rng.uniform(0.0, 15.0)))
+        gain = min(1.0, 0.9 / float(np.max(np.abs(noisy))))  # no clipping in 16-bit wav; same gain keeps the pair
+        clean, noisy = clean * gain, noisy * gain
+        for kind, wave in (("clean", clean), ("noisy", noisy)):
+            (folder / kind).mkdir(parents=True, exist_ok=True)
+            sf.write(folder / kind / f"{voice}_{i:02d}.wav", wave, sample_rate, subtype="PCM_16")
+
+
+def build_demo_corpus(root: Path, sample_rate: int) -> None:
+    """Build into ``root`` (which must not exist yet)."""
+    from trainer.prepare import prepare
+
+    sentences = [s for s in SENTENCES if len(s) <= MAX_SENTENCE_CHARS]
+    train_voices, valid_voice, test_voice = VOICES[:NUM_TRAIN_VOICES], VOICES[NUM_TRAIN_VOICES], VOICES[-1]
+    wav = root / "wav"
+    for seed, voice in enumerate(train_voices):
+        _write_pairs(wav, voice, sentences[:NUM_TRAIN_SENTENCES], sample_rate, seed)
+    _write_pairs(wav, valid_voice, sentences[-NUM_HELDOUT_SENTENCES:], sample_rate, len(VOICES))
+    _write_pairs(root / "test", test_voice, sentences[:NUM_HELDOUT_SENTENCES], sample_rate, len(VOICES) + 1)
+    prepare(wav / "clean", wav / "noisy", root, sample_rate=sample_rate, shard_size_mb=2,
+            valid_speakers=[valid_voice], workers=1, progress=False)
+    shutil.rmtree(wav)
+    info = {"demo_version": DEMO_VERSION, "sample_rate": sample_rate,
+            "speech": "espeak-ng" if have_espeak() else "speech-like generator (espeak-ng not installed)",
+            "train_voices": list(train_voices), "valid_voice": valid_voice, "test_voice": test_voice}
+    (root / MARKER).write_text(json.dumps(info, indent=1) + "\n")
+
+
+def ensure_demo_corpus(root: str | Path = "logs/demo_corpus", sample_rate: int = 16000) -> dict[str, str]:
+    """Build the demo corpus once (idempotent, atomic); returns its paths (train, valid, test_*)."""
+    root = Path(root)
+    marker = root / MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info.get("demo_version") == DEMO_VERSION and info.get("sample_rate") == sample_rate:
+            return demo_paths(root)
+        raise FileExistsError(f"{root}: a demo corpus of another version or sample rate; delete the folder "
+                              f"or pass another root (found {info}, want sample_rate {sample_rate})")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building the demo corpus in %s with speech from %s", root,
+             "espeak-ng" if have_espeak() else "the speech-like generator (espeak-ng is not installed)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    tmp.chmod(0o755)
+    try:
+        build_demo_corpus(tmp, sample_rate)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not marker.is_file():  # not a concurrent builder that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return demo_paths(root)
