@@ -35,7 +35,7 @@ class CheckpointError(RuntimeError):
 
 
 def versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {"torch": str(torch.__version__), "numpy": str(np.__version__), "python": platform.python_version()}
 
 
 def capture_rng() -> dict[str, Any]:
