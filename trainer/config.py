@@ -78,7 +78,9 @@ class ModelConfig(Section):
                         choices=("bsrnn", "creative_agent"))
     num_channels: int = setting(64, "feature width of the band-split RNN (the paper uses 64-128)", min=1)
     num_layers: int = setting(6, "number of band/time RNN blocks", min=1)
-    num_bands: int = setting(0, "band-split layout: 0 = the default split for the sample rate", min=0)
+    num_bands: int = setting(0, "band-split layout: 0 = the default split for the sample rate (100 Hz bands "
+                                "to 1 kHz, 250 Hz to 4 kHz, 500 Hz to 8 kHz, 1 kHz to 16 kHz, ...); "
+                                "N = N bands of (nearly) equal width", min=0)
     # creative-agent variant
     dim: int = setting(128, "creative: transformer width", min=8)
     num_heads: int = setting(8, "creative: attention heads", min=1)
@@ -99,6 +101,9 @@ class ModelConfig(Section):
 @dataclasses.dataclass(kw_only=True)
 class DiscriminatorConfig(Section):
     num_channels: int = setting(16, "base channel count of the MetricGAN discriminator", min=1)
+    dropout: float = setting(0.3, "dropout between the two linear layers (CMGAN: 0.3)", min=0.0, max=0.9)
+    sigmoid_beta: float = setting(1.0, "output range (0, beta) of the learnable sigmoid (CMGAN: 1; "
+                                       "MetricGAN+ uses 1.2 to let D overshoot the best PESQ)", min=0.1)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -119,6 +124,9 @@ class LossConfig(Section):
     w_novelty: float = setting(0.0, "creative: penalise output correlation with either source", min=0.0)
     w_temporal: float = setting(0.0, "creative: temporal diversity of the masks", min=0.0)
     temporal_target: float = setting(0.10, "creative: target std of the masks over time", min=0.0)
+    mel_bins: int = setting(80, "creative: mel bands of the mel loss (fewer for tiny test STFTs)", min=1)
+    grad_norm_alert: float = setting(100.0, "creative: warn when a gradient norm exceeds this safety "
+                                            "threshold (0 = off)", min=0.0)
 
 
 @dataclasses.dataclass(kw_only=True)
