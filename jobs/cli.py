@@ -1,35 +1,148 @@
-"""Argument parsing for ``launch.py`` (no torch imports: login-node start-up must be fast)."""
+"""Argument parsing for ``launch.py`` (no torch imports: login-node start-up must be fast).
+
+    launch.py --config CFG [--cluster NAME] [--partition P] [--account A] ...   submit (returns at once)
+    launch.py --config CFG ... --dry-run | --local | --emit-sbatch
+    launch.py logs [JOB|RUN] [--follow] [--rank R] [--err]
+    launch.py status [JOB|RUN] | list | cancel JOB | check [--partition P --account A]
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
-from trainer.config import load_config
+from jobs.profiles import default_cluster, format_slurm_time, load_profile
+from jobs.runs import LaunchError
 from trainer.configbase import ConfigError, dump_yaml
+
+COMMANDS = ("logs", "status", "list", "cancel", "check")
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", default=None,
+                        help=f"cluster profile in configs/clusters/ (default: $SEGAN_CLUSTER or {default_cluster()})")
+    parser.add_argument("--partition", help="SLURM partition (default: the profile's)")
+    parser.add_argument("--account", help="project account to charge (required on Levante)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="launch.py",
-        description="Submit speech-enhancement GAN training jobs to SLURM (via submitit) and follow them.",
+        description="Submit speech-enhancement GAN training jobs to SLURM (via submitit) and follow them. "
+                    f"Other commands: {', '.join(COMMANDS)} (launch.py COMMAND --help).",
     )
     parser.add_argument("--config", help="training config YAML (e.g. configs/se_balanced.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (type-checked); repeatable")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config; submit nothing")
+    _add_cluster_flags(parser)
+    parser.add_argument("--nodes", type=int, default=1, help="nodes (each runs one rank per GPU)")
+    parser.add_argument("--gpus-per-node", type=int, help="GPUs = ranks per node (default: the profile's)")
+    parser.add_argument("--cpus-per-task", type=int, help="CPU cores per rank (default: the profile's)")
+    parser.add_argument("--time", help="time limit, HH:MM:SS or D-HH:MM:SS (default: the profile's)")
+    parser.add_argument("--constraint", help="node feature constraint, e.g. a100_80")
+    parser.add_argument("--name", help="job name (default: run.name of the config)")
+    parser.add_argument("--run-dir", help="run directory (default: run.dir or logs/runs/<run.name>); "
+                                          "an existing one is resumed")
+    parser.add_argument("--signal-lead", type=int, metavar="SECONDS",
+                        help="send USR2 this long before the time limit to save and requeue (default: the profile's)")
+    parser.add_argument("--max-requeues", type=int, help="automatic requeue budget (default: the profile's)")
+    parser.add_argument("--entry", default="trainer.train",
+                        help="module whose main(argv) the job runs (default trainer.train)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the sbatch script and resolved config; submit nothing")
+    mode.add_argument("--local", action="store_true", help="run the same job here in the foreground (no SLURM)")
+    mode.add_argument("--emit-sbatch", action="store_true",
+                      help="print a plain sbatch script (srun + torchrun, no submitit) with the same requeue behaviour")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"launch.py: error: {exc}", file=sys.stderr)
+def build_command_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"launch.py {command}")
+    if command == "logs":
+        parser.add_argument("target", nargs="?", help="job id, run directory or run name (default: the latest job)")
+        parser.add_argument("--follow", "-f", action="store_true", help="keep following, across requeues, until the job ends")
+        parser.add_argument("--rank", type=int, default=0, help="global rank whose log to show (default 0)")
+        parser.add_argument("--err", action="store_true", help="show stderr (the training log) instead of stdout")
+    elif command == "status":
+        parser.add_argument("target", nargs="?", help="job id, run directory or run name (default: the latest job)")
+    elif command == "list":
+        parser.add_argument("--limit", type=int, default=20, help="show this many recent runs")
+    elif command == "cancel":
+        parser.add_argument("job", help="job id; the job is not requeued")
+    elif command == "check":
+        parser.add_argument("--config", help="training config to check data and run directory for")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+        parser.add_argument("--run-dir", help="run directory to check (default: from the config)")
+        _add_cluster_flags(parser)
+        parser.add_argument("--signal-lead", type=int, metavar="SECONDS", help="lead time to compare with a save")
+    return parser
+
+
+def _error(message: str) -> int:
+    sys.stderr.write(f"launch.py: error: {message}\n")
+    return 2
+
+
+def run_command(command: str, args: argparse.Namespace) -> int:
+    from jobs import monitor
+
+    if command == "logs":
+        return monitor.logs(args.target, args.follow, args.rank, args.err)
+    if command == "status":
+        return monitor.status(args.target)
+    if command == "list":
+        return monitor.list_runs(args.limit)
+    if command == "cancel":
+        return monitor.cancel(args.job)
+    from jobs import preflight
+
+    return preflight.check(args)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from jobs import submit
+    from trainer.config import load_config
+
+    if not args.config:
+        raise LaunchError("--config is required to submit (e.g. --config configs/se_balanced.yaml)")
+    cfg = load_config(args.config, args.overrides)
+    profile = load_profile(args.cluster or default_cluster())
+    spec = submit.build_spec(args, profile, cfg)
+    if args.local:
+        submit.check_run_dir(spec.run_dir)
+        return submit.run_local(spec, args.gpus_per_node or 1)
+    if args.emit_sbatch:
+        from jobs import template
+
+        submit.check_spec(spec, profile, ask_slurm=False)
+        sys.stdout.write(template.render(spec))
+        return 0
+    have_slurm = submit.have_sbatch()
+    if not have_slurm and not args.dry_run:
+        sys.stderr.write(submit.sbatch_missing_message() + "\n")
         return 2
+    submit.check_spec(spec, profile, ask_slurm=have_slurm)
     if args.dry_run:
+        sys.stdout.write(f"# cluster profile {profile.name}; run directory {spec.run_dir}; "
+                         f"{spec.num_ranks} ranks; time {format_slurm_time(spec.time_s)}\n")
+        sys.stdout.write("# ---- sbatch script (submitit runs jobs.job.TrainingJob in every task) ----\n")
+        sys.stdout.write(submit.sbatch_script(spec) + "\n")
+        sys.stdout.write(f"# ---- each task runs: python -m {spec.entry} {shlex.join(spec.trainer_argv())}\n")
+        sys.stdout.write("# ---- resolved config ----\n")
         sys.stdout.write(dump_yaml(cfg))
         return 0
-    print("launch.py: submission is not implemented yet; use --dry-run", file=sys.stderr)
-    return 2
+    submit.check_run_dir(spec.run_dir)
+    job_id = submit.submit(spec)
+    sys.stdout.write(submit.describe_submission(spec, job_id) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            return run_command(argv[0], build_command_parser(argv[0]).parse_args(argv[1:]))
+        return run_submit(build_parser().parse_args(argv))
+    except (ConfigError, LaunchError) as exc:
+        return _error(str(exc))
