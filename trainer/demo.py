@@ -37,18 +37,24 @@ def demo_paths(root: str | Path) -> dict[str, str]:
             "test_clean": str(root / "test" / "clean"), "test_noisy": str(root / "test" / "noisy")}
 
 
-def _write_pairs(folder: Path, voice: str, sentences: list[str], sample_rate: int, seed: int) -> None:
+def write_pairs(folder: Path, voice: str, sentences: list[str] | tuple[str, ...], sample_rate: int, seed: int,
+                *, speaker: str | None = None, subtype: str = "PCM_16") -> list[str]:
+    """Speak ``sentences`` and write ``folder/clean/<speaker>_<nn>.wav`` and the noisy partner
+    (noise at a random SNR in [0, 15] dB). Returns the file names (also used by the tests)."""
     rng = np.random.default_rng(seed)
+    names = []
     for i, text in enumerate(sentences):
         clean = synthesize_speech(text, sample_rate, voice=voice, speed=165, pitch=int(rng.integers(35, 70)),
                                   seed=seed * 100 + i)
         noise = babble_like_noise(len(clean), sample_rate, seed=seed * 100 + i)
         noisy = mix_at_snr(clean, noise, float(rng.uniform(0.0, 15.0)))
         gain = min(1.0, 0.9 / float(np.max(np.abs(noisy))))  # no clipping in 16-bit wav; same gain keeps the pair
-        clean, noisy = clean * gain, noisy * gain
-        for kind, wave in (("clean", clean), ("noisy", noisy)):
+        name = f"{speaker or voice}_{i:02d}.wav"
+        for kind, wave in (("clean", clean * gain), ("noisy", noisy * gain)):
             (folder / kind).mkdir(parents=True, exist_ok=True)
-            sf.write(folder / kind / f"{voice}_{i:02d}.wav", wave, sample_rate, subtype="PCM_16")
+            sf.write(folder / kind / name, wave, sample_rate, subtype=subtype)
+        names.append(name)
+    return names
 
 
 def build_demo_corpus(root: Path, sample_rate: int) -> None:
@@ -59,9 +65,9 @@ def build_demo_corpus(root: Path, sample_rate: int) -> None:
     train_voices, valid_voice, test_voice = VOICES[:NUM_TRAIN_VOICES], VOICES[NUM_TRAIN_VOICES], VOICES[-1]
     wav = root / "wav"
     for seed, voice in enumerate(train_voices):
-        _write_pairs(wav, voice, sentences[:NUM_TRAIN_SENTENCES], sample_rate, seed)
-    _write_pairs(wav, valid_voice, sentences[-NUM_HELDOUT_SENTENCES:], sample_rate, len(VOICES))
-    _write_pairs(root / "test", test_voice, sentences[:NUM_HELDOUT_SENTENCES], sample_rate, len(VOICES) + 1)
+        write_pairs(wav, voice, sentences[:NUM_TRAIN_SENTENCES], sample_rate, seed)
+    write_pairs(wav, valid_voice, sentences[-NUM_HELDOUT_SENTENCES:], sample_rate, len(VOICES))
+    write_pairs(root / "test", test_voice, sentences[:NUM_HELDOUT_SENTENCES], sample_rate, len(VOICES) + 1)
     prepare(wav / "clean", wav / "noisy", root, sample_rate=sample_rate, shard_size_mb=2,
             valid_speakers=[valid_voice], workers=1, progress=False)
     shutil.rmtree(wav)
