@@ -1,0 +1,221 @@
+"""Score enhanced speech against clean references: ``python -m trainer.evaluate``.
+
+    python -m trainer.evaluate --clean-dir A --enhanced-dir B [--workers N] [--csv FILE] [--json FILE]
+
+Pairs every ``*.wav`` under ``A`` with the file of the same relative path under ``B`` and computes
+PESQ, CSIG, CBAK, COVL, SSNR and STOI (:mod:`trainer.metrics`, the CMGAN/Loizou conventions) in a
+process pool. A file that cannot be read, has no counterpart or cannot be scored becomes a row with
+an ``error`` and is left out of the means; it never stops the run. Prints a table; ``--csv``
+writes one row per utterance, ``--json`` a summary with means, counts, failures, package versions
+and the git revision (both written atomically).
+
+The checkpoint modes (``--checkpoint`` and ``--run-dir``) will call :func:`score_pairs` and
+:func:`format_table` once the training core exists; they are refused for now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from trainer.configbase import atomic_write_text
+from trainer.exitcodes import EXIT_BAD_INPUT
+from trainer.metrics import METRIC_KEYS, compute_metrics, default_num_workers, summarize
+
+ROW_KEYS = ("name", "seconds") + METRIC_KEYS + ("error",)
+PACKAGES = ("numpy", "scipy", "pesq", "pystoi", "soundfile")
+
+
+def _score_arrays(name: str, clean: np.ndarray, enhanced: np.ndarray, sr: int, which) -> dict:
+    result = compute_metrics(clean, enhanced, sr, which=which)
+    return {"name": name, "seconds": round(min(len(clean), len(enhanced)) / sr, 3)} | result
+
+
+def _score_files(name: str, clean_path: str, enhanced_path: str | None, which) -> dict:
+    import soundfile as sf
+
+    failed = {"name": name, "seconds": None} | dict.fromkeys(METRIC_KEYS) | {"error": None}
+    if enhanced_path is None:
+        return failed | {"error": "missing enhanced file"}
+    try:
+        clean, sr_clean = sf.read(clean_path, dtype="float64", always_2d=False)
+        enhanced, sr_enh = sf.read(enhanced_path, dtype="float64", always_2d=False)
+    except Exception as exc:  # soundfile raises several types for unreadable or broken files
+        return failed | {"error": f"unreadable wav ({type(exc).__name__})"}
+    if sr_clean != sr_enh:
+        return failed | {"error": f"sample rate mismatch ({sr_clean} vs {sr_enh} Hz)"}
+    return _score_arrays(name, clean, enhanced, sr_clean, which)
+
+
+def _run_tasks(fn: Callable[..., dict], tasks: list[tuple], workers: int, progress: bool) -> list[dict]:
+    """``fn(*task)`` for every task, in a 'spawn' process pool when ``workers > 1``; input order kept."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="scoring", unit="file", disable=not progress, file=sys.stderr)
+    rows: list[dict] = []
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                rows.append(fn(*task))
+                bar.update()
+            return rows
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+            for row in pool.map(fn, *zip(*tasks, strict=True), chunksize=1):
+                rows.append(row)
+                bar.update()
+        return rows
+    finally:
+        bar.close()
+
+
+def score_pairs(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], sr: int, workers: int = 1, *,
+                which=None, progress: bool = False) -> tuple[list[dict], dict]:
+    """Score in-memory ``(name, clean, enhanced)`` pairs; returns per-utterance rows and the summary."""
+    tasks = [(name, clean, enhanced, sr, which) for name, clean, enhanced in pairs]
+    rows = _run_tasks(_score_arrays, tasks, workers, progress)
+    return rows, summarize(rows)
+
+
+def match_files(clean_dir: Path, enhanced_dir: Path) -> tuple[list[tuple[str, str, str | None]], list[str]]:
+    """``(name, clean_path, enhanced_path or None)`` per clean wav, and enhanced wavs without a clean one."""
+    clean = {p.relative_to(clean_dir).as_posix(): p for p in clean_dir.rglob("*") if p.suffix.lower() == ".wav"}
+    enhanced = {p.relative_to(enhanced_dir).as_posix(): p for p in enhanced_dir.rglob("*")
+                if p.suffix.lower() == ".wav"}
+    pairs = [(name, str(clean[name]), str(enhanced[name]) if name in enhanced else None) for name in sorted(clean)]
+    return pairs, sorted(set(enhanced) - set(clean))
+
+
+def score_folders(clean_dir: Path, enhanced_dir: Path, workers: int = 1, *, which=None,
+                  progress: bool = False) -> tuple[list[dict], dict, list[str]]:
+    """Score matching wav files; returns rows, summary and the unmatched enhanced names."""
+    pairs, unmatched = match_files(clean_dir, enhanced_dir)
+    rows = _run_tasks(_score_files, [(*pair, which) for pair in pairs], workers, progress)
+    return rows, summarize(rows), unmatched
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def format_table(summaries: dict[str, dict], rows: list[dict] | None = None, *, max_failures: int = 10) -> str:
+    """Means side by side, one column per summary (e.g. one per checkpoint), then the failures."""
+    names = list(summaries)
+    width = max([8] + [len(n) for n in names])
+    lines = ["metric".ljust(8) + "".join(n.rjust(width + 2) for n in names)]
+    for key in METRIC_KEYS:
+        lines.append(key.upper().ljust(8) + "".join(_fmt(summaries[n].get(key)).rjust(width + 2) for n in names))
+    for label, key in (("valid", "num_valid"), ("failed", "num_failed")):
+        lines.append(label.ljust(8) + "".join(str(summaries[n][key]).rjust(width + 2) for n in names))
+    failed = [r for r in rows or [] if r.get("error")]
+    if failed:
+        lines.append(f"failed files ({len(failed)}):")
+        lines += [f"  {r['name']}: {r['error']}" for r in failed[:max_failures]]
+        if len(failed) > max_failures:
+            lines.append(f"  ... and {len(failed) - max_failures} more (see the CSV)")
+    return "\n".join(lines)
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ROW_KEYS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in ROW_KEYS})
+    return buffer.getvalue()
+
+
+def environment_info() -> dict:
+    """Package versions and the git revision (with a ``-dirty`` mark) for the summary JSON."""
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    root = Path(__file__).resolve().parents[1]
+    try:
+        revision = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        revision += "-dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        revision = None
+    return {"versions": versions, "git_revision": revision}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clean-dir", type=Path, help="folder with the clean reference wavs")
+    parser.add_argument("--enhanced-dir", type=Path, help="folder with the enhanced wavs (same relative names)")
+    parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: all cores)")
+    parser.add_argument("--csv", type=Path, help="write one row per utterance here")
+    parser.add_argument("--json", type=Path, help="write the summary (means, failures, versions) here")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    later = parser.add_argument_group("checkpoint modes (not available yet)")
+    later.add_argument("--checkpoint", type=Path, help="enhance --noisy-dir with this checkpoint, then score")
+    later.add_argument("--noisy-dir", type=Path, help="noisy inputs for --checkpoint")
+    later.add_argument("--out-dir", type=Path, help="where --checkpoint writes the enhanced wavs")
+    later.add_argument("--run-dir", type=Path, help="score every kept checkpoint of a run side by side")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"evaluate: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.checkpoint or args.run_dir or args.noisy_dir or args.out_dir:
+        return _fail("--checkpoint/--noisy-dir/--out-dir/--run-dir are not available yet (they need the "
+                     "training core); enhance the files yourself and use --clean-dir A --enhanced-dir B")
+    if args.clean_dir is None or args.enhanced_dir is None:
+        return _fail("give --clean-dir A and --enhanced-dir B (see --help)")
+    for flag, folder in (("--clean-dir", args.clean_dir), ("--enhanced-dir", args.enhanced_dir)):
+        if not folder.is_dir():
+            return _fail(f"{flag} {folder} is not a folder")
+    workers = default_num_workers() if args.workers is None else args.workers
+    if workers < 1:
+        return _fail(f"--workers must be at least 1, got {workers}")
+    pairs, _ = match_files(args.clean_dir, args.enhanced_dir)
+    if not pairs:
+        return _fail(f"no .wav files under --clean-dir {args.clean_dir}")
+    started = time.perf_counter()
+    rows, summary, unmatched = score_folders(args.clean_dir, args.enhanced_dir, workers,
+                                             progress=not args.no_progress)
+    elapsed = time.perf_counter() - started
+    if args.csv:
+        atomic_write_text(args.csv, rows_to_csv(rows))
+    if args.json:
+        report = {"summary": summary, "num_pairs": len(rows), "unmatched_enhanced": unmatched,
+                  "clean_dir": str(args.clean_dir.resolve()), "enhanced_dir": str(args.enhanced_dir.resolve()),
+                  "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi",
+                  "workers": workers, "wall_seconds": round(elapsed, 2)} | environment_info()
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    print(f"scored {summary['num_valid']} of {len(rows)} files ({summary['num_failed']} failed) "
+          f"in {elapsed:.1f} s with {workers} worker(s)")
+    if unmatched:
+        print(f"{len(unmatched)} enhanced file(s) without a clean reference were ignored, e.g. {unmatched[0]}")
+    print(format_table({os.path.basename(str(args.enhanced_dir).rstrip('/')) or "enhanced": summary}, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
