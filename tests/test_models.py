@@ -58,6 +58,17 @@ def test_creative_agent_missing_module_is_a_clear_error():
         build_generator(cfg)
 
 
+def test_a_broken_optional_module_is_named_when_its_generator_is_asked_for(monkeypatch):
+    import trainer.models as registry
+
+    monkeypatch.setattr(registry, "_OPTIONAL_IMPORT_ERRORS",
+                        {"trainer.models.creative": ImportError("No module named 'encodec'")})
+    monkeypatch.delitem(GENERATORS, "creative_agent", raising=False)
+    cfg = tiny_config("task=creative_agent", "model.name=creative_agent")
+    with pytest.raises(ConfigError, match="trainer.models.creative failed to import: .*encodec"):
+        build_generator(cfg)
+
+
 def test_register_generator_refuses_a_taken_name():
     with pytest.raises(ValueError, match="'bsrnn' is already registered"):
         register_generator("bsrnn")(lambda cfg: torch.nn.Identity())

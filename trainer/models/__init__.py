@@ -40,7 +40,9 @@ def build_generator(cfg: Config) -> nn.Module:
     name = cfg.model.name
     if name not in GENERATORS:
         hint = ""
-        if name == "creative_agent" and importlib.util.find_spec("trainer.models.creative") is None:
+        if _OPTIONAL_IMPORT_ERRORS:
+            hint = "".join(f" ({module} failed to import: {exc!r})" for module, exc in _OPTIONAL_IMPORT_ERRORS.items())
+        elif name == "creative_agent" and importlib.util.find_spec("trainer.models.creative") is None:
             hint = " (trainer/models/creative.py is not in this checkout)"
         raise ConfigError(f"model.name: {name!r} is not a registered generator{hint}; valid names: "
                           f"{', '.join(sorted(GENERATORS)) or 'none'}")
@@ -58,5 +60,12 @@ def build_discriminator(cfg: Config) -> nn.Module:
 # Built-in generators register themselves on import (after the registry above exists).
 from trainer.models import bsrnn  # noqa: E402,F401
 
-if importlib.util.find_spec("trainer.models.creative") is not None:
-    from trainer.models import creative  # noqa: E402,F401
+# Optional generator modules: a broken one must not stop the others from training; its import
+# error is reported when its name is asked for.
+_OPTIONAL_IMPORT_ERRORS: dict[str, BaseException] = {}
+for _module in ("trainer.models.creative",):
+    if importlib.util.find_spec(_module) is not None:
+        try:
+            importlib.import_module(_module)
+        except Exception as exc:  # noqa: BLE001 - reported by build_generator
+            _OPTIONAL_IMPORT_ERRORS[_module] = exc
