@@ -144,7 +144,7 @@ def test_model_contract_masks_stages_and_anti_cheating_noise(pairs):
     assert out["mask_input"].shape == out["mask_target"].shape == (3, 65, 4000 // 64 + 1)
     assert len(out["stage_masks"]) == 3
     for mask in (out["mask_input"], out["mask_target"]):
-        assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0
+        assert float(mask.detach().min()) >= 0.0 and float(mask.detach().max()) <= 1.0
     model.eval()
     with torch.no_grad():
         first, second = model(inputs, targets), model(inputs, targets)

@@ -35,7 +35,7 @@ import torchaudio
 from trainer import spectral
 from trainer.config import Config
 
-__all__ = ["creative_generator_loss", "creative_discriminator_loss", "creative_diagnostics",
+__all__ = ["creative_generator_loss", "creative_discriminator_loss", "creative_diagnostics", "diagnostic_tensors",
            "summarize_diagnostics", "copy_alert", "grad_norm_alert", "complementarity_percent",
            "pearson", "synthetic_pairs", "ALERT_TARGET", "ALERT_INPUT", "ALERT_MIX"]
 
@@ -155,22 +155,27 @@ def creative_discriminator_loss(disc: torch.nn.Module, out: dict, input_wave: to
 
 
 @torch.no_grad()
-def creative_diagnostics(out: dict, input_wave: torch.Tensor, target_wave: torch.Tensor) -> dict:
-    """Per-batch diagnostics as plain floats plus the ``alert`` string (for metrics.jsonl)."""
+def diagnostic_tensors(out: dict, input_wave: torch.Tensor, target_wave: torch.Tensor) -> dict:
+    """Per-batch diagnostics as detached 0-dim tensors (no host sync; the loop averages them).
+    The alert of a window or an epoch is :func:`copy_alert` of its mean correlations."""
     m_in, m_tgt = out["mask_input"].float(), out["mask_target"].float()
-    corr_input = pearson(out["wave"], input_wave).mean().item()
-    corr_target = pearson(out["wave"], target_wave).mean().item()
     return {
-        "mask_input_mean": m_in.mean().item(),
-        "mask_target_mean": m_tgt.mean().item(),
-        "balance_raw": balance_loss(m_in, m_tgt).item(),
-        "corr_input": corr_input,
-        "corr_target": corr_target,
-        "alert": copy_alert(corr_input, corr_target),
-        "complementarity_pct": complementarity_percent(m_in, m_tgt).item(),
-        "mask_reg": mask_regularisation(m_in, m_tgt).item(),
-        "temporal_diversity": 0.5 * (temporal_std(m_in) + temporal_std(m_tgt)).item(),
+        "mask_input_mean": m_in.mean(),
+        "mask_target_mean": m_tgt.mean(),
+        "balance_raw": balance_loss(m_in, m_tgt),
+        "corr_input": pearson(out["wave"], input_wave).mean(),
+        "corr_target": pearson(out["wave"], target_wave).mean(),
+        "complementarity_pct": complementarity_percent(m_in, m_tgt),
+        "mask_reg": mask_regularisation(m_in, m_tgt),
+        "temporal_diversity": 0.5 * (temporal_std(m_in) + temporal_std(m_tgt)),
     }
+
+
+def creative_diagnostics(out: dict, input_wave: torch.Tensor, target_wave: torch.Tensor) -> dict:
+    """:func:`diagnostic_tensors` as plain floats plus the ``alert`` string (for metrics.jsonl)."""
+    diag = {k: float(v) for k, v in diagnostic_tensors(out, input_wave, target_wave).items()}
+    diag["alert"] = copy_alert(diag["corr_input"], diag["corr_target"])
+    return diag
 
 
 def summarize_diagnostics(records: list[dict]) -> dict:
