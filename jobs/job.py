@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,10 +24,8 @@ import traceback
 from pathlib import Path
 
 from jobs import runs
+from trainer import signals as trainer_signals
 from trainer.exitcodes import EXIT_CRASHED, EXIT_FINISHED, EXIT_REQUEUE
-
-_stop = {"signal": None}
-
 
 @dataclasses.dataclass
 class RequeuePolicy:
@@ -42,20 +39,6 @@ def master_port(job_id: str, restart_count: int) -> int:
     the restart parity avoids rebinding a port the previous attempt may still hold."""
     digits = "".join(c for c in str(job_id) if c.isdigit()) or "0"
     return 20000 + (int(digits) % 20000) * 2 + restart_count % 2
-
-
-def _request_stop(signum, frame) -> None:
-    _stop["signal"] = signum
-    try:
-        from trainer import signals
-    except ImportError:
-        return
-    signals.request_stop()
-
-
-def install_stop_handlers() -> None:
-    for sig in (signal.SIGUSR2, signal.SIGTERM):
-        signal.signal(sig, _request_stop)
 
 
 def decide(exit_code: int, ends: list[dict], policy: RequeuePolicy, cancelled: bool) -> tuple[str, str]:
@@ -108,7 +91,7 @@ class TrainingJob:
     entry: str = "trainer.train"  # a module with main(argv) -> exit code
 
     def __call__(self) -> int:
-        install_stop_handlers()
+        trainer_signals.install()  # flag-only USR2/TERM handlers, replacing submitit's
         import submitit
 
         env = submitit.JobEnvironment()

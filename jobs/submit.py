@@ -109,8 +109,9 @@ def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> No
                           f"{format_slurm_time(spec.time_s)}")
     limit_s, where = profile.max_time_s, f"profile {profile.name!r}"
     info = slurm.partition_info(spec.partition) if ask_slurm else None
-    if ask_slurm and info is None:
-        known = ", ".join(slurm.partition_names()) or "none reported by sinfo"
+    known = slurm.partition_names() if ask_slurm and info is None else []
+    if known:  # SLURM answers and does not know the partition
+        known = ", ".join(known)
         raise LaunchError(f"--partition {spec.partition!r} does not exist on this cluster (known: {known})")
     if info is None and profile.partitions and spec.partition not in profile.partitions:
         raise LaunchError(f"--partition {spec.partition!r} is not a partition of {profile.name!r} "
@@ -122,24 +123,34 @@ def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> No
                           f"limit of {where}; the job requeues itself, so ask for at most the limit")
 
 
+def executor_parameters(spec: JobSpec) -> dict:
+    extra = {"requeue": True, "chdir": str(ROOT)}
+    if spec.account:
+        extra["account"] = spec.account
+    params = dict(job_name=spec.name, partition=spec.partition, nodes=spec.nodes,
+                  ntasks_per_node=spec.gpus_per_node, gpus_per_node=spec.gpus_per_node,
+                  cpus_per_task=spec.cpus_per_task, time=max(1, math.ceil(spec.time_s / 60)),
+                  signal_delay_s=spec.signal_lead_s, setup=spec.setup or None, additional_parameters=extra)
+    if spec.constraint:
+        params["constraint"] = spec.constraint
+    return params
+
+
 def make_executor(spec: JobSpec):
     import submitit
 
     executor = submitit.SlurmExecutor(folder=runs.slurm_folder(spec.run_dir), max_num_timeout=0)
-    extra = {"requeue": True, "chdir": str(ROOT)}
-    if spec.account:
-        extra["account"] = spec.account
-    executor.update_parameters(
-        job_name=spec.name, partition=spec.partition, nodes=spec.nodes, ntasks_per_node=spec.gpus_per_node,
-        gpus_per_node=spec.gpus_per_node, cpus_per_task=spec.cpus_per_task,
-        time=max(1, math.ceil(spec.time_s / 60)), signal_delay_s=spec.signal_lead_s,
-        constraint=spec.constraint, setup=spec.setup or None, additional_parameters=extra)
+    executor.update_parameters(**executor_parameters(spec))
     return executor
 
 
 def sbatch_script(spec: JobSpec) -> str:
-    executor = make_executor(spec)
-    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
+    """The exact script ``submit`` hands to sbatch (rendered without needing srun here)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = runs.slurm_folder(spec.run_dir)
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, **executor_parameters(spec))
 
 
 def training_job(spec: JobSpec) -> TrainingJob:

@@ -1,0 +1,131 @@
+"""launch.py on the login node: bad input before submission, dry-run, --local, and the
+login-node commands (logs/status/list) reading a run directory, all without torch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+OFFLINE = {"PATH": "/nonexistent"}  # no sbatch: checks fall back to the cluster profile
+
+
+def launch(repo_root, *args, env=None, timeout=60):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=repo_root, capture_output=True,
+                          text=True, env=full_env, timeout=timeout)
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    return proc.stderr
+
+
+SUBMIT = ["--cluster", "levante", "--config", "configs/smoke.yaml"]
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ([], "--account is required on cluster 'levante'"),
+    (["--account", "ab1234", "--partition", "cpu"], "--partition 'cpu' is not a partition of 'levante'"),
+    (["--account", "ab1234", "--time", "12:00:01"], "over the 12:00:00 limit"),
+    (["--account", "ab1234", "--time", "twelve"], "--time 'twelve': not a Slurm time"),
+    (["--account", "ab1234", "--gpus-per-node", "8"], "a node of 'levante' has 4 GPUs"),
+    (["--account", "ab1234", "--name", "my run"], "--name 'my run': use letters"),
+    (["--account", "ab1234", "--name", "x;rm"], "--name 'x;rm'"),
+    (["--account", "ab1234", "--set", "train.epoch=3"], "unknown key train.epoch"),
+    (["--account", "ab1234", "--cluster", "mars"], "unknown cluster profile 'mars'"),
+])
+def test_bad_input_is_refused_in_one_line_before_submission(repo_root, extra, expected):
+    err = one_line_error(launch(repo_root, *SUBMIT, "--dry-run", *extra, env=OFFLINE))
+    assert expected in err
+
+
+def test_unwritable_run_directory_is_refused(repo_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    err = one_line_error(launch(repo_root, *SUBMIT, "--account", "ab1234", "--local", "--run-dir",
+                                str(blocker / "run"), env=OFFLINE))
+    assert str(blocker / "run") in err and "not writable" in err
+
+
+def test_without_sbatch_submission_suggests_local(repo_root):
+    err = one_line_error(launch(repo_root, *SUBMIT, "--account", "ab1234", env=OFFLINE))
+    assert "no sbatch on PATH" in err and "--local" in err
+
+
+def test_dry_run_prints_the_sbatch_script_and_the_resolved_config(repo_root, tmp_path):
+    proc = launch(repo_root, *SUBMIT, "--account", "ab1234", "--dry-run", "--run-dir", str(tmp_path / "r"),
+                  "--set", "optim.lr=1e-4", "--set", "data.train_dir=/d/a b;$(touch x)", env=OFFLINE)
+    assert proc.returncode == 0, proc.stderr
+    for line in ("#SBATCH --account=ab1234", "#SBATCH --partition=gpu", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --gpus-per-node=4", "#SBATCH --signal=USR2@600", "#SBATCH --requeue",
+                 "#SBATCH --time=720", "srun --unbuffered"):
+        assert line in proc.stdout
+    assert "lr: 0.0001" in proc.stdout  # the resolved config
+    assert "--set 'data.train_dir=/d/a b;$(touch x)'" in proc.stdout
+    assert not (repo_root / "x").exists() and not (tmp_path / "r").exists()  # nothing run, nothing made
+
+
+def test_local_runs_the_job_here_in_the_foreground(repo_root, tmp_path):
+    run_dir = tmp_path / "local-run"
+    proc = launch(repo_root, *SUBMIT, "--local", "--entry", "jobs.probe", "--run-dir", str(run_dir),
+                  env={**OFFLINE, "SEGAN_PROBE_STEPS": "3", "SEGAN_PROBE_STEP_SECONDS": "0"})
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads((run_dir / "state.json").read_text())
+    assert (state["status"], state["step"]) == ("finished", 3)
+
+
+def make_run(tmp_path, job_id="4242"):
+    """A run directory as the trainer and the job wrapper leave it after one requeue."""
+    run_dir = tmp_path / "runs" / "demo"
+    (run_dir / "slurm").mkdir(parents=True)
+    (run_dir / "state.json").write_text(json.dumps({
+        "status": "finished", "step": 120, "epoch": 4, "epochs": 4, "best": {"pesq": 2.345},
+        "updated": "2026-01-01T00:00:00+00:00", "job_id": job_id, "world_size": 4}))
+    attempts = [
+        {"event": "start", "job_id": job_id, "restart": 0, "step": 0},
+        {"event": "end", "job_id": job_id, "restart": 0, "exit_code": 42, "step_start": 0, "step_end": 60,
+         "action": "requeue", "reason": "stop requested"},
+        {"event": "start", "job_id": job_id, "restart": 1, "step": 60},
+        {"event": "end", "job_id": job_id, "restart": 1, "exit_code": 0, "step_start": 60, "step_end": 120,
+         "action": "finish", "reason": "training finished"},
+    ]
+    (run_dir / "attempts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in attempts))
+    (run_dir / "slurm" / f"{job_id}_0_log.out").write_text(
+        f"===== attempt 1 of job {job_id} =====\nfirst\n===== attempt 2 of job {job_id} =====\nsecond\n")
+    (run_dir / "slurm" / f"{job_id}_1_log.err").write_text("rank one stderr\n")
+    index = tmp_path / "submissions.jsonl"
+    index.write_text(json.dumps({"job_id": job_id, "run_dir": str(run_dir), "name": "demo",
+                                 "cluster": "local", "submitted": "2026-01-01T00:00:00Z"}) + "\n")
+    return run_dir, {"SEGAN_JOB_INDEX": str(index)}
+
+
+def test_login_node_commands_read_the_run_directory_without_torch(repo_root, tmp_path):
+    run_dir, env = make_run(tmp_path)
+    code = ("import sys, runpy\n"
+            "for argv in (['logs'], ['logs', '4242', '--follow'], ['logs', sys.argv[1], '--rank', '1', '--err'],\n"
+            "             ['status'], ['list']):\n"
+            "    sys.argv = ['launch.py', *argv]\n"
+            "    try:\n"
+            "        runpy.run_path('launch.py', run_name='__main__')\n"
+            "    except SystemExit as exc:\n"
+            "        assert exc.code == 0, (argv, exc.code)\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=repo_root, capture_output=True,
+                          text=True, env={**os.environ, **env, **OFFLINE}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("===== attempt 1 of job 4242") == 2 and out.count("===== attempt 2 of job 4242") == 2
+    assert "rank one stderr" in out
+    assert "finished step 120 epoch 4/4 best pesq 2.345" in out  # status
+    assert "step 0 -> 60, requeue" in out and "attempts: 2" in out
+    list_row = next(line for line in out.splitlines() if line.startswith("4242 "))
+    assert list_row.split()[:7] == ["4242", "demo", "finished", "120", "4/4", "2.345", "2"]
+
+
+def test_logs_for_an_unknown_job_says_what_to_do(repo_root, tmp_path):
+    _, env = make_run(tmp_path)
+    err = one_line_error(launch(repo_root, "logs", "999", env={**env, **OFFLINE}))
+    assert "job 999 was not submitted from here" in err and "run directory" in err
