@@ -27,6 +27,7 @@ from jobs import runs
 from trainer import signals as trainer_signals
 from trainer.exitcodes import EXIT_CRASHED, EXIT_FINISHED, EXIT_REQUEUE
 
+
 @dataclasses.dataclass
 class RequeuePolicy:
     max_requeues: int = 20

@@ -124,7 +124,7 @@ def list_runs(limit: int = 20) -> int:
                      str(_attempt_counts(run_dir)), str(run_dir)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] + "\n")
     return 0
 
 
