@@ -101,6 +101,13 @@ def test_generator_shapes_for_lengths_off_the_hop(batch):
         assert torch.allclose(out["mag"], out["spec"].abs())
 
 
+def test_untrained_generator_returns_its_input(batch):
+    torch.manual_seed(0)
+    _, noisy = batch
+    out = build_generator(tiny_config())(noisy)
+    assert torch.allclose(out["wave"], noisy, atol=1e-5)
+
+
 def test_every_generator_and_discriminator_parameter_gets_a_gradient(batch):
     # DDP (find_unused_parameters=False) needs every parameter in every backward.
     torch.manual_seed(0)
@@ -116,15 +123,20 @@ def test_every_generator_and_discriminator_parameter_gets_a_gradient(batch):
 
 
 def test_same_seed_same_model_same_outputs(batch):
-    _, noisy = batch
-    outputs = []
-    for _ in range(2):
-        torch.manual_seed(123)
-        generator = build_generator(tiny_config())
-        outputs.append(generator(noisy[:2, :8000])["wave"])
-    assert torch.equal(outputs[0], outputs[1])
-    torch.manual_seed(124)
-    assert not torch.equal(outputs[0], build_generator(tiny_config())(noisy[:2, :8000])["wave"])
+    clean, noisy = batch[0][:2, :8000], batch[1][:2, :8000]
+    cfg = tiny_config()
+
+    def one_step_then_forward(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        generator = build_generator(cfg)  # an untrained one returns its input: train one step
+        optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+        losses.generator_loss(generator(noisy), clean, cfg, 0.0, None)[0].backward()
+        optimizer.step()
+        return generator(noisy)["wave"]
+
+    first = one_step_then_forward(123)
+    assert torch.equal(first, one_step_then_forward(123))
+    assert not torch.equal(first, one_step_then_forward(124))
 
 
 def test_generator_under_cpu_bf16_autocast_returns_fp32(batch):

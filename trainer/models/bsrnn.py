@@ -7,7 +7,10 @@ fidelity speech enhancement with band-split RNN" (Interspeech 2023); our own cod
     band split:  per band k, GroupNorm + Linear over its (re, im) bins -> (B, C, K, N)
     num_layers x [ time-axis BLSTM per band (+ residual), band-axis BLSTM per frame (+ residual) ]
     mask estimation: per band, GroupNorm + MLP (tanh, GLU) -> complex mask M and residual R
-    estimate S = M * X + R (compressed domain) -> decompress -> iSTFT (fp32) -> wave
+    estimate S = (1 + M) * X + R (compressed domain) -> decompress -> iSTFT (fp32) -> wave
+
+M and R start at zero (the GLU's value half is zero-initialised), so an untrained model returns
+its input: training starts from the noisy signal's quality rather than from noise.
 
 Band layout: the default splits the spectrum into 100 Hz bands up to 1 kHz, 250 Hz to 4 kHz,
 500 Hz to 8 kHz, 1 kHz to 16 kHz, 2 kHz to 20 kHz and one band above (30 bands for 16 kHz with
@@ -102,6 +105,14 @@ class BSRNN(nn.Module):
             nn.Sequential(nn.GroupNorm(1, c), _ChannelsLast(), nn.Linear(c, 4 * c), nn.Tanh(),
                           nn.Linear(4 * c, 2 * 4 * w), nn.GLU(dim=-1))
             for w in self.widths)
+        # Start as the identity: the value half of the GLU input is zero, so M = R = 0 and the
+        # estimate equals the (compressed) noisy input until the heads learn otherwise.
+        for head in self.mask_heads:
+            last = head[-2]
+            half = last.out_features // 2
+            with torch.no_grad():
+                last.weight[:half].zero_()
+                last.bias[:half].zero_()
 
     def forward(self, noisy: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.stft_cfg
@@ -124,7 +135,7 @@ class BSRNN(nn.Module):
         m = torch.cat([h.reshape(batch, num_frames, -1, 4) for h in heads], dim=2)  # (B, N, F, 4)
         with torch.autocast(device_type=noisy.device.type, enabled=False):
             m = m.float().permute(0, 2, 1, 3)  # (B, F, N, 4)
-            mask = torch.complex(m[..., 0], m[..., 1])
+            mask = torch.complex(1.0 + m[..., 0], m[..., 1])
             residual = torch.complex(m[..., 2], m[..., 3])
             est = mask * x + residual
             wave = spectral.istft(spectral.decompress(est, cfg.compress_factor, cfg.eps), cfg, length)
