@@ -76,7 +76,7 @@ class Trainer:
         self.amp = cfg.train.amp and self.device.type == "cuda"
         if cfg.train.amp and not self.amp:
             warn_once(log, "amp-cpu", "train.amp is ignored on the CPU (autocast is for CUDA here)")
-        self.cfg = cfg = self._with_data_dirs(cfg)
+        self._ensure_demo_corpus()
         self.metrics = MetricsLog(self.run_dir, enabled=env.is_main)
         self.cores = dist.cores_per_rank(env)
         pesq_workers = cfg.train.pesq_workers or (min(cfg.data.batch_size, self.cores) if self.cores > 1 else 0)
@@ -102,7 +102,7 @@ class Trainer:
             self.g_ddp, self.d_ddp = self.generator, self.discriminator
 
         self.train_loader, self.sampler = build_train_loader(cfg, env.rank, env.world_size)
-        self.valid_loader = build_eval_loader(cfg.data.valid_dir, cfg, env.rank, env.world_size,
+        self.valid_loader = build_eval_loader(None, cfg, env.rank, env.world_size,
                                               max_seconds=cfg.data.valid_max_seconds,
                                               max_utterances=cfg.valid.max_utterances)
         self.steps_per_epoch = len(self.sampler)
@@ -119,19 +119,15 @@ class Trainer:
         self._resume()
 
     # ----- setup helpers -------------------------------------------------------------------
-    def _with_data_dirs(self, cfg: Config) -> Config:
-        if not cfg.data.demo:
-            return cfg
+    def _ensure_demo_corpus(self) -> None:
+        """Rank 0 builds the demo corpus (once, atomically) while the other ranks wait."""
+        if not self.cfg.data.demo:
+            return
         from trainer.demo import ensure_demo_corpus
 
         if self.env.is_main:
-            ensure_demo_corpus(sample_rate=cfg.data.sample_rate)
+            ensure_demo_corpus(sample_rate=self.cfg.data.sample_rate)
         dist.barrier()
-        paths = ensure_demo_corpus(sample_rate=cfg.data.sample_rate)
-        data = {**to_dict(cfg.data), "train_dir": str(paths["train"]), "valid_dir": str(paths["valid"])}
-        from trainer.config import config_from_dict
-
-        return config_from_dict({**to_dict(cfg), "data": data})
 
     def _resume(self) -> None:
         path = self.run_dir / "checkpoints" / "last.pt"

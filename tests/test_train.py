@@ -1,0 +1,191 @@
+"""The training core end to end on the demo corpus (real audio, real PESQ, real processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from trainer.exitcodes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.runstate import read_metrics, read_state
+
+TINY = ["train.max_steps_per_epoch=4", "train.log_every=1", "valid.max_utterances=2", "valid.stoi_every=100",
+        "train.pesq_workers=0", "checkpoint.every_steps=0", "data.batch_size=2", "loss.gan_start_fraction=0.0",
+        "loss.gan_ramp_epochs=0"]
+
+
+def train_cmd(run_dir, *overrides, nproc=1):
+    sets = [arg for item in (*TINY, *overrides) for arg in ("--set", item)]
+    if nproc == 1:
+        prefix = [sys.executable, "-m", "trainer.train"]
+    else:
+        prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                  "--master_port", str(29500 + os.getpid() % 1000), "-m", "trainer.train"]
+    return [*prefix, "--config", "configs/smoke.yaml", "--run-dir", str(run_dir), *sets]
+
+
+def run_train(repo_root, run_dir, *overrides, nproc=1, timeout=900):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(train_cmd(run_dir, *overrides, nproc=nproc), cwd=repo_root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc
+
+
+def step_losses(run_dir):
+    return [(r["step"], r["loss"], r["d_loss"]) for r in read_metrics(run_dir) if r.get("kind") == "step"]
+
+
+def epoch_records(run_dir):
+    return [(r["epoch"], r["step"], r.get("valid_loss"), r.get("valid_pesq"))
+            for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+
+
+def interrupt_and_resume(repo_root, run_dir, *overrides, nproc=1, after_step=3):
+    """Start a run, send SIGUSR2 to every process once step ``after_step`` is logged, resume."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(train_cmd(run_dir, *overrides, nproc=nproc), cwd=repo_root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(step >= after_step for step, _, _ in step_losses(run_dir)):
+            # Like SLURM's --signal: every process of the job gets it (torchrun's agent and the ranks).
+            os.killpg(proc.pid, signal.SIGUSR2)
+            break
+        time.sleep(0.05)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == EXIT_REQUEUE, output[-3000:]
+    stopped_at = read_state(run_dir)["step"]
+    assert read_state(run_dir)["status"] == "checkpointed"
+    resumed = run_train(repo_root, run_dir, *overrides, nproc=nproc)
+    assert resumed.returncode == EXIT_FINISHED, resumed.stderr[-3000:]
+    assert "resumed" in resumed.stderr
+    return stopped_at
+
+
+@pytest.mark.slow
+def test_resume_is_bit_exact(repo_root, tmp_path):
+    overrides = ("train.epochs=3", "data.num_workers=2")
+    straight = run_train(repo_root, tmp_path / "straight", *overrides)
+    assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
+    stopped_at = interrupt_and_resume(repo_root, tmp_path / "resumed", *overrides)
+    assert 3 <= stopped_at < 12
+    assert step_losses(tmp_path / "resumed") == step_losses(tmp_path / "straight")
+    assert len(step_losses(tmp_path / "straight")) == 12
+    assert epoch_records(tmp_path / "resumed") == epoch_records(tmp_path / "straight")
+    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    for key in a["generator"]:
+        assert torch.equal(a["generator"][key], b["generator"][key]), key
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_resume_is_bit_exact(repo_root, tmp_path):
+    overrides = ("train.epochs=2",)
+    straight = run_train(repo_root, tmp_path / "straight", *overrides, nproc=2)
+    assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
+    state = read_state(tmp_path / "straight")
+    assert state["world_size"] == 2 and state["status"] == "finished" and state["step"] == 8
+    interrupt_and_resume(repo_root, tmp_path / "resumed", *overrides, nproc=2, after_step=2)
+    assert step_losses(tmp_path / "resumed") == step_losses(tmp_path / "straight")
+    kept = sorted(p.name for p in (tmp_path / "straight/checkpoints").iterdir())
+    assert kept == ["best_composite.pt", "best_loss.pt", "best_pesq.pt", "best_stoi.pt", "last.pt"]
+
+
+@pytest.mark.slow
+def test_rank_whose_pesq_items_all_fail_does_not_hang(repo_root, tmp_path):
+    """Rank 1's clean references are digitally silent: PESQ fails on all its items, never on rank 0's."""
+    import numpy as np
+    import soundfile as sf
+
+    from trainer.data import ResumableBatchSampler
+    from trainer.speech import SENTENCES, babble_like_noise, mix_at_snr, synthesize_speech
+
+    rank1_items = {i for batch in ResumableBatchSampler(4, 2, 1, 2, seed=0) for i in batch}
+    clean_dir, noisy_dir = tmp_path / "clean", tmp_path / "noisy"
+    clean_dir.mkdir()
+    noisy_dir.mkdir()
+    for i in range(4):
+        speech = synthesize_speech(SENTENCES[i], 16000)
+        noisy = mix_at_snr(speech, babble_like_noise(len(speech), seed=i), 5.0)
+        clean = np.zeros_like(speech) if i in rank1_items else speech
+        sf.write(clean_dir / f"s{i}_001.wav", clean, 16000)
+        sf.write(noisy_dir / f"s{i}_001.wav", noisy, 16000)
+    prep = subprocess.run([sys.executable, "-m", "trainer.prepare", "--clean-dir", str(clean_dir), "--noisy-dir",
+                           str(noisy_dir), "--out", str(tmp_path / "data")], cwd=repo_root, capture_output=True,
+                          text=True)
+    assert prep.returncode == 0, prep.stderr
+    from trainer.demo import ensure_demo_corpus
+
+    valid = ensure_demo_corpus(root=repo_root / "logs/demo_corpus")["valid"]
+    proc = run_train(repo_root, tmp_path / "run", "data.demo=false", f"data.train_dir={tmp_path / 'data'}",
+                     f"data.valid_dir={valid}", "train.epochs=2", nproc=2, timeout=600)
+    assert proc.returncode == EXIT_FINISHED, proc.stderr[-3000:]
+    steps = [r for r in read_metrics(tmp_path / "run") if r.get("kind") == "step"]
+    assert steps and all(r["pesq_valid_rate"] == 0.5 for r in steps)
+    assert "discriminator trained on only 50%" in proc.stderr
+
+
+def test_corrupted_checkpoint_is_a_clear_error(repo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints/last.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    proc = run_train(repo_root, run_dir, "train.epochs=1")
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert "last.pt: not a readable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_mismatched_architecture_extension_and_divergence(repo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_train(repo_root, run_dir, "train.epochs=1")
+    assert first.returncode == EXIT_FINISHED, first.stderr[-3000:]
+    config = (run_dir / "config.yaml").read_text()
+
+    other = run_train(repo_root, run_dir, "train.epochs=1", "model.num_channels=8")
+    assert other.returncode == EXIT_BAD_INPUT
+    assert "model.num_channels: checkpoint 16, config 8" in other.stderr and "Traceback" not in other.stderr
+    assert (run_dir / "config.yaml").read_text() == config  # nothing overwritten by the refused run
+
+    extended = run_train(repo_root, run_dir, "train.epochs=2")
+    assert extended.returncode == EXIT_FINISHED, extended.stderr[-3000:]
+    assert [e for e, *_ in epoch_records(run_dir)] == [0, 1]
+    assert read_state(run_dir)["step"] == 8
+
+    diverging = tmp_path / "diverging"
+    proc = run_train(repo_root, diverging, "train.epochs=1", "optim.lr=1e30", "optim.grad_clip=0",
+                     "train.max_nonfinite_steps=2")
+    assert proc.returncode == EXIT_DIVERGED, proc.stderr[-3000:]
+    assert "consecutive non-finite losses" in proc.stderr
+    assert read_state(diverging)["status"] == "diverged"
+
+
+def test_bad_config_exits_2_in_one_line(repo_root, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", "configs/smoke.yaml", "--set",
+                           "train.epochs=zero", "--run-dir", str(tmp_path / "r")], cwd=repo_root,
+                          capture_output=True, text=True)
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert proc.stderr.strip() == "trainer.train: error: configs/smoke.yaml: train.epochs: 'zero' is not an int"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_short_demo_run_beats_the_noisy_input(repo_root, tmp_path):
+    from trainer.config import load_config
+    from trainer.data import build_eval_loader
+    from trainer.metrics import compute_metrics, summarize
+
+    cfg = load_config(repo_root / "configs/smoke.yaml")
+    noisy = summarize([compute_metrics(b["clean"][0].numpy(), b["noisy"][0].numpy(), 16000, which=("pesq",))
+                       for b in build_eval_loader(None, cfg, 0, 1)])["pesq"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", "configs/smoke.yaml",
+                           "--run-dir", str(tmp_path / "demo"), "--set", "train.epochs=3"],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == EXIT_FINISHED, proc.stderr[-3000:]
+    final = [r for r in read_metrics(tmp_path / "demo") if r.get("kind") == "epoch"][-1]
+    assert final["valid_pesq"] > noisy, (final, noisy)
+    assert json.loads((tmp_path / "demo/state.json").read_text())["best"]["pesq"] >= final["valid_pesq"]
