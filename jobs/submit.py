@@ -25,6 +25,7 @@ from jobs.runs import LaunchError
 from trainer.config import Config
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 @dataclasses.dataclass
@@ -62,6 +63,8 @@ def build_spec(args, profile: ClusterProfile, cfg: Config) -> JobSpec:
     if not _SAFE_NAME.match(name):
         raise LaunchError(f"--name {name!r}: use letters, digits, '.', '_' or '-' only (no spaces or shell "
                           "metacharacters)")
+    if not _MODULE.match(args.entry):
+        raise LaunchError(f"--entry {args.entry!r}: expected a module name such as trainer.train")
     time_text = args.time or profile.time
     try:
         time_s = parse_slurm_time(time_text)
@@ -118,6 +121,12 @@ def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> No
                           f"(known: {', '.join(profile.partitions)})")
     if info is not None:
         limit_s, where = slurm.partition_max_time_s(info) or spec.time_s, f"partition {spec.partition!r}"
+    if info is not None and spec.account:
+        problem = slurm.account_error(spec.account, spec.partition)
+        if problem:
+            raise LaunchError(f"--account {spec.account!r} may not submit to partition {spec.partition!r} "
+                              f"(sbatch --test-only: {problem}); list yours with: sacctmgr show assoc "
+                              "user=$USER format=account,partition")
     if spec.time_s > limit_s:
         raise LaunchError(f"--time {format_slurm_time(spec.time_s)} is over the {format_slurm_time(limit_s)} "
                           f"limit of {where}; the job requeues itself, so ask for at most the limit")

@@ -38,6 +38,7 @@ def render(spec: JobSpec, *, python: str | None = None, root: Path | str = ROOT,
         "max_requeues": str(spec.policy.max_requeues),
         "max_stalled_restarts": str(spec.policy.max_stalled_restarts),
         "setup": "\n".join(spec.setup) if spec.setup else "# (no setup lines in the profile)",
+        "entry": spec.entry,
         "trainer_args": " ".join(q(arg) for arg in spec.trainer_argv()),
     }
 

@@ -1,0 +1,107 @@
+"""Helpers for the tests on the one-machine SLURM cluster of tests/cluster/up.sh."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import in_ci
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "testacct"
+
+
+def cluster_problem() -> str | None:
+    """None when the test cluster answers (controller, partition gpu, account testacct)."""
+    def out(*args):
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, str(exc)
+        return (proc.stdout if proc.returncode == 0 else None), proc.stderr.strip()
+
+    ping, err = out("scontrol", "ping")
+    if not ping or "UP" not in ping:
+        return f"slurmctld not reachable ({err or ping}); start it with: bash tests/cluster/up.sh"
+    part, err = out("sinfo", "-h", "-p", "gpu", "-o", "%a %T")
+    if not part or not part.startswith("up") or not re.search(r"idle|mixed|allocated", part):
+        return f"partition gpu not usable ({part or err!r}); bash tests/cluster/up.sh"
+    acct, err = out("sacctmgr", "-n", "-P", "list", "account", ACCOUNT, "format=account")
+    if not acct or ACCOUNT not in acct:
+        return f"account {ACCOUNT} missing ({err}); bash tests/cluster/up.sh"
+    return None
+
+
+def require_cluster() -> None:
+    problem = cluster_problem()
+    if problem:
+        if in_ci():
+            pytest.fail(f"the SLURM test cluster must be up in CI: {problem}")
+        pytest.skip(problem)
+
+
+def launch(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def submit(*args: str, env: dict | None = None) -> str:
+    proc = launch("--cluster", "local", *args, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    match = re.search(r"submitted job (\d+)", proc.stdout)
+    assert match, proc.stdout
+    return match.group(1)
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def job_fields(job_id: str) -> dict:
+    proc = subprocess.run(["scontrol", "show", "job", job_id, "-o"], capture_output=True, text=True)
+    return dict(t.split("=", 1) for t in proc.stdout.split() if "=" in t)
+
+
+def release_if_waiting(job_id: str) -> bool:
+    """A requeued job waits ~2 minutes for its BeginTime; start it now. True if it was waiting."""
+    fields = job_fields(job_id)
+    if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
+        subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
+        return True
+    return False
+
+
+def final_state(job_id: str) -> str | None:
+    """sacct's state once the job has ended for good (not pending/running/requeued)."""
+    fields = job_fields(job_id)
+    if fields.get("JobState") in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING"):
+        return None
+    proc = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True)
+    states = proc.stdout.split()
+    return states[-1] if states else fields.get("JobState")
+
+
+def records(path: Path, **match) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if all(rec.get(k) == v for k, v in match.items()):
+            out.append(rec)
+    return out

@@ -1,0 +1,152 @@
+"""End-to-end tests on the real one-machine SLURM cluster (tests/cluster/up.sh).
+
+They skip when the cluster is down, but fail under CI=true so CI never skips them silently.
+A requeued job waits ~2 minutes for its BeginTime; the tests start it at once.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from cluster_helpers import (
+    ROOT,
+    final_state,
+    launch,
+    records,
+    release_if_waiting,
+    require_cluster,
+    submit,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+# 4 ranks share 2 CPU cores: a tiny smoke run (5 steps of batch 1, one validation utterance).
+SMOKE = ["--config", "configs/smoke.yaml", "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=5",
+         "--set", "train.log_every=1", "--set", "data.batch_size=1", "--set", "data.crop_seconds=0.5",
+         "--set", "train.pesq_workers=1", "--set", "valid.max_utterances=1", "--set", "checkpoint.every_steps=0"]
+
+
+@pytest.fixture(autouse=True)
+def cluster():
+    require_cluster()
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {"SEGAN_JOB_INDEX": str(tmp_path / "submissions.jsonl")}
+
+
+def step_losses(run_dir):
+    return [(r["step"], r["loss"]) for r in records(run_dir / "metrics.jsonl") if "loss" in r and r.get("kind") == "step"]
+
+
+def test_preempted_smoke_job_requeues_and_matches_an_uninterrupted_run(tmp_path, env):
+    preempted, reference = tmp_path / "preempted", tmp_path / "reference"
+    job = submit(*SMOKE, "--run-dir", str(preempted), "--name", "e2e-preempt", env=env)
+    follow = subprocess.Popen([sys.executable, "launch.py", "logs", job, "--follow"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **env})
+    try:
+        wait_for(lambda: step_losses(preempted), 600, "the first training step")
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        # the uninterrupted run: the same 4-rank job, here under torchrun (no SLURM)
+        ref = subprocess.Popen([sys.executable, "launch.py", "--cluster", "local", *SMOKE, "--local",
+                                "--gpus-per-node", "4", "--run-dir", str(reference)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        first = wait_for(lambda: records(preempted / "attempts.jsonl", event="end"), 300, "the save after USR2")[0]
+        assert (first["exit_code"], first["action"]) == (42, "requeue"), first
+        assert 0 < first["step_end"] < 5
+        wait_for(lambda: release_if_waiting(job), 120, "the requeued job to wait for its BeginTime")
+        assert wait_for(lambda: final_state(job), 900, "the requeued job to finish") == "COMPLETED"
+        out, err = follow.communicate(timeout=120)
+        assert ref.wait(timeout=900) == 0, ref.stderr.read()
+    finally:
+        follow.kill()
+    assert follow.returncode == 0, err
+    assert f"===== attempt 1 of job {job} · rank 0/4" in out and f"===== attempt 2 of job {job} · rank 0/4" in out
+    ends = records(preempted / "attempts.jsonl", event="end")
+    assert [(e["exit_code"], e["action"]) for e in ends] == [(42, "requeue"), (0, "finish")]
+    second_start = records(preempted / "attempts.jsonl", event="start")[1]
+    assert second_start["step"] == first["step_end"]  # resumed at the exact step it saved
+    state = json.loads((preempted / "state.json").read_text())
+    ref_state = json.loads((reference / "state.json").read_text())
+    assert (state["status"], state["step"], state["world_size"]) == ("finished", 5, 4)
+    assert ref_state["step"] == state["step"]
+    losses, ref_losses = step_losses(preempted), step_losses(reference)
+    assert [s for s, _ in losses] == [1, 2, 3, 4, 5]
+    assert losses == [(s, pytest.approx(v, rel=1e-6)) for s, v in ref_losses]
+    status = launch("status", job, env=env)
+    assert "finished step 5" in status.stdout and "attempts: 2" in status.stdout
+
+
+def test_time_limit_signal_saves_requeues_and_a_cancelled_job_stays_cancelled(tmp_path, env):
+    run_dir = tmp_path / "timeout"
+    probe = {**env, "SEGAN_PROBE_STEPS": "100000", "SEGAN_PROBE_STEP_SECONDS": "0.2"}
+    job = submit("--config", "configs/smoke.yaml", "--entry", "jobs.probe", "--run-dir", str(run_dir),
+                 "--time", "00:02:00", "--signal-lead", "60", "--gpus-per-node", "2", env=probe)
+    # Slurm itself sends USR2 60 s before the 2-minute limit (nobody else signals this job)
+    first = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 240, "the time-limit save")[0]
+    assert (first["exit_code"], first["action"]) == (42, "requeue") and first["step_end"] > 0, first
+    wait_for(lambda: release_if_waiting(job), 120, "the requeued job to wait for its BeginTime")
+    starts = wait_for(lambda: records(run_dir / "attempts.jsonl", event="start")[1:], 120, "the second attempt")
+    assert starts[0]["step"] == first["step_end"] and starts[0]["restart"] == 1
+    wait_for(lambda: json.loads((run_dir / "state.json").read_text())["step"] > first["step_end"], 60, "progress")
+
+    cancelled = launch("cancel", job, env=probe)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
+    last = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end")[1:], 60, "the second end record")[0]
+    assert last["action"] == "stop" and "cancelled" in last["reason"]
+    assert not release_if_waiting(job) and final_state(job) == "CANCELLED"  # not requeued
+
+
+def test_crash_loop_stops_at_the_crash_budget(tmp_path, env):
+    run_dir = tmp_path / "crash"
+    job = submit("--config", "configs/smoke.yaml", "--entry", "jobs.probe", "--run-dir", str(run_dir),
+                 "--gpus-per-node", "2", env={**env, "SEGAN_PROBE_CRASH": "1"})
+    budget = 2  # configs/clusters/local.yaml: max_crash_requeues
+
+    def ended():
+        release_if_waiting(job)
+        return final_state(job)
+
+    assert wait_for(ended, 300, "the crash loop to stop", poll=2) == "FAILED"
+    ends = records(run_dir / "attempts.jsonl", event="end")
+    assert [e["exit_code"] for e in ends] == [1] * (budget + 1)
+    assert [e["action"] for e in ends] == ["requeue"] * budget + ["stop"]
+    assert f"crashed {budget + 1} times" in ends[-1]["reason"]
+    log = (run_dir / "slurm" / f"{job}_0_log.err").read_text()
+    assert log.count("RuntimeError: jobs.probe: crashing on purpose") == budget + 1
+    assert all(f"===== attempt {n} of job {job} · rank 0/2" in log for n in range(1, budget + 2))
+    status = launch("status", job, env=env)
+    assert "FAILED" in status.stdout and f"crashed {budget + 1} times" in status.stdout
+
+
+def test_missing_or_unknown_account_is_refused_with_our_message(tmp_path, env):
+    no_default = tmp_path / "noaccount.yaml"
+    no_default.write_text(f"base: {ROOT / 'configs' / 'clusters' / 'local.yaml'}\nname: noaccount\naccount: null\n")
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    missing = launch("--cluster", str(no_default), "--config", "configs/smoke.yaml", "--run-dir",
+                     str(tmp_path / "a"), env=env)
+    assert missing.returncode == 2 and "--account is required on cluster 'noaccount'" in missing.stderr
+    unknown = launch("--cluster", "local", "--account", "nosuchproject", "--config", "configs/smoke.yaml",
+                     "--run-dir", str(tmp_path / "b"), env=env)
+    assert unknown.returncode == 2, unknown.stdout
+    assert unknown.stderr.startswith("launch.py: error: --account 'nosuchproject' may not submit to partition 'gpu'")
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert set(after) <= set(before)  # nothing was submitted
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_check_reports_the_cluster(tmp_path):
+    proc = launch("check", "--cluster", "local", "--run-dir", str(tmp_path / "run"), timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for expected in ("[ok  ] SLURM controller", "[ok  ] partition: gpu time limit 12:00:00",
+                     "[ok  ] account: testacct accepted", "[ok  ] import submitit", "[ok  ] signal lead vs save"):
+        assert expected in proc.stdout
+    bad = launch("check", "--cluster", "local", "--account", "nosuchproject", timeout=180)
+    assert bad.returncode == 1 and "[FAIL] account: 'nosuchproject' refused" in bad.stdout
