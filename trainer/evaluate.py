@@ -20,14 +20,12 @@ import csv
 import io
 import json
 import math
-import multiprocessing
 import os
 import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import numpy as np
 
 from trainer.configbase import atomic_write_text
 from trainer.exitcodes import EXIT_BAD_INPUT
-from trainer.metrics import METRIC_KEYS, compute_metrics, default_num_workers, summarize
+from trainer.metrics import METRIC_KEYS, compute_metrics, default_num_workers, process_pool, summarize
 
 ROW_KEYS = ("name", "seconds") + METRIC_KEYS + ("error",)
 PACKAGES = ("numpy", "scipy", "pesq", "pystoi", "soundfile")
@@ -63,7 +61,7 @@ def _score_files(name: str, clean_path: str, enhanced_path: str | None, which) -
 
 
 def _run_tasks(fn: Callable[..., dict], tasks: list[tuple], workers: int, progress: bool) -> list[dict]:
-    """``fn(*task)`` for every task, in a 'spawn' process pool when ``workers > 1``; input order kept."""
+    """``fn(*task)`` for every task, in a process pool when ``workers > 1``; input order kept."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="scoring", unit="file", disable=not progress, file=sys.stderr)
@@ -74,11 +72,13 @@ def _run_tasks(fn: Callable[..., dict], tasks: list[tuple], workers: int, progre
                 rows.append(fn(*task))
                 bar.update()
             return rows
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+        pool = process_pool(min(workers, len(tasks)))
+        try:
             for row in pool.map(fn, *zip(*tasks, strict=True), chunksize=1):
                 rows.append(row)
                 bar.update()
+        finally:
+            pool.shutdown(wait=True)
         return rows
     finally:
         bar.close()

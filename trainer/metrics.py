@@ -37,11 +37,9 @@ discriminator labels ``(PESQ - 1) / 3.5`` with a per-item validity mask.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 
@@ -347,6 +345,20 @@ def _pesq_or_reason(clean: np.ndarray, enhanced: np.ndarray, sr: int) -> tuple[f
         return float("nan"), str(exc)
 
 
+def process_pool(num_workers: int):
+    """A process pool whose workers are fresh interpreters (loky, as vendored by joblib).
+
+    Unlike 'fork' it is safe in a process that already runs threads (a DDP rank, torch's
+    intra-op pool); unlike 'spawn'/'forkserver' the workers do not re-import the caller's
+    ``__main__`` (no torch import per worker, no ``if __name__ == "__main__"`` requirement).
+    Each worker's BLAS/OpenMP is limited to one thread: the parallelism is the pool.
+    """
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread)
+
+
 def default_num_workers() -> int:
     """CPU cores available to this process divided by the ranks on this node (at least 1)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -357,8 +369,8 @@ def default_num_workers() -> int:
 class PesqLabeler:
     """A persistent process pool that scores PESQ for the discriminator, one batch at a time.
 
-    Workers are started once, lazily, from a 'spawn' context (safe in a threaded DDP rank
-    process: no fork after threads) and reused by every :meth:`score` call. ``num_workers=0``
+    Workers are started once, lazily (:func:`process_pool`: fresh interpreters, safe in a
+    threaded DDP rank process, no fork after threads) and reused by every :meth:`score` call. ``num_workers=0``
     scores in this process. A crashed pool is replaced on the next call (that batch is masked).
     """
 
@@ -369,11 +381,11 @@ class PesqLabeler:
         self.num_items = 0
         self.num_failed = 0
         self.failure_reasons: Counter = Counter()
-        self._executor: ProcessPoolExecutor | None = None
+        self._executor = None
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def _pool(self):
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = process_pool(self.num_workers)
         return self._executor
 
     def score(self, clean, enhanced, lengths=None, sr: int = 16000) -> tuple[np.ndarray, np.ndarray]:
@@ -409,7 +421,7 @@ class PesqLabeler:
 
     def close(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=True)
             self._executor = None
 
     def __enter__(self) -> PesqLabeler:
