@@ -89,7 +89,16 @@ class _BandRNN(nn.Module):
         return z + y
 
 
+class _ChannelsLast(nn.Module):
+    """(B, C, N) -> (B, N, C) so that the Linear layers act on the channels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
 class BSRNN(nn.Module):
+    """Band-split RNN enhancer: ``forward(noisy (B, T))`` -> ``{"wave", "spec", "mag"}`` (see module doc)."""
+
     def __init__(self, stft_cfg: StftConfig, *, sample_rate: int, num_channels: int, num_layers: int,
                  num_bands: int = 0):
         super().__init__()
@@ -140,13 +149,6 @@ class BSRNN(nn.Module):
             est = mask * x + residual
             wave = spectral.istft(spectral.decompress(est, cfg.compress_factor, cfg.eps), cfg, length)
             return {"wave": wave, "spec": est, "mag": est.abs()}
-
-
-class _ChannelsLast(nn.Module):
-    """(B, C, N) -> (B, N, C) so that the Linear layers act on the channels."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(1, 2)
 
 
 @register_generator("bsrnn")
