@@ -1,0 +1,98 @@
+"""python -m trainer.evaluate on real wav folders: one bad file is reported, not fatal."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from trainer import evaluate
+from trainer.metrics import METRIC_KEYS, compute_metrics
+from trainer.speech import babble_like_noise, mix_at_snr, synthesize_speech
+
+SR = 16000
+SENTENCES = ("The birch canoe slid on the smooth planks.", "Rice is often served in round bowls.")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """clean/ and enhanced/ with two good pairs (one in a subfolder), one corrupt enhanced wav,
+    one clean file without an enhanced counterpart and one enhanced file without a clean one."""
+    root = tmp_path_factory.mktemp("eval")
+    clean_dir, enhanced_dir = root / "clean", root / "enhanced"
+    (clean_dir / "spk2").mkdir(parents=True)
+    (enhanced_dir / "spk2").mkdir(parents=True)
+    pairs = {}
+    for i, (name, text) in enumerate(zip(("a.wav", "spk2/b.wav"), SENTENCES, strict=True)):
+        clean = synthesize_speech(text, SR, voice=("en-us", "en-gb")[i])
+        noisy = mix_at_snr(clean, babble_like_noise(len(clean), SR, seed=i), (25, 35)[i])
+        sf.write(clean_dir / name, clean, SR, subtype="PCM_16")
+        sf.write(enhanced_dir / name, noisy, SR, subtype="PCM_16")
+        pairs[name] = (sf.read(clean_dir / name)[0], sf.read(enhanced_dir / name)[0])
+    sf.write(clean_dir / "broken.wav", synthesize_speech("Four hours of steady work faced us.", SR), SR)
+    (enhanced_dir / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really a wav file")
+    sf.write(clean_dir / "lonely.wav", synthesize_speech("A rod is used to catch pink salmon.", SR), SR)
+    sf.write(enhanced_dir / "extra.wav", np.zeros(SR, np.float32), SR)
+    return clean_dir, enhanced_dir, pairs
+
+
+def test_cli_scores_a_folder_with_one_bad_file(folders, tmp_path, repo_root):
+    clean_dir, enhanced_dir, pairs = folders
+    csv_path, json_path = tmp_path / "out" / "rows.csv", tmp_path / "out" / "summary.json"
+    proc = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--clean-dir", str(clean_dir),
+                           "--enhanced-dir", str(enhanced_dir), "--workers", "2", "--csv", str(csv_path),
+                           "--json", str(json_path)], capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "scored 2 of 4 files (2 failed)" in proc.stdout
+    assert "broken.wav: unreadable wav" in proc.stdout and "lonely.wav: missing enhanced file" in proc.stdout
+    assert "extra.wav" in proc.stdout  # the unmatched enhanced file is mentioned
+    assert "PESQ" in proc.stdout and "COVL" in proc.stdout
+
+    with open(csv_path, newline="") as fh:
+        rows = {row["name"]: row for row in csv.DictReader(fh)}
+    assert set(rows) == {"a.wav", "broken.wav", "lonely.wav", "spk2/b.wav"}
+    for name, (clean, enhanced) in pairs.items():
+        expected = compute_metrics(clean, enhanced, SR)
+        for key in METRIC_KEYS:
+            assert float(rows[name][key]) == pytest.approx(expected[key], abs=1e-9), (name, key)
+        assert rows[name]["error"] == ""
+    assert rows["broken.wav"]["pesq"] == "" and rows["broken.wav"]["error"].startswith("unreadable wav")
+
+    report = json.loads(json_path.read_text())
+    summary = report["summary"]
+    assert summary["num_valid"] == 2 and summary["num_failed"] == 2
+    assert summary["failures"] == {"missing enhanced file": 1, "unreadable wav (LibsndfileError)": 1}
+    assert summary["pesq"] == pytest.approx(np.mean([float(rows[n]["pesq"]) for n in pairs]), abs=1e-9)
+    assert report["unmatched_enhanced"] == ["extra.wav"]
+    assert report["versions"]["pesq"] == "0.0.4" and report["versions"]["numpy"] == np.__version__
+    assert report["git_revision"] is None or len(report["git_revision"]) >= 40
+
+
+def test_score_pairs_in_memory_is_the_same_with_a_pool(folders):
+    _, _, pairs = folders
+    items = [(name, clean, enhanced) for name, (clean, enhanced) in pairs.items()]
+    items.append(("silent", pairs["a.wav"][0], np.zeros_like(pairs["a.wav"][1])))
+    rows_one, summary_one = evaluate.score_pairs(items, SR, workers=1)
+    rows_two, summary_two = evaluate.score_pairs(items, SR, workers=2)
+    assert rows_one == rows_two and summary_one == summary_two
+    assert [r["name"] for r in rows_one] == ["a.wav", "spk2/b.wav", "silent"]
+    assert summary_one["failures"] == {"silent enhanced signal": 1}
+    table = evaluate.format_table({"best_pesq": summary_one, "last": summary_two}, rows_one)
+    assert "best_pesq" in table and "last" in table and "silent: silent enhanced signal" in table
+
+
+@pytest.mark.parametrize("extra", [["--checkpoint", "x.pt", "--noisy-dir", "n"], ["--run-dir", "runs/r"]])
+def test_checkpoint_modes_are_refused_clearly(extra, capsys):
+    assert evaluate.main(extra) == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_bad_folders_are_clear_errors(tmp_path, capsys):
+    assert evaluate.main(["--clean-dir", str(tmp_path / "nope"), "--enhanced-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--clean-dir" in err and "nope is not a folder" in err
+    assert evaluate.main(["--clean-dir", str(tmp_path), "--enhanced-dir", str(tmp_path)]) == 2
+    assert "no .wav files" in capsys.readouterr().err
