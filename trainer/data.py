@@ -193,7 +193,7 @@ class ShardDataset(Dataset):
         self.normalize, self.shuffle_targets = normalize, shuffle_targets and train
         self.reference, self.input = index.signals
         self.files_opened = 0
-        self._files: dict[int, h5py.File] = {}
+        self._files: dict[int, dict[str, h5py.Dataset]] = {}
         self._pid = os.getpid()
         self._target_perm: tuple[int, np.ndarray] | None = None
 
@@ -205,14 +205,17 @@ class ShardDataset(Dataset):
         state["_files"] = {}
         return state
 
-    def _file(self, shard: int) -> h5py.File:
+    def _datasets(self, shard: int) -> dict[str, h5py.Dataset]:
+        """The shard's signal datasets, opened on first use in this process (cached: h5py's
+        name lookup costs as much as reading a crop)."""
         if self._pid != os.getpid():
             self._files, self._pid = {}, os.getpid()
         if shard not in self._files:
             path = self.index.shard_paths[shard]
             try:
-                self._files[shard] = h5py.File(path, "r")
-            except OSError as exc:
+                h5 = h5py.File(path, "r")
+                self._files[shard] = {s: h5[s] for s in (self.reference, self.input)}
+            except (OSError, KeyError) as exc:
                 raise DataError(f"{path}: cannot open shard ({exc}); re-copy it or re-run prepare") from None
             self.files_opened += 1
         return self._files[shard]
@@ -221,8 +224,8 @@ class ShardDataset(Dataset):
         shard = int(self.index.shard_of[item])
         first = int(self.index.offset_of[item]) + start
         try:
-            return self._file(shard)[signal][first:first + num]
-        except (OSError, KeyError) as exc:
+            return self._datasets(shard)[signal][first:first + num]
+        except OSError as exc:
             raise DataError(f"{self.index.shard_paths[shard]}: cannot read utterance "
                             f"{self.index.names[item]!r} ({exc}); the shard is truncated or corrupted: "
                             "re-copy it or re-run prepare") from None
@@ -271,14 +274,27 @@ class ShardDataset(Dataset):
 
 
 def _unit_rms_scale(wave: np.ndarray) -> np.float32:
-    return np.float32(1.0 / math.sqrt(float(np.mean(np.square(wave, dtype=np.float64))) + NORM_EPS))
+    # not `wave @ wave`: a BLAS call may spin up threads, which in loader workers oversubscribe the CPUs
+    energy = float(np.square(wave, dtype=np.float64).sum())
+    return np.float32(1.0 / math.sqrt(energy / max(1, len(wave)) + NORM_EPS))
+
+
+def _mix64(*values: int) -> int:
+    """A 64-bit hash of the values (splitmix64 finaliser per value): cheap, pure, well spread."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (value & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        state ^= state >> 29
+    return state
 
 
 def crop_offset(seed: int, epoch: int, item: int, length: int, crop: int) -> int:
-    """Start of the training crop: a pure function of its arguments (uniform over valid starts)."""
+    """Start of the training crop: a pure function of its arguments, (nearly) uniform over the
+    valid starts. A hash, not a numpy Generator: constructing one per crop cost as much as reading it."""
     if length <= crop:
         return 0
-    return int(np.random.default_rng([seed, epoch, item, _CROP_STREAM]).integers(0, length - crop + 1))
+    return _mix64(seed, epoch, item, _CROP_STREAM) % (length - crop + 1)
 
 
 def collate(items: list[dict]) -> dict:
