@@ -100,3 +100,17 @@ def test_bad_weights_files_are_clear_errors(tmp_path, weights_file):
         load_encodec(weights_file, bandwidth_kbps=12.0)
     with pytest.raises(ConfigError, match="sample_rate"):
         build_generator(creative_config(weights_file, "data.sample_rate=16000"))
+
+
+def test_a_damaged_copy_of_an_officially_named_file_is_caught(tmp_path, weights_file):
+    import hashlib
+
+    data = weights_file.read_bytes()
+    good = tmp_path / f"encodec_24khz-{hashlib.sha256(data).hexdigest()[:8]}.th"
+    good.write_bytes(data)
+    assert load_encodec(good).codebooks.shape[0] == 8
+    damaged = tmp_path / "encodec_24khz-d7cc33bc.th"  # the official name, other content
+    damaged.write_bytes(data)
+    with pytest.raises(ConfigError, match="damaged"):
+        load_encodec(damaged)
+

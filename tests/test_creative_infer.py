@@ -104,3 +104,25 @@ def test_wrong_inputs_are_one_line_errors(creative_run, tmp_path, capsys):
     assert "listens to creative_agent checkpoints" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         infer.main(["--checkpoint", str(creative_run["ckpt"]), "--input", "a.wav", "--out-dir", str(tmp_path)])
+
+
+def test_normalisation_follows_training(creative_run, tmp_path):
+    """data.normalize: unit-RMS input; a true pair's target scaled by the input's factor, an
+    unrelated target to unit RMS on its own (as the data loader does with shuffle_targets)."""
+    cfg = load_config(None, ["task=creative_agent", "model.name=creative_agent", "data.demo=true",
+                             f"data.sample_rate={SR}", "data.normalize=true", "stft.n_fft=128",
+                             "stft.hop_length=64", "model.dim=16", "model.num_heads=2",
+                             "model.num_transformer_layers=1", "model.num_stages=2"])
+    inputs, targets = creative.synthetic_pairs(1, 0.25, SR, seed=7)
+    wave_in, wave_tgt = inputs[0].numpy() * 0.1, targets[0].numpy() * 0.3
+    pairs = [{"input": wave_in, "target": wave_tgt, "input_name": "a", "target_name": "a", "paired": True},
+             {"input": wave_in, "target": wave_tgt, "input_name": "a", "target_name": "b", "paired": False}]
+    rows = infer.run_pairs(creative_run["generator"], cfg, pairs, tmp_path, torch.device("cpu"))
+    rms = {}
+    for row in rows:
+        for role in ("input", "target"):
+            wave, _ = sf.read(row["files"][role], dtype="float32")
+            rms[row["sample"], role] = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    assert rms[0, "input"] == pytest.approx(1.0, rel=2e-3) and rms[1, "input"] == pytest.approx(1.0, rel=2e-3)
+    assert rms[0, "target"] == pytest.approx(3.0, rel=2e-3)  # the pair's level ratio is kept
+    assert rms[1, "target"] == pytest.approx(1.0, rel=2e-3)

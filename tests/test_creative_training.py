@@ -16,7 +16,6 @@ from trainer.config import load_config
 from trainer.models import build_generator
 
 SR = 8000
-NUM_STEPS = 60
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +27,7 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def train_briefly(w_balance: float, *extra: str) -> dict:
+def train_briefly(w_balance: float, num_steps: int, *extra: str) -> dict:
     cfg = load_config(None, [
         "task=creative_agent", "model.name=creative_agent", "data.demo=true", f"data.sample_rate={SR}",
         "stft.n_fft=128", "stft.hop_length=64", "model.dim=16", "model.num_heads=2",
@@ -42,7 +41,7 @@ def train_briefly(w_balance: float, *extra: str) -> dict:
     inputs, targets = creative.synthetic_pairs(4, 0.5, SR, seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     start = None
-    for _ in range(NUM_STEPS):
+    for _ in range(num_steps):
         out = model(inputs, targets)
         if start is None:
             start = creative.creative_diagnostics(out, inputs, targets)
@@ -57,17 +56,18 @@ def train_briefly(w_balance: float, *extra: str) -> dict:
 
 
 def test_balance_weight_5_holds_both_mask_means_at_one_half():
-    run = train_briefly(5.0)
+    run = train_briefly(5.0, num_steps=100)
     assert run["start"]["mask_input_mean"] < 0.3 and run["start"]["mask_target_mean"] > 0.7
     assert abs(run["end"]["mask_input_mean"] - 0.5) < 0.05, run["end"]
     assert abs(run["end"]["mask_target_mean"] - 0.5) < 0.05, run["end"]
     # the users' lesson: balanced masks, yet the target reconstruction makes the output copy the
-    # target (here corr_target ~0.90 against corr_input ~0.40), and only the correlations show it
+    # target (here corr_target ~0.91 against corr_input ~0.22 after 100 steps), and only the
+    # correlations show it
     assert run["end"]["alert"] == creative.ALERT_TARGET, run["end"]
 
 
 def test_without_balance_the_target_reconstruction_unbalances_the_masks():
-    run = train_briefly(0.0)
+    run = train_briefly(0.0, num_steps=40)
     # not a law of nature, but what this setting does: the input mask closes, the target mask opens
     assert run["end"]["mask_input_mean"] < 0.45 and run["end"]["mask_target_mean"] > 0.55, run["end"]
     assert run["end"]["alert"] == creative.ALERT_TARGET

@@ -212,7 +212,7 @@ def synthetic_pairs(num: int, seconds: float, sr: int, seed: int = 0) -> tuple[t
     decay = np.exp(-np.arange(click_len) / (0.015 * sr))
     for i in range(num):
         beat = 60.0 / rng.uniform(90, 150)
-        for k, start in enumerate(np.arange(rng.uniform(0, beat), seconds, beat / 2)):
+        for k, start in enumerate(np.arange(rng.uniform(0, min(beat, seconds) / 2), seconds, beat / 2)):
             begin = int(start * sr)
             end = min(length, begin + click_len)
             gain = 1.0 if k % 4 == 0 else 0.5

@@ -53,8 +53,8 @@ def load_generator(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     return model.to(device).eval(), cfg
 
 
-def _unit_rms(wave: np.ndarray) -> np.ndarray:
-    return (wave / math.sqrt(float(np.mean(np.square(wave, dtype=np.float64))) + 1e-8)).astype(np.float32)
+def _unit_rms_scale(wave: np.ndarray) -> np.float32:
+    return np.float32(1.0 / math.sqrt(float(np.mean(np.square(wave, dtype=np.float64))) + 1e-8))
 
 
 def validation_pairs(cfg: Config, num_samples: int, shuffle_targets: bool, seed: int,
@@ -122,8 +122,10 @@ def run_pairs(model: torch.nn.Module, cfg: Config, pairs: list[dict], out_dir: P
     for k, pair in enumerate(pairs):
         length = min(len(pair["input"]), len(pair["target"]))
         wave_in, wave_tgt = pair["input"][:length], pair["target"][:length]
-        if cfg.data.normalize:  # what the model saw in training: unit-RMS input, target alike
-            wave_in, wave_tgt = _unit_rms(wave_in), _unit_rms(wave_tgt)
+        if cfg.data.normalize:  # as in training: unit-RMS input; a true pair's target by the same factor
+            scale = _unit_rms_scale(wave_in)
+            wave_tgt = wave_tgt * (scale if pair["paired"] else _unit_rms_scale(wave_tgt))
+            wave_in = wave_in * scale
         x = torch.from_numpy(np.ascontiguousarray(wave_in))[None].to(device)
         y = torch.from_numpy(np.ascontiguousarray(wave_tgt))[None].to(device)
         out = model(x, y)

@@ -17,7 +17,9 @@ whatever is mixed in latent space.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -169,12 +171,27 @@ def _fold_weight_norm(state: dict, key: str) -> torch.Tensor:
     return g * v / norm
 
 
+def _check_published_hash(path: Path) -> None:
+    """Official files are named ``<name>-<first 8 hex digits of their sha256>.th``: check a copy."""
+    match = re.fullmatch(r"encodec_24khz-([0-9a-f]{8})\.th", path.name)
+    if match is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise ConfigError(f"model.encodec_weights: {str(path)!r} has sha256 {digest.hexdigest()[:8]}..., its "
+                          f"name promises {match.group(1)}: the copy is damaged; stage it again")
+
+
 def load_encodec(path: str | Path, bandwidth_kbps: float = 6.0) -> FrozenEncodec:
     """Build a frozen :class:`FrozenEncodec` from a local EnCodec 24 kHz state-dict file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model.encodec_weights: {str(path)!r} does not exist; stage "
                           "encodec_24khz-d7cc33bc.th on a filesystem the compute nodes see (README)")
+    _check_published_hash(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
