@@ -273,3 +273,14 @@ def test_truncated_shard_is_an_error_naming_it(packed):
         dataset[0]
     with pytest.raises(DataError, match="shard-00000.h5: .* bytes but the manifest says .*truncated"):
         ShardIndex(packed)
+
+
+def test_cli_needs_exactly_one_pair_of_folders(tmp_path, capsys):
+    for argv in (["--clean-dir", "a"], ["--clean-dir", "a", "--noisy-dir", "b", "--input-dir", "c"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--out", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        assert "give either --clean-dir and --noisy-dir, or --target-dir and --input-dir" in capsys.readouterr().err
+    assert main(["--clean-dir", str(tmp_path / "nope"), "--noisy-dir", str(tmp_path), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'nope'}: not a folder" in capsys.readouterr().err
