@@ -250,25 +250,23 @@ class ShardDataset(Dataset):
     def __getitem__(self, key) -> dict:
         if self.train:
             epoch, item = key
-            if self.shuffle_targets:
-                target = self._target_of(epoch, item)
-                waves = {**self._crop(epoch, item, [self.input]), **self._crop(epoch, target, [self.reference])}
-                length = min(int(self.index.length_of[item]), int(self.index.length_of[target]),
-                             self.crop_samples)
-            else:
-                waves = self._crop(epoch, item, [self.reference, self.input])
-                length = min(int(self.index.length_of[item]), self.crop_samples)
+            target = self._target_of(epoch, item) if self.shuffle_targets else item
+            waves = {**self._crop(epoch, item, [self.input]), **self._crop(epoch, target, [self.reference])}
+            valid = {s: min(int(self.index.length_of[i]), self.crop_samples)
+                     for s, i in ((self.input, item), (self.reference, target))}
+            length = min(valid.values())
         else:
             item = key
             full = int(self.index.length_of[item])
             length = full if self.crop_samples is None else min(full, self.crop_samples)
             start = (full - length) // 2
             waves = {s: self.read(item, s, start, length) for s in (self.reference, self.input)}
+            valid = dict.fromkeys(waves, length)
         scale = 1.0
         if self.normalize:
-            scale = _unit_rms_scale(waves[self.input][:length])
+            scale = _unit_rms_scale(waves[self.input][:valid[self.input]])
             waves[self.input] = waves[self.input] * scale
-            ref_scale = _unit_rms_scale(waves[self.reference][:length]) if self.shuffle_targets else scale
+            ref_scale = _unit_rms_scale(waves[self.reference][:valid[self.reference]]) if self.shuffle_targets else scale
             waves[self.reference] = waves[self.reference] * ref_scale
         return {**waves, "length": length, "name": self.index.names[item], "index": item, "scale": scale}
 
