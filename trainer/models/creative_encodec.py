@@ -146,14 +146,16 @@ class FrozenEncodec(nn.Module):
 
     @torch.no_grad()
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        """Quantized latents (B, dimension, ceil(T / 320)); no gradient (the encoder is frozen)."""
-        latent = self.encoder(wave.float().unsqueeze(1)).transpose(1, 2)  # (B, N, C)
-        residual, quantized = latent, torch.zeros_like(latent)
-        for codebook in self.codebooks:
-            # nearest codebook entry by Euclidean distance (the ||x||^2 term is constant per row)
-            scores = 2 * residual @ codebook.t() - codebook.pow(2).sum(1)
-            chosen = codebook[scores.argmax(-1)]
-            quantized, residual = quantized + chosen, residual - chosen
+        """Quantized latents (B, dimension, ceil(T / 320)); no gradient (the encoder is frozen).
+        Runs in fp32 even under autocast, so the codes do not depend on the AMP setting."""
+        with torch.autocast(wave.device.type, enabled=False):
+            latent = self.encoder(wave.float().unsqueeze(1)).transpose(1, 2)  # (B, N, C)
+            residual, quantized = latent, torch.zeros_like(latent)
+            for codebook in self.codebooks:
+                # nearest codebook entry by Euclidean distance (the ||x||^2 term is constant per row)
+                scores = 2 * residual @ codebook.t() - codebook.pow(2).sum(1)
+                chosen = codebook[scores.argmax(-1)]
+                quantized, residual = quantized + chosen, residual - chosen
         return quantized.transpose(1, 2)
 
     def decode(self, latent: torch.Tensor, length: int) -> torch.Tensor:
