@@ -413,7 +413,11 @@ def prepare(first_dir: str | Path, second_dir: str | Path, out: str | Path, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.prepare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.prepare",
+        description="Pack paired audio folders (matched by file name) into HDF5 shards plus manifest.json. "
+                    "With --valid-speakers, OUT/train and OUT/valid; else OUT itself. Re-running after a "
+                    "crash skips complete shards. Bad input: one line naming the file, exit code 2.")
     parser.add_argument("--clean-dir", help="clean speech folder (pairs matched by file name)")
     parser.add_argument("--noisy-dir", help="noisy speech folder")
     parser.add_argument("--target-dir", help="creative variant: target folder (instead of --clean-dir)")
