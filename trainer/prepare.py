@@ -106,7 +106,7 @@ def _header(path: Path, channel: int | None) -> tuple[int, int, str | None]:
     return info.samplerate, info.frames, None
 
 
-def _check_pair(name: str, paths: tuple[Path, Path], settings: Settings) -> tuple[int, int, list[str]]:
+def _check_pair(paths: tuple[Path, Path], settings: Settings) -> tuple[int, int, list[str]]:
     (rate_a, frames_a, err_a), (rate_b, frames_b, err_b) = (_header(p, settings.channel) for p in paths)
     problems = [e for e in (err_a, err_b) if e]
     if problems:
@@ -146,7 +146,7 @@ def scan(first_dir: Path, second_dir: Path, settings: Settings, speaker_pattern:
     pattern = re.compile(speaker_pattern)
     keys = sorted(first)
     checks = Parallel(n_jobs=min(workers, 8), prefer="threads")(
-        delayed(_check_pair)(k, (first[k], second[k]), settings) for k in keys)
+        delayed(_check_pair)((first[k], second[k]), settings) for k in keys)
     problems, pairs, unmatched = [], [], 0
     for key, (rate, frames, errs) in zip(keys, checks, strict=True):
         problems += errs
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 silence_threshold=args.silence_threshold, length_tolerance_ms=args.length_tolerance_ms,
                 progress=not args.no_progress)
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, even if libsndfile's isn't
         return EXIT_BAD_INPUT
     return 0
 
