@@ -60,35 +60,40 @@ def _score_files(name: str, clean_path: str, enhanced_path: str | None, which) -
     return _score_arrays(name, clean, enhanced, sr_clean, which)
 
 
-def _run_tasks(fn: Callable[..., dict], tasks: list[tuple], workers: int, progress: bool) -> list[dict]:
-    """``fn(*task)`` for every task, in a process pool when ``workers > 1``; input order kept."""
+def _run_tasks(fn: Callable[..., dict], tasks: list[tuple], workers: int, progress: bool, pool=None) -> list[dict]:
+    """``fn(*task)`` for every task, in ``pool`` or a new process pool when ``workers > 1``; order kept."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="scoring", unit="file", disable=not progress, file=sys.stderr)
     rows: list[dict] = []
+    own_pool = pool is None and workers > 1 and len(tasks) > 1
+    if own_pool:
+        pool = process_pool(min(workers, len(tasks)))
     try:
-        if workers <= 1 or len(tasks) <= 1:
+        if pool is None:
             for task in tasks:
                 rows.append(fn(*task))
                 bar.update()
-            return rows
-        pool = process_pool(min(workers, len(tasks)))
-        try:
+        else:
             for row in pool.map(fn, *zip(*tasks, strict=True), chunksize=1):
                 rows.append(row)
                 bar.update()
-        finally:
-            pool.shutdown(wait=True)
         return rows
     finally:
         bar.close()
+        if own_pool:
+            pool.shutdown(wait=True)
 
 
 def score_pairs(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], sr: int, workers: int = 1, *,
-                which=None, progress: bool = False) -> tuple[list[dict], dict]:
-    """Score in-memory ``(name, clean, enhanced)`` pairs; returns per-utterance rows and the summary."""
+                which=None, progress: bool = False, pool=None) -> tuple[list[dict], dict]:
+    """Score in-memory ``(name, clean, enhanced)`` pairs; returns per-utterance rows and the summary.
+
+    ``pool``: an executor from :func:`trainer.metrics.process_pool` to reuse across calls (e.g.
+    one per checkpoint); otherwise a pool of ``workers`` processes is started for this call.
+    """
     tasks = [(name, clean, enhanced, sr, which) for name, clean, enhanced in pairs]
-    rows = _run_tasks(_score_arrays, tasks, workers, progress)
+    rows = _run_tasks(_score_arrays, tasks, workers, progress, pool)
     return rows, summarize(rows)
 
 
