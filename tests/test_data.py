@@ -98,6 +98,7 @@ def test_two_ranks_two_workers_read_every_utterance_once_per_epoch(corpus):
         for batch in loader:
             names += batch["names"]
             indices += batch["index"].tolist()
+        assert loader.dataset.files_opened == 0  # h5py files are opened in the workers, never before the fork
     num_train = ShardIndex(corpus / "train").manifest["num_pairs"]
     assert num_train == 10 and sorted(indices) == list(range(num_train))
     assert len(set(names)) == num_train and not any(n.startswith("p287") for n in names)
