@@ -153,7 +153,9 @@ class TrainConfig(Section):
     device: str = setting("auto", "auto = cuda when visible, else cpu", choices=("auto", "cpu", "cuda"))
     amp: bool = setting(False, "bf16 autocast for the networks on CUDA (STFT stays fp32)")
     log_every: int = setting(10, "steps between step records in metrics.jsonl and the log", min=1)
-    pesq_workers: int = setting(0, "processes for batch_pesq labelling per rank (0 = cores per rank)", min=0)
+    pesq_workers: int | None = setting(None, "processes labelling the discriminator's items with PESQ, per rank "
+                                             "(null = this rank's cores, at most the batch size; 0 = in-process)",
+                                       min=0)
     max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1)
     deterministic: bool = setting(True, "deterministic algorithms (bit-exact resume on CPU)")
 

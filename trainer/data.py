@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainer.log import get_logger
 from trainer.prepare import FORMAT_VERSION, MANIFEST, DataError, sha256_file
+from trainer.signals import ignore_stop_signals
 
 __all__ = ["DataError", "ResumableBatchSampler", "ShardIndex", "ShardDataset", "open_split", "split_dirs",
            "build_train_loader", "build_eval_loader", "crop_offset"]
@@ -354,7 +355,10 @@ def open_split(split_dir: str | Path, cfg, rank: int = 0, world_size: int = 1) -
 
 
 def _loader(dataset: Dataset, batch_sampler, num_workers: int) -> ShardLoader:
+    # Workers ignore SIGUSR2/SIGTERM (SLURM signals every process; the rank saves, then stops them)
+    # and draw no seed from the global torch RNG (own generator), which keeps resumes bit-exact.
     return ShardLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate,
+                       worker_init_fn=ignore_stop_signals, generator=torch.Generator().manual_seed(0),
                        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
 

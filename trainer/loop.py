@@ -65,7 +65,7 @@ def _build_task(cfg: Config, device: torch.device, labeler):
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, env: dist.DistEnv):
         from trainer.data import build_eval_loader, build_train_loader
-        from trainer.metrics import PesqLabeler
+        from trainer.metrics import PesqLabeler, process_pool
 
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
         self.device = dist.select_device(env, cfg.train.device)
@@ -79,8 +79,11 @@ class Trainer:
         self._ensure_demo_corpus()
         self.metrics = MetricsLog(self.run_dir, enabled=env.is_main)
         self.cores = dist.cores_per_rank(env)
-        pesq_workers = cfg.train.pesq_workers or (min(cfg.data.batch_size, self.cores) if self.cores > 1 else 0)
+        pesq_workers = cfg.train.pesq_workers
+        if pesq_workers is None:
+            pesq_workers = min(cfg.data.batch_size, self.cores) if self.cores > 1 else 0
         self.labeler = PesqLabeler(pesq_workers)
+        self.metric_pool = process_pool(self.cores) if self.cores > 1 else None
         self.task = _build_task(cfg, self.device, self.labeler)
 
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
@@ -348,7 +351,7 @@ class Trainer:
             if cfg.valid.composite_metrics:
                 which += ["csig", "cbak", "covl"]
             summary = run_validation(self.task, self.generator, self.discriminator, self.valid_loader,
-                                     which=tuple(which), sample_rate=cfg.data.sample_rate, num_workers=self.cores)
+                                     which=tuple(which), sample_rate=cfg.data.sample_rate, pool=self.metric_pool)
             record.update({f"valid_{k}": v for k, v in summary.items()})
             improved = self._update_best(summary)
             log.info("epoch %d validation: %s", self.epoch,
@@ -374,6 +377,8 @@ class Trainer:
     def close(self) -> None:
         self.metrics.close()
         self.labeler.close()
+        if self.metric_pool is not None:
+            self.metric_pool.shutdown(wait=True)
 
 
 class _Window:

@@ -47,6 +47,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from trainer.log import get_logger, warn_once
+from trainer.signals import ignore_stop_signals
 
 METRIC_KEYS = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi")
 COMPOSITE_KEYS = ("csig", "cbak", "covl")
@@ -356,7 +357,9 @@ def process_pool(num_workers: int):
     from joblib.externals.loky import ProcessPoolExecutor
 
     one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread)
+    # SLURM signals every process of the job step; the pool's workers ignore the stop signals so
+    # that they outlive the rank's save (trainer.signals).
+    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread, initializer=ignore_stop_signals)
 
 
 def default_num_workers() -> int:

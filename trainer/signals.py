@@ -24,6 +24,14 @@ def install(signums: tuple[int, ...] = (signal.SIGUSR2, signal.SIGTERM)) -> None
         signal.signal(signum, _handler)
 
 
+def ignore_stop_signals(*_args) -> None:
+    """For helper processes (DataLoader workers, metric pools): SLURM signals every process of
+    the step, and one without a handler dies of SIGUSR2/SIGTERM, taking the batch with it. The
+    rank process saves and exits; its helpers are shut down by it. Usable as worker_init_fn."""
+    for signum in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def request_stop(reason: str = "requested") -> None:
     _reason.append(reason)
     _flag.set()

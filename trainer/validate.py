@@ -8,10 +8,10 @@ left out of the means; no NaN reaches a summary.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
 
 from trainer import dist
 from trainer.metrics import compute_metrics
@@ -37,8 +37,11 @@ def _mean(values: list[float]) -> float | None:
 
 
 def run_validation(task, generator, discriminator, loader, *, which: tuple[str, ...], sample_rate: int,
-                   num_workers: int) -> dict:
-    """Validate on this rank's share, gather to all ranks, return the summary (same on every rank)."""
+                   pool=None) -> dict:
+    """Validate on this rank's share, gather to all ranks, return the summary (same on every rank).
+
+    ``pool``: a persistent process pool (``trainer.metrics.process_pool``) for the metrics, or None.
+    """
     was_training = generator.training, discriminator.training
     generator.eval()
     discriminator.eval()
@@ -49,11 +52,10 @@ def run_validation(task, generator, discriminator, loader, *, which: tuple[str, 
     generator.train(was_training[0])
     discriminator.train(was_training[1])
 
-    jobs = (delayed(compute_metrics)(item["clean"], item["enhanced"], sample_rate, which=which) for item in items)
-    if num_workers > 1 and len(items) > 1:
-        scores = Parallel(n_jobs=min(num_workers, len(items)), backend="loky")(jobs)
-    else:
-        scores = [job[0](*job[1], **job[2]) for job in jobs]
+    cleans, enhanceds = [item["clean"] for item in items], [item["enhanced"] for item in items]
+    score = partial(compute_metrics, sr=sample_rate, which=which)
+    scores = list(pool.map(score, cleans, enhanceds) if pool is not None and len(items) > 1
+                  else map(score, cleans, enhanceds))
     rows = []
     for item, score in zip(items, scores, strict=True):
         row = {k: v for k, v in item.items() if k not in ("clean", "enhanced")}
