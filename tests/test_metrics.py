@@ -190,6 +190,23 @@ def test_pesq_labeler_pool_persists_and_counts(speech):
     np.testing.assert_allclose(labels[valid], expected, rtol=1e-6)
 
 
+def test_pesq_labeler_replaces_a_dead_pool(speech):
+    import signal
+    import time
+
+    batch_c, batch_e, lengths, expected = _padded_batch(speech, seconds=1.0)
+    with PesqLabeler(num_workers=1) as labeler:
+        labeler.score(batch_c, batch_e, lengths)
+        dead = labeler._executor
+        for pid in list(dead._processes):  # our own worker
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        labels, valid = labeler.score(batch_c, batch_e, lengths)
+        assert labeler._executor is not dead
+    assert valid.tolist() == [True, True, False, True]
+    np.testing.assert_allclose(labels[valid], expected, rtol=1e-6)
+
+
 RANK_SCRIPT = textwrap.dedent("""
     import os, sys, threading
     import numpy as np, torch, torch.distributed as dist

@@ -407,13 +407,7 @@ class PesqLabeler:
         if self.num_workers == 0:
             outcomes = [_pesq_or_reason(c, e, sr) for c, e in zip(cleans, enhanceds, strict=True)]
         else:
-            try:
-                chunk = max(1, batch // (4 * self.num_workers))
-                outcomes = list(self._pool().map(_pesq_or_reason, cleans, enhanceds, [sr] * batch, chunksize=chunk))
-            except BrokenProcessPool:
-                log.warning("PESQ worker pool crashed; this batch is masked and the pool restarted")
-                self._executor = None
-                outcomes = [(float("nan"), "pesq worker crashed")] * batch
+            outcomes = self._score_in_pool(cleans, enhanceds, sr)
         raw = np.array([value for value, _ in outcomes], dtype=np.float64)
         valid = np.isfinite(raw)
         self.num_items += batch
@@ -421,6 +415,20 @@ class PesqLabeler:
         self.failure_reasons.update(reason for _, reason in outcomes if reason is not None)
         labels = np.where(valid, (np.where(valid, raw, 1.0) - 1.0) / 3.5, 0.0).astype(np.float32)
         return labels, valid
+
+    def _score_in_pool(self, cleans: list, enhanceds: list, sr: int) -> list[tuple[float, str | None]]:
+        """Map over the pool; a dead pool is replaced and the batch retried once, then masked."""
+        batch = len(cleans)
+        chunk = max(1, batch // (4 * self.num_workers))
+        for attempt in (1, 2):
+            try:
+                return list(self._pool().map(_pesq_or_reason, cleans, enhanceds, [sr] * batch, chunksize=chunk))
+            except BrokenProcessPool as exc:
+                log.warning("PESQ worker pool died (%s); starting a new one (attempt %d of 2)",
+                            type(exc).__name__, attempt)
+                self._executor.shutdown(wait=False)
+                self._executor = None
+        return [(float("nan"), "pesq worker crashed")] * batch
 
     def close(self) -> None:
         if self._executor is not None:
