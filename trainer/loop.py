@@ -79,6 +79,8 @@ class Trainer:
         self._ensure_demo_corpus()
         self.metrics = MetricsLog(self.run_dir, enabled=env.is_main)
         self.cores = dist.cores_per_rank(env)
+        if "OMP_NUM_THREADS" not in os.environ:  # else torch takes every core of the node in each rank
+            torch.set_num_threads(self.cores)
         pesq_workers = cfg.train.pesq_workers
         if pesq_workers is None:
             pesq_workers = min(cfg.data.batch_size, self.cores) if self.cores > 1 else 0

@@ -1,0 +1,92 @@
+"""Where a training step's time goes: data, generator, PESQ labelling, discriminator.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--config configs/smoke.yaml] [--steps 20] [--set k=v ...]
+
+Runs the real task step functions (the same as the training loop, single process) and prints
+the mean wall time per step of each phase and its share. The PESQ-labelling phase uses the
+persistent ``PesqLabeler`` pool; for a comparison against a fresh joblib pool per call, see
+``benchmarks/bench_pesq_labelling.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from trainer.config import load_config  # noqa: E402
+from trainer.data import build_train_loader  # noqa: E402
+from trainer.losses import discriminator_loss  # noqa: E402
+from trainer.metrics import PesqLabeler  # noqa: E402
+from trainer.se_task import SpeechTask  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/smoke.yaml")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--pesq-workers", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    cfg = load_config(args.config, ["loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0", *args.overrides])
+    torch.manual_seed(0)
+    labeler = PesqLabeler(args.pesq_workers)
+    task = SpeechTask(cfg, torch.device("cpu"), labeler)
+    generator, discriminator = task.build_models()
+    opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.optim.lr)
+    opt_d = torch.optim.AdamW(discriminator.parameters(), lr=cfg.optim.lr)
+    loader, sampler = build_train_loader(cfg, 0, 1)
+    phases: dict[str, list[float]] = {"data": [], "generator": [], "pesq_labels": [], "discriminator": []}
+    step = 0
+    epoch = 0
+    while step < args.steps + 2:  # the first two steps warm up (pool start, allocator)
+        sampler.set_epoch(epoch)
+        tick = time.perf_counter()
+        for batch in loader:
+            t_data = time.perf_counter()
+            discriminator.requires_grad_(False)
+            g_loss, _, context = task.generator_step(generator, discriminator, batch, cfg.loss.w_gan)
+            opt_g.zero_grad()
+            g_loss.backward()
+            opt_g.step()
+            discriminator.requires_grad_(True)
+            t_gen = time.perf_counter()
+            clean, out = context["clean"], context["out"]
+            scores, valid = labeler.score(clean.numpy(), out["wave"].detach().numpy(), batch["lengths"].numpy())
+            t_pesq = time.perf_counter()
+            loss, _ = discriminator_loss(discriminator, task.clean_magnitude(clean), out["mag"].detach(),
+                                         torch.as_tensor(scores), torch.as_tensor(valid))
+            opt_d.zero_grad()
+            loss.backward()
+            opt_d.step()
+            t_disc = time.perf_counter()
+            if step >= 2:
+                for name, seconds in zip(phases, (t_data - tick, t_gen - t_data, t_pesq - t_gen, t_disc - t_pesq),
+                                         strict=True):
+                    phases[name].append(seconds)
+            step += 1
+            tick = time.perf_counter()
+            if step >= args.steps + 2:
+                break
+        epoch += 1
+    labeler.close()
+    total = sum(statistics.mean(v) for v in phases.values())
+    print(f"config {args.config}; batch {cfg.data.batch_size} x {cfg.data.crop_seconds} s; "
+          f"{args.steps} steps; PESQ workers {args.pesq_workers}; torch threads {torch.get_num_threads()}")
+    print(f"{'phase':<14}{'ms/step':>10}{'share':>8}")
+    for name, values in phases.items():
+        mean = statistics.mean(values)
+        print(f"{name:<14}{1000 * mean:>10.1f}{100 * mean / total:>7.1f}%")
+    print(f"{'total':<14}{1000 * total:>10.1f}   ({cfg.data.batch_size / total:.1f} samples/s, "
+          f"p90 step {1000 * float(np.percentile([sum(s) for s in zip(*phases.values())], 90)):.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
