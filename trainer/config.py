@@ -125,7 +125,7 @@ class LossConfig(Section):
     w_temporal: float = setting(0.0, "creative: temporal diversity of the masks", min=0.0)
     temporal_target: float = setting(0.10, "creative: target std of the masks over time", min=0.0)
     mel_bins: int = setting(80, "creative: mel bands of the mel loss (fewer for tiny test STFTs)", min=1)
-    grad_norm_alert: float = setting(100.0, "creative: warn when a gradient norm exceeds this safety "
+    grad_norm_alert: float = setting(100.0, "warn when a (pre-clipping) gradient norm exceeds this safety "
                                             "threshold (0 = off)", min=0.0)
 
 

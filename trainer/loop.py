@@ -323,37 +323,43 @@ class Trainer:
 
     def _log_window(self, window: _Window, weight: float) -> None:
         means = window.reduced(self.env.world_size)
-        rate = means.pop("num_valid") / max(1.0, means.pop("num_items"))
         record = {"kind": "step", "step": self.step, "epoch": self.epoch, **means, "gan_weight": weight,
-                  "pesq_valid_rate": rate, "lr_g": self.opt_g.param_groups[0]["lr"],
-                  "lr_d": self.opt_d.param_groups[0]["lr"],
+                  "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"],
                   "samples_per_sec": self.cfg.data.batch_size * self.env.world_size / max(1e-9, means["sec_per_step"])}
+        rate = None
+        if "num_items" in means:
+            rate = record["pesq_valid_rate"] = record.pop("num_valid") / max(1.0, record.pop("num_items"))
+        record.update(self.task.window_extras(means))
         self.metrics.write(record)
-        log.info("epoch %d step %d loss %.4f d_loss %.4f gan_w %.3f pesq-labelled %.0f%% %.2fs/step",
-                 self.epoch, self.step, record["loss"], record.get("d_loss", float("nan")), weight, 100 * rate,
-                 record["sec_per_step"])
-        if rate < MIN_PESQ_RATE:
+        log.info("epoch %d step %d loss %.4f d_loss %.4f gan_w %.3f%s %.2fs/step%s", self.epoch, self.step,
+                 record["loss"], record.get("d_loss", float("nan")), weight,
+                 "" if rate is None else f" pesq-labelled {100 * rate:.0f}%", record["sec_per_step"],
+                 f" ({record['alert']})" if "alert" in record else "")
+        threshold = self.cfg.loss.grad_norm_alert
+        for name in ("grad_norm_g", "grad_norm_d"):
+            if threshold and record.get(name, 0.0) > threshold:
+                log.warning("%s %.1f is above the alert threshold loss.grad_norm_alert=%g", name, record[name],
+                            self.cfg.loss.grad_norm_alert)
+        if rate is not None and rate < MIN_PESQ_RATE:
             log.warning("discriminator trained on only %.0f%% of its items in the last %d steps (PESQ failed "
                         "on the rest; silent or too-short clips?)", 100 * rate, self.cfg.train.log_every)
 
     def _end_epoch(self, totals: dict) -> None:
         cfg = self.cfg
         summed = dist.all_reduce_sum(torch.tensor([float(totals["num_valid"]), float(totals["num_items"])]))
-        rate = float(summed[0]) / max(1.0, float(summed[1]))
-        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "pesq_valid_rate": rate}
-        if rate < MIN_PESQ_RATE:
-            log.warning("epoch %d: discriminator trained on only %.0f%% of its items", self.epoch, 100 * rate)
+        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step}
+        if summed[1] > 0:  # tasks whose discriminator is labelled by PESQ
+            rate = float(summed[0]) / float(summed[1])
+            record["pesq_valid_rate"] = rate
+            if rate < MIN_PESQ_RATE:
+                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", self.epoch, 100 * rate)
         last_epoch = self.epoch + 1 == cfg.train.epochs
         improved: tuple[str, ...] = ()
         if (self.epoch + 1) % cfg.valid.every_epochs == 0 or last_epoch:
-            validation_index = (self.epoch + 1) // cfg.valid.every_epochs
-            which = ["pesq", "ssnr"]
-            if validation_index % cfg.valid.stoi_every == 0 or last_epoch:
-                which.append("stoi")
-            if cfg.valid.composite_metrics:
-                which += ["csig", "cbak", "covl"]
+            which = self.task.validation_metrics((self.epoch + 1) // cfg.valid.every_epochs, last_epoch)
             summary = run_validation(self.task, self.generator, self.discriminator, self.valid_loader,
-                                     which=tuple(which), sample_rate=cfg.data.sample_rate, pool=self.metric_pool)
+                                     which=which, sample_rate=cfg.data.sample_rate, pool=self.metric_pool)
+            summary.update(self.task.window_extras(summary))
             record.update({f"valid_{k}": v for k, v in summary.items()})
             improved = self._update_best(summary)
             log.info("epoch %d validation: %s", self.epoch,

@@ -52,6 +52,18 @@ class SpeechTask:
         loss, info = losses.discriminator_loss(discriminator, clean_mag, out["mag"].detach(), target, valid_mask)
         return loss, {"num_valid": int(valid.sum()), "num_items": int(len(valid)), **_floats(info)}
 
+    def validation_metrics(self, validation_index: int, last: bool) -> tuple[str, ...]:
+        """Metrics of this validation: PESQ and SSNR always, STOI every ``valid.stoi_every``."""
+        which = ["pesq", "ssnr"]
+        if validation_index % self.cfg.valid.stoi_every == 0 or last:
+            which.append("stoi")
+        if self.cfg.valid.composite_metrics:
+            which += ["csig", "cbak", "covl"]
+        return tuple(which)
+
+    def window_extras(self, means: dict) -> dict:
+        return {}
+
     @torch.no_grad()
     def validate_item(self, generator, discriminator, batch: dict) -> dict:
         """One utterance (batch of 1): loss terms, D outputs, and the signals for the metrics."""

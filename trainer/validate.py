@@ -52,11 +52,14 @@ def run_validation(task, generator, discriminator, loader, *, which: tuple[str, 
     generator.train(was_training[0])
     discriminator.train(was_training[1])
 
-    cleans, enhanceds = [item["clean"] for item in items], [item["enhanced"] for item in items]
-    score = partial(compute_metrics, sr=sample_rate, which=which)
-    scores = list(pool.map(score, cleans, enhanceds) if pool is not None and len(items) > 1
-                  else map(score, cleans, enhanceds))
     rows = []
+    if which:
+        cleans, enhanceds = [item["clean"] for item in items], [item["enhanced"] for item in items]
+        score = partial(compute_metrics, sr=sample_rate, which=which)
+        scores = list(pool.map(score, cleans, enhanceds) if pool is not None and len(items) > 1
+                      else map(score, cleans, enhanceds))
+    else:
+        scores = [{} for _ in items]
     for item, score in zip(items, scores, strict=True):
         row = {k: v for k, v in item.items() if k not in ("clean", "enhanced")}
         row.update({k: score.get(k) for k in which})
@@ -67,16 +70,16 @@ def run_validation(task, generator, discriminator, loader, *, which: tuple[str, 
 
 
 def summarise(rows: list[dict], which: tuple[str, ...]) -> dict:
+    """Means of every numeric per-utterance value; metrics in ``which`` over the valid rows only."""
     ok = [row for row in rows if not row.get("error")]
     summary: dict = {"num_utterances": len(rows), "num_failed": len(rows) - len(ok)}
-    loss_keys = sorted({k for row in rows for k in row if k.startswith("loss")})
-    for key in loss_keys:  # losses are defined for every utterance, failed metrics or not
-        summary[key] = _mean([row[key] for row in rows])
+    numeric = sorted({k for row in rows for k, v in row.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in which})
+    for key in numeric:  # losses and D outputs are defined for every utterance, failed metrics or not
+        summary[key] = _mean([row.get(key) for row in rows])
     for key in which:
         summary[key] = _mean([row[key] for row in ok])
-    summary["d_clean"] = _mean([row["d_clean"] for row in rows])
-    summary["d_estimate"] = _mean([row["d_estimate"] for row in rows])
-    if "pesq" in which:
+    if "pesq" in which and "d_estimate" in numeric:
         true_norm = [(row["pesq"] - 1.0) / 3.5 for row in ok]
         summary["pesq_normalised"] = _mean(true_norm)
         summary["d_pesq_correlation"] = _pearson([row["d_estimate"] for row in ok], true_norm)
