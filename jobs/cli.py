@@ -116,6 +116,10 @@ def run_submit(args: argparse.Namespace) -> int:
         from jobs import template
 
         submit.check_spec(spec, profile, ask_slurm=False)
+        try:  # Slurm opens the script's --output in RUN_DIR/slurm before it runs: it must exist
+            (spec.run_dir / "slurm").mkdir(parents=True, exist_ok=True)
+        except OSError:
+            sys.stderr.write(f"launch.py: note: create {spec.run_dir / 'slurm'} before sbatch (the job log goes there)\n")
         sys.stdout.write(template.render(spec))
         return 0
     have_slurm = submit.have_sbatch()

@@ -42,16 +42,17 @@ def master_port(job_id: str, restart_count: int) -> int:
     return 20000 + (int(digits) % 20000) * 2 + restart_count % 2
 
 
-def decide(exit_code: int, ends: list[dict], policy: RequeuePolicy, cancelled: bool) -> tuple[str, str]:
+def decide(exit_code: int, ends: list[dict], policy: RequeuePolicy, ending: str | None) -> tuple[str, str]:
     """-> (action, reason); action is 'finish', 'requeue' or 'stop'.
 
     ``ends`` are this job's earlier ``end`` records plus the current one (last), each with
-    ``step_start``/``step_end``/``action``.
+    ``step_start``/``step_end``/``action``. ``ending``: why the job cannot be requeued (cancelled,
+    past its limit), None while it runs.
     """
     if exit_code == EXIT_FINISHED:
         return "finish", "training finished"
-    if cancelled:
-        return "stop", "cancelled by the user; not requeued"
+    if ending:
+        return "stop", ending
     if exit_code not in (EXIT_REQUEUE, EXIT_CRASHED):
         return "stop", f"exit code {exit_code} is not retried (bad input or diverged; see train.log)"
     requeued = [e for e in ends[:-1] if e.get("action") == "requeue"]
@@ -74,12 +75,24 @@ def decide(exit_code: int, ends: list[dict], policy: RequeuePolicy, cancelled: b
     return "requeue", f"{why}; requeue {len(requeued) + 1} of {policy.max_requeues}"
 
 
-def _user_cancelled(run_dir: Path, job_id: str) -> bool:
-    if runs.cancel_marker(run_dir, job_id).exists():
-        return True
+def ending_reason(run_dir: Path, job_id: str) -> str | None:
+    """Why this job must not be requeued although it asked to be: None while it is RUNNING.
+
+    A cancelled job shows COMPLETING in scontrol/squeue while its processes get SIGTERM; only
+    sacct (or the marker ``launch.py cancel`` leaves) tells that the user cancelled it.
+    """
     from jobs import slurm
-    info = slurm.job_info(job_id) or {}
-    return info.get("JobState", "").startswith("CANCELLED")
+
+    if runs.cancel_marker(run_dir, job_id).exists():
+        return "cancelled by the user (launch.py cancel); not requeued"
+    state = (slurm.job_info(job_id) or {}).get("JobState", "")
+    if state in ("RUNNING", ""):
+        return None
+    acct = (slurm.accounting(job_id) or {}).get("State", "")
+    if state.startswith("CANCELLED") or acct.startswith("CANCELLED"):
+        return "cancelled by the user; not requeued"
+    return (f"the job is already ending (JobState={state}, sacct {acct or '-'}): the time limit may have "
+            "passed before the save; raise the signal lead")
 
 
 @dataclasses.dataclass
@@ -136,7 +149,7 @@ class TrainingJob:
         ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end" and a.get("job_id") == job_id]
         current = {"event": "end", "job_id": job_id, "restart": restart, "exit_code": code,
                    "step_start": step_start, "step_end": step_end, "time": runs.now_iso()}
-        action, reason = decide(code, ends + [current], self.policy, _user_cancelled(run_dir, job_id))
+        action, reason = decide(code, ends + [current], self.policy, ending_reason(run_dir, job_id))
         current.update(action=action, reason=reason)
         # Recorded before the requeue: `scontrol requeue` ends this process within moments.
         runs.append_jsonl(runs.attempts_path(run_dir), current)

@@ -20,9 +20,9 @@ def end(code, start, stop, action="requeue"):
 
 
 def test_decide_finishes_and_never_retries_bad_input_or_divergence():
-    assert decide(EXIT_FINISHED, [end(0, 0, 9)], POLICY, cancelled=False)[0] == "finish"
+    assert decide(EXIT_FINISHED, [end(0, 0, 9)], POLICY, ending=None)[0] == "finish"
     for code in (EXIT_BAD_INPUT, EXIT_DIVERGED):
-        action, reason = decide(code, [end(code, 0, 0)], POLICY, cancelled=False)
+        action, reason = decide(code, [end(code, 0, 0)], POLICY, ending=None)
         assert action == "stop" and f"exit code {code}" in reason
 
 
@@ -30,7 +30,7 @@ def test_decide_requeues_a_stop_request_until_the_budget_is_spent():
     history = []
     for attempt in range(POLICY.max_requeues + 1):
         current = end(EXIT_REQUEUE, 10 * attempt, 10 * attempt + 5, action=None)
-        action, reason = decide(EXIT_REQUEUE, history + [current], POLICY, cancelled=False)
+        action, reason = decide(EXIT_REQUEUE, history + [current], POLICY, ending=None)
         current["action"] = action
         history.append(current)
     assert [h["action"] for h in history] == ["requeue"] * POLICY.max_requeues + ["stop"]
@@ -38,25 +38,25 @@ def test_decide_requeues_a_stop_request_until_the_budget_is_spent():
 
 
 def test_decide_never_requeues_a_cancelled_job():
-    action, reason = decide(EXIT_REQUEUE, [end(EXIT_REQUEUE, 0, 5)], POLICY, cancelled=True)
-    assert action == "stop" and "cancelled" in reason
+    action, reason = decide(EXIT_REQUEUE, [end(EXIT_REQUEUE, 0, 5)], POLICY, ending="cancelled by the user")
+    assert (action, reason) == ("stop", "cancelled by the user")
 
 
 def test_decide_stops_a_crash_loop_at_the_crash_budget():
-    first = decide(EXIT_CRASHED, [end(EXIT_CRASHED, 0, 3)], POLICY, cancelled=False)
+    first = decide(EXIT_CRASHED, [end(EXIT_CRASHED, 0, 3)], POLICY, ending=None)
     assert first[0] == "requeue"
-    second = decide(EXIT_CRASHED, [end(EXIT_CRASHED, 0, 3), end(EXIT_CRASHED, 3, 6)], POLICY, cancelled=False)
+    second = decide(EXIT_CRASHED, [end(EXIT_CRASHED, 0, 3), end(EXIT_CRASHED, 3, 6)], POLICY, ending=None)
     assert second[0] == "stop" and "crashed 2 times" in second[1]
 
 
 def test_decide_stops_restarts_without_progress():
     stalled = [end(EXIT_REQUEUE, 7, 7)]
-    assert decide(EXIT_REQUEUE, stalled * 2, POLICY, cancelled=False)[0] == "requeue"
-    action, reason = decide(EXIT_REQUEUE, stalled * 3, POLICY, cancelled=False)
+    assert decide(EXIT_REQUEUE, stalled * 2, POLICY, ending=None)[0] == "requeue"
+    action, reason = decide(EXIT_REQUEUE, stalled * 3, POLICY, ending=None)
     assert action == "stop" and "no training step of progress in 3 attempts" in reason
     # progress in between resets the count
     roomy = RequeuePolicy(max_requeues=10, max_crash_requeues=1, max_stalled_restarts=2)
-    assert decide(EXIT_REQUEUE, stalled * 2 + [end(EXIT_REQUEUE, 7, 9)] + stalled, roomy, False)[0] == "requeue"
+    assert decide(EXIT_REQUEUE, stalled * 2 + [end(EXIT_REQUEUE, 7, 9)] + stalled, roomy, None)[0] == "requeue"
 
 
 def test_master_port_differs_between_jobs_and_restarts():

@@ -89,7 +89,8 @@ def final_state(job_id: str) -> str | None:
     if fields.get("JobState") in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING"):
         return None
     proc = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True)
-    states = proc.stdout.split()
+    lines = proc.stdout.split("\n")
+    states = [line.split()[0] for line in lines if line.strip()]  # "CANCELLED by 0" -> CANCELLED
     return states[-1] if states else fields.get("JobState")
 
 

@@ -150,3 +150,36 @@ def test_check_reports_the_cluster(tmp_path):
         assert expected in proc.stdout
     bad = launch("check", "--cluster", "local", "--account", "nosuchproject", timeout=180)
     assert bad.returncode == 1 and "[FAIL] account: 'nosuchproject' refused" in bad.stdout
+
+
+def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
+    """The --emit-sbatch script (srun + torchrun, no submitit): USR2 to the batch shell -> the ranks
+    save -> the shell requeues; the torchrun agent survives the signal it is not meant to handle."""
+    run_dir = tmp_path / "plain"
+    emitted = launch("--cluster", "local", "--emit-sbatch", "--config", "configs/smoke.yaml", "--entry",
+                     "jobs.probe", "--run-dir", str(run_dir), "--gpus-per-node", "2", env=env)
+    assert emitted.returncode == 0, emitted.stderr
+    script = tmp_path / "job.sbatch"
+    script.write_text(emitted.stdout)
+    probe_env = {**os.environ, "SEGAN_PROBE_STEPS": "100000", "SEGAN_PROBE_STEP_SECONDS": "0.2"}
+    proc = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=probe_env)
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip().split(";")[0]
+    log = run_dir / "slurm" / f"{job}_sbatch.out"
+    state = run_dir / "state.json"
+    try:
+        wait_for(lambda: state.is_file() and json.loads(state.read_text())["step"] >= 3, 180, "the first steps")
+        subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)  # as --signal=B:USR2@LEAD does
+        wait_for(lambda: release_if_waiting(job), 120, "the requeue")
+        saved = json.loads(state.read_text())
+        assert saved["status"] == "checkpointed"
+        wait_for(lambda: f"===== attempt 2 of job {job}" in log.read_text(), 120, "the second attempt")
+        wait_for(lambda: json.loads(state.read_text())["step"] > saved["step"], 120, "progress after the requeue")
+    finally:
+        subprocess.run(["scancel", job])
+    text = log.read_text()
+    assert f"saved at step {saved['step']}: requeue 1 of" in text
+    assert "batch shell: USR2 received" in text
+    assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
+    assert "cancelled, or past its time limit): not requeued" in log.read_text()
+    assert not release_if_waiting(job)
