@@ -35,11 +35,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 mkdir -p "$STATE"/{log,run,ctld,spool,dev,mysql-run} "$CONF_DIR"
-HOST=$(hostname -s)
+HOST=$(hostname -s 2>/dev/null || uname -n)
 
 # --- munge -------------------------------------------------------------------------------
 if [ ! -s /etc/munge/munge.key ]; then
