@@ -120,7 +120,10 @@ def _check_data(cfg) -> bool:
     ok = True
     for key in ("train_dir", "valid_dir"):
         folder = Path(getattr(cfg.data, key))
-        shards = sorted(folder.glob("*.h5")) + sorted(folder.glob("*.hdf5"))
+        shards = sorted(folder.glob("*.h5"))
+        if not (folder / "manifest.json").is_file():
+            ok &= _line(False, f"data.{key}", f"{folder}: no manifest.json (pack it with python -m trainer.prepare)")
+            continue
         if not shards:
             ok &= _line(False, f"data.{key}", f"{folder}: no .h5 shards (python -m trainer.prepare)")
             continue

@@ -129,3 +129,16 @@ def test_logs_for_an_unknown_job_says_what_to_do(repo_root, tmp_path):
     _, env = make_run(tmp_path)
     err = one_line_error(launch(repo_root, "logs", "999", env={**env, **OFFLINE}))
     assert "job 999 was not submitted from here" in err and "run directory" in err
+
+
+def test_check_off_cluster_reports_each_problem_on_its_own_line(repo_root, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = launch(repo_root, "check", "--cluster", "levante", "--config", "configs/se_balanced.yaml",
+                  "--set", f"data.train_dir={data}", "--set", f"data.valid_dir={tmp_path / 'missing'}",
+                  "--run-dir", str(tmp_path / "run"), env=OFFLINE, timeout=180)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"[FAIL] data.train_dir: {data}: no manifest.json" in proc.stdout
+    assert "[ok  ] import submitit" in proc.stdout and "[ok  ] import torch, torchaudio" in proc.stdout
+    assert "[ok  ] run directory" in proc.stdout and "[ok  ] signal lead vs save" in proc.stdout
+    assert "[skip] SLURM: no sbatch on PATH" in proc.stdout
