@@ -84,10 +84,48 @@ def test_score_pairs_in_memory_is_the_same_with_a_pool(folders):
     assert "best_pesq" in table and "last" in table and "silent: silent enhanced signal" in table
 
 
-@pytest.mark.parametrize("extra", [["--checkpoint", "x.pt", "--noisy-dir", "n"], ["--run-dir", "runs/r"]])
-def test_checkpoint_modes_are_refused_clearly(extra, capsys):
-    assert evaluate.main(extra) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_checkpoint_mode_errors_are_clear(tmp_path, capsys):
+    assert evaluate.main(["--checkpoint", str(tmp_path / "x.pt"), "--noisy-dir", "n"]) == 2
+    assert "x.pt: no such file" in capsys.readouterr().err
+    assert evaluate.main(["--run-dir", str(tmp_path)]) == 2
+    assert "no checkpoints under" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert evaluate.main(["--checkpoint", str(tmp_path / "bad.pt"), "--clean-dir", str(tmp_path),
+                          "--noisy-dir", str(tmp_path)]) == 2
+    assert "bad.pt: not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_dir_mode_scores_every_kept_checkpoint(tmp_path, repo_root, folders):
+    """A real (tiny) training run, then every kept checkpoint enhanced and scored side by side."""
+    clean_dir, noisy_dir, _ = folders
+    run_dir = tmp_path / "run"
+    sets = ["train.epochs=1", "train.max_steps_per_epoch=2", "valid.max_utterances=2", "train.pesq_workers=0"]
+    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", "configs/smoke.yaml", "--run-dir",
+                           str(run_dir), *[a for s in sets for a in ("--set", s)]], cwd=repo_root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--run-dir", str(run_dir), "--clean-dir",
+                          str(clean_dir), "--noisy-dir", str(noisy_dir), "--out-dir", str(tmp_path / "enh"),
+                          "--json", str(tmp_path / "s.json"), "--workers", "1", "--no-progress"],
+                         cwd=repo_root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    header = [line for line in out.stdout.splitlines() if line.startswith("metric")][0].split()
+    assert header == ["metric", "noisy", "best_loss", "best_pesq", "best_stoi", "best_composite", "last"]
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["checkpoints"]["last"]["step"] == 2 and report["checkpoints"]["last"]["run"] == "smoke"
+    noisy_pesq = report["summaries"]["noisy"]["pesq"]
+    expected = np.mean([compute_metrics(c, n, SR, which=("pesq",))["pesq"]
+                        for c, n in (_read_pair(clean_dir, noisy_dir, name) for name in ("a.wav", "spk2/b.wav"))])
+    assert noisy_pesq == pytest.approx(expected)
+    written = sorted(p.relative_to(tmp_path / "enh").as_posix() for p in (tmp_path / "enh").rglob("*.wav"))
+    assert "last/a.wav" in written and "best_pesq/spk2/b.wav" in written
+    enhanced, sr = sf.read(tmp_path / "enh/last/a.wav")
+    assert sr == SR and len(enhanced) == len(sf.read(noisy_dir / "a.wav")[0])
+
+
+def _read_pair(clean_dir, noisy_dir, name):
+    return sf.read(clean_dir / name)[0], sf.read(noisy_dir / name)[0]
 
 
 def test_bad_folders_are_clear_errors(tmp_path, capsys):

@@ -9,8 +9,15 @@ an ``error`` and is left out of the means; it never stops the run. Prints a tabl
 writes one row per utterance, ``--json`` a summary with means, counts, failures, package versions
 and the git revision (both written atomically).
 
-The checkpoint modes (``--checkpoint`` and ``--run-dir``) will call :func:`score_pairs` and
-:func:`format_table` once the training core exists; they are refused for now.
+Checkpoint modes (the trained generator is rebuilt from the config stored in the checkpoint):
+
+    python -m trainer.evaluate --checkpoint CKPT --clean-dir A --noisy-dir B [--out-dir C]
+    python -m trainer.evaluate --run-dir RUN [--clean-dir A --noisy-dir B]
+
+enhance every noisy wav (written to ``--out-dir`` when given) and score it; ``--run-dir`` does this
+for every kept checkpoint of a run (best_loss, best_pesq, best_stoi, best_composite, last) and
+prints them side by side next to the unprocessed noisy input. A run trained on the demo corpus
+defaults to the demo test set.
 """
 
 from __future__ import annotations
@@ -173,12 +180,138 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, help="write one row per utterance here")
     parser.add_argument("--json", type=Path, help="write the summary (means, failures, versions) here")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    later = parser.add_argument_group("checkpoint modes (not available yet)")
-    later.add_argument("--checkpoint", type=Path, help="enhance --noisy-dir with this checkpoint, then score")
-    later.add_argument("--noisy-dir", type=Path, help="noisy inputs for --checkpoint")
-    later.add_argument("--out-dir", type=Path, help="where --checkpoint writes the enhanced wavs")
-    later.add_argument("--run-dir", type=Path, help="score every kept checkpoint of a run side by side")
+    modes = parser.add_argument_group("checkpoint modes")
+    modes.add_argument("--checkpoint", type=Path, help="enhance --noisy-dir with this checkpoint, then score")
+    modes.add_argument("--noisy-dir", type=Path, help="noisy inputs (same relative names as --clean-dir)")
+    modes.add_argument("--out-dir", type=Path, help="write the enhanced wavs here (one folder per checkpoint)")
+    modes.add_argument("--run-dir", type=Path, help="score every kept checkpoint of a run side by side")
     return parser
+
+
+def _read_mono(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    wave, sr = sf.read(path, dtype="float32", always_2d=True)
+    if wave.shape[1] != 1:
+        raise ValueError(f"{path}: {wave.shape[1]} channels; give mono files")
+    return wave[:, 0], sr
+
+
+def _write_wav(path: Path, wave: np.ndarray, sr: int) -> None:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.wav")
+    sf.write(tmp, wave, sr, subtype="FLOAT")
+    os.replace(tmp, path)
+
+
+def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_dir: Path, workers: int, *,
+                         out_dir: Path | None = None, progress: bool = False) -> tuple[dict, dict, list[dict]]:
+    """Enhance ``noisy_dir`` with each checkpoint and score it; also score the noisy input itself.
+
+    Returns (summaries by column name, identities by column name, rows of the last column).
+    A file that cannot be read is a failed row in every column.
+    """
+    from trainer.enhance import enhance, load_generator
+
+    pairs, _ = match_files(clean_dir, noisy_dir)
+    signals: list[tuple[str, np.ndarray | None, np.ndarray | None, int]] = []
+    for name, clean_path, noisy_path in pairs:
+        try:
+            if noisy_path is None:
+                raise ValueError("missing noisy file")
+            clean, sr = _read_mono(clean_path)
+            noisy, sr_noisy = _read_mono(noisy_path)
+            if sr != sr_noisy:
+                raise ValueError(f"sample rate mismatch ({sr} vs {sr_noisy} Hz)")
+            signals.append((name, clean, noisy, sr))
+        except Exception as exc:  # soundfile raises several types for broken files
+            signals.append((name, None, None, 0))
+            print(f"evaluate: {name}: {exc}", file=sys.stderr)
+    readable = [item for item in signals if item[1] is not None]
+    unreadable = [{"name": name, "error": "unreadable or unmatched file"} | dict.fromkeys(METRIC_KEYS)
+                  for name, clean, _, _ in signals if clean is None]
+    rates = {sr for *_, sr in readable}
+    if len(rates) > 1:
+        raise ValueError(f"files have different sample rates {sorted(rates)}; score one rate at a time")
+    sr = rates.pop() if rates else 16000
+    summaries, identities, rows = {}, {}, []
+    pool = process_pool(workers) if workers > 1 else None
+    try:
+        def score(column: str, estimates: list[np.ndarray]) -> None:
+            nonlocal rows
+            scored, _ = score_pairs([(name, clean, est) for (name, clean, _, _), est in zip(readable, estimates,
+                                     strict=True)], sr, workers, progress=progress, pool=pool)
+            rows = scored + unreadable
+            summaries[column] = summarize(rows)
+
+        score("noisy", [noisy for _, _, noisy, _ in readable])
+        identities["noisy"] = {"path": str(noisy_dir.resolve())}
+        for column, path in checkpoints.items():
+            generator, cfg, info = load_generator(path)
+            estimates = []
+            for name, _, noisy, rate in readable:
+                estimate = enhance(generator, cfg, noisy, rate)
+                estimates.append(estimate)
+                if out_dir is not None:
+                    _write_wav(out_dir / column / name, estimate, rate)
+            score(column, estimates)
+            identities[column] = {"path": str(Path(path).resolve()), "epoch": info["epoch"], "step": info["step"],
+                                  "run": cfg.run.name, "model": cfg.model.name}
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    return summaries, identities, rows
+
+
+def kept_checkpoints(run_dir: Path) -> dict[str, Path]:
+    from trainer.train import CHECKPOINT_NAMES
+
+    folder = run_dir / "checkpoints"
+    return {name: folder / f"{name}.pt" for name in CHECKPOINT_NAMES if (folder / f"{name}.pt").exists()}
+
+
+def _checkpoint_mode(args, workers: int) -> int:
+    if args.run_dir is not None:
+        checkpoints = kept_checkpoints(args.run_dir)
+        if not checkpoints:
+            return _fail(f"--run-dir {args.run_dir}: no checkpoints under {args.run_dir / 'checkpoints'}")
+    else:
+        if not args.checkpoint.is_file():
+            return _fail(f"--checkpoint {args.checkpoint}: no such file")
+        checkpoints = {args.checkpoint.stem: args.checkpoint}
+    if args.clean_dir is None and args.noisy_dir is None:
+        from trainer.enhance import load_generator
+
+        _, cfg, _ = load_generator(next(iter(checkpoints.values())))
+        if not cfg.data.demo:
+            return _fail("give --clean-dir A --noisy-dir B (the test set to enhance and score)")
+        from trainer.demo import ensure_demo_corpus
+
+        paths = ensure_demo_corpus(sample_rate=cfg.data.sample_rate)
+        args.clean_dir, args.noisy_dir = Path(paths["test_clean"]), Path(paths["test_noisy"])
+    for flag, folder in (("--clean-dir", args.clean_dir), ("--noisy-dir", args.noisy_dir)):
+        if folder is None or not folder.is_dir():
+            return _fail(f"{flag} {folder} is not a folder")
+    started = time.perf_counter()
+    summaries, identities, rows = evaluate_checkpoints(checkpoints, args.clean_dir, args.noisy_dir, workers,
+                                                       out_dir=args.out_dir, progress=not args.no_progress)
+    elapsed = time.perf_counter() - started
+    if args.csv:
+        atomic_write_text(args.csv, rows_to_csv(rows))
+    if args.json:
+        report = {"summaries": summaries, "checkpoints": identities, "clean_dir": str(args.clean_dir.resolve()),
+                  "noisy_dir": str(args.noisy_dir.resolve()), "workers": workers,
+                  "wall_seconds": round(elapsed, 2),
+                  "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi"}
+        atomic_write_text(args.json, json.dumps(report | environment_info(), indent=2) + "\n")
+    print(f"enhanced and scored {len(rows)} files with {len(checkpoints)} checkpoint(s) in {elapsed:.1f} s")
+    for column, identity in identities.items():
+        if column != "noisy":
+            print(f"  {column}: epoch {identity['epoch']}, step {identity['step']} ({identity['path']})")
+    print(format_table(summaries, rows))
+    return 0
 
 
 def _fail(message: str) -> int:
@@ -188,17 +321,23 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.checkpoint or args.run_dir or args.noisy_dir or args.out_dir:
-        return _fail("--checkpoint/--noisy-dir/--out-dir/--run-dir are not available yet (they need the "
-                     "training core); enhance the files yourself and use --clean-dir A --enhanced-dir B")
+    workers = default_num_workers() if args.workers is None else args.workers
+    if workers < 1:
+        return _fail(f"--workers must be at least 1, got {workers}")
+    if args.checkpoint or args.run_dir:
+        if args.enhanced_dir is not None:
+            return _fail("--enhanced-dir is for scoring existing files; with --checkpoint/--run-dir give --noisy-dir")
+        from trainer.checkpoint import CheckpointError  # imports torch: only in the checkpoint modes
+
+        try:
+            return _checkpoint_mode(args, workers)
+        except (CheckpointError, ValueError) as exc:
+            return _fail(str(exc))
     if args.clean_dir is None or args.enhanced_dir is None:
         return _fail("give --clean-dir A and --enhanced-dir B (see --help)")
     for flag, folder in (("--clean-dir", args.clean_dir), ("--enhanced-dir", args.enhanced_dir)):
         if not folder.is_dir():
             return _fail(f"{flag} {folder} is not a folder")
-    workers = default_num_workers() if args.workers is None else args.workers
-    if workers < 1:
-        return _fail(f"--workers must be at least 1, got {workers}")
     pairs, _ = match_files(args.clean_dir, args.enhanced_dir)
     if not pairs:
         return _fail(f"no .wav files under --clean-dir {args.clean_dir}")

@@ -18,7 +18,7 @@ from trainer.config import Config, ConfigError, load_config, save_config, to_dic
 from trainer.configbase import describe
 from trainer.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
 
-CHECKPOINT_NAMES = ("last", "best_loss", "best_pesq", "best_stoi", "best_composite", "best_complementarity")
+CHECKPOINT_NAMES = ("best_loss", "best_pesq", "best_stoi", "best_composite", "best_complementarity", "last")
 
 
 def build_parser() -> argparse.ArgumentParser:
