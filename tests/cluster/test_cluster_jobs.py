@@ -183,3 +183,19 @@ def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
     assert "cancelled, or past its time limit): not requeued" in log.read_text()
     assert not release_if_waiting(job)
+
+
+def test_plain_scancel_is_not_requeued(tmp_path, env):
+    """scancel sends SIGTERM: the ranks save and ask for a requeue, but the job is COMPLETING and
+    sacct says CANCELLED, so rank 0 records a stop instead."""
+    run_dir = tmp_path / "scancel"
+    job = submit("--config", "configs/smoke.yaml", "--entry", "jobs.probe", "--run-dir", str(run_dir),
+                 "--gpus-per-node", "2", env={**env, "SEGAN_PROBE_STEPS": "100000", "SEGAN_PROBE_STEP_SECONDS": "0.2"})
+    state = run_dir / "state.json"
+    wait_for(lambda: state.is_file() and json.loads(state.read_text())["step"] >= 2, 120, "the first steps")
+    subprocess.run(["scancel", job], check=True)
+    assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
+    last = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 60, "the end record")[-1]
+    assert (last["exit_code"], last["action"]) == (42, "stop") and "cancelled by the user" in last["reason"]
+    assert json.loads(state.read_text())["status"] == "checkpointed"
+    assert not release_if_waiting(job)
