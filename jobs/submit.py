@@ -114,8 +114,8 @@ def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> No
     info = slurm.partition_info(spec.partition) if ask_slurm else None
     known = slurm.partition_names() if ask_slurm and info is None else []
     if known:  # SLURM answers and does not know the partition
-        known = ", ".join(known)
-        raise LaunchError(f"--partition {spec.partition!r} does not exist on this cluster (known: {known})")
+        raise LaunchError(f"--partition {spec.partition!r} does not exist on this cluster "
+                          f"(known: {', '.join(known)})")
     if info is None and profile.partitions and spec.partition not in profile.partitions:
         raise LaunchError(f"--partition {spec.partition!r} is not a partition of {profile.name!r} "
                           f"(known: {', '.join(profile.partitions)})")
