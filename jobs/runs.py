@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from jobs.profiles import ROOT
+from trainer.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
 
 class LaunchError(ValueError):
@@ -34,23 +34,6 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written right now
-    return records
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def record_submission(job_id: str, run_dir: Path, name: str, cluster: str) -> None:

@@ -104,9 +104,10 @@ class MetricsLog:
             self._fh = None
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file; a line being written right now (or cut by a crash) is skipped."""
+    path = Path(path)
+    if not path.is_file():
         return []
     records = []
     for line in path.read_text().splitlines():
@@ -116,3 +117,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             continue
     return records
 
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
