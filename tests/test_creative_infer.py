@@ -101,7 +101,7 @@ def test_wrong_inputs_are_one_line_errors(creative_run, tmp_path, capsys):
     state["config"] = to_dict(speech)
     checkpoint.save_atomic(state, tmp_path / "speech.pt")
     assert infer.main(["--checkpoint", str(tmp_path / "speech.pt"), "--out-dir", str(tmp_path)]) == 2
-    assert "listens to creative_agent checkpoints" in capsys.readouterr().err
+    assert "needs 'creative_agent' checkpoints (use python -m trainer.evaluate)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         infer.main(["--checkpoint", str(creative_run["ckpt"]), "--input", "a.wav", "--out-dir", str(tmp_path)])
 

@@ -18,9 +18,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
+import weakref
 from pathlib import Path
 
 import h5py
@@ -265,14 +267,15 @@ class ShardDataset(Dataset):
             valid = dict.fromkeys(waves, length)
         scale = 1.0
         if self.normalize:
-            scale = _unit_rms_scale(waves[self.input][:valid[self.input]])
+            scale = unit_rms_scale(waves[self.input][:valid[self.input]])
             waves[self.input] = waves[self.input] * scale
-            ref_scale = _unit_rms_scale(waves[self.reference][:valid[self.reference]]) if self.shuffle_targets else scale
+            ref_scale = unit_rms_scale(waves[self.reference][:valid[self.reference]]) if self.shuffle_targets else scale
             waves[self.reference] = waves[self.reference] * ref_scale
         return {**waves, "length": length, "name": self.index.names[item], "index": item, "scale": scale}
 
 
-def _unit_rms_scale(wave: np.ndarray) -> np.float32:
+def unit_rms_scale(wave: np.ndarray) -> np.float32:
+    """1 / RMS (with an epsilon): the factor that brings ``wave`` to unit RMS (CMGAN convention)."""
     # not `wave @ wave`: a BLAS call may spin up threads, which in loader workers oversubscribe the CPUs
     energy = float(np.square(wave, dtype=np.float64).sum())
     return np.float32(1.0 / math.sqrt(energy / max(1, len(wave)) + NORM_EPS))
@@ -322,7 +325,24 @@ class _EpochKeys:
 
 
 class ShardLoader(DataLoader):
-    """A DataLoader whose worker DataErrors surface as the original one-line message."""
+    """A DataLoader whose worker DataErrors surface as the original one-line message, and whose
+    persistent workers are stopped by :meth:`close`, on such an error, and at interpreter exit.
+
+    The exit hook matters: the workers ignore SIGTERM (SLURM signals every process of a step),
+    and multiprocessing's own exit hook stops daemon workers with SIGTERM and then joins them,
+    which would wait forever; torch skips its own shutdown once the interpreter is exiting.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _live_loaders.add(self)
+
+    def close(self) -> None:
+        """Stop the worker processes (a later iteration starts new ones)."""
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self._iterator = None
 
     def __iter__(self):
         iterator = super().__iter__()
@@ -335,8 +355,19 @@ class ShardLoader(DataLoader):
                 text = str(exc)
                 if "Original Traceback" in text:  # re-raised from a worker: keep the last line's message
                     text = text.strip().splitlines()[-1].split("DataError: ", 1)[-1]
+                del iterator
+                self.close()
                 raise DataError(text) from None
             yield batch
+
+
+_live_loaders: weakref.WeakSet[ShardLoader] = weakref.WeakSet()
+
+
+@atexit.register  # registered after multiprocessing's and torch's hooks, so it runs before them
+def _close_live_loaders() -> None:
+    for loader in list(_live_loaders):
+        loader.close()
 
 
 def split_dirs(cfg) -> tuple[str, str]:

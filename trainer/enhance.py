@@ -14,17 +14,25 @@ import torch
 
 from trainer import checkpoint as ckpt
 from trainer.config import Config, config_from_dict
+from trainer.data import unit_rms_scale
 from trainer.log import get_logger, warn_once
 from trainer.models import build_generator
 
 log = get_logger("enhance")
-RMS_EPS = 1e-8
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config, dict]:
-    """(generator in eval mode, its config, {epoch, step, best}) from a training checkpoint."""
+def load_generator(path: str | Path, device: str | torch.device = "cpu", *,
+                   task: str | None = None) -> tuple[torch.nn.Module, Config, dict]:
+    """(generator in eval mode, its config, {epoch, step, best}) from a training checkpoint.
+
+    ``task``: refuse a checkpoint of another model family (before building anything).
+    """
     state = ckpt.load(path)
     cfg = config_from_dict(state["config"])
+    if task is not None and cfg.task != task:
+        tool = "python -m trainer.infer" if cfg.task == "creative_agent" else "python -m trainer.evaluate"
+        raise ckpt.CheckpointError(f"{path}: a {cfg.task!r} checkpoint, but this command needs {task!r} "
+                                   f"checkpoints (use {tool})")
     generator = build_generator(cfg)
     ckpt.load_module_state(generator, state["generator"], "generator", path)
     generator.to(device).eval()
@@ -44,9 +52,7 @@ def enhance(generator: torch.nn.Module, cfg: Config, noisy: np.ndarray, sample_r
 
         warn_once(log, f"resample-{sample_rate}", f"resampling {sample_rate} Hz input to the model's {model_rate} Hz")
         wave = AF.resample(wave, sample_rate, model_rate)
-    scale = 1.0
-    if cfg.data.normalize:
-        scale = float(1.0 / (wave.square().mean().sqrt() + RMS_EPS))
+    scale = float(unit_rms_scale(wave.numpy())) if cfg.data.normalize else 1.0
     device = next(generator.parameters()).device
     out = generator((wave * scale)[None].to(device))["wave"][0].float().cpu() / scale
     if sample_rate != model_rate:

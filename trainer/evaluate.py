@@ -249,7 +249,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
         score("noisy", [noisy for _, _, noisy, _ in readable])
         identities["noisy"] = {"path": str(noisy_dir.resolve())}
         for column, path in checkpoints.items():
-            generator, cfg, info = load_generator(path)
+            generator, cfg, info = load_generator(path, task="speech_enhancement")
             estimates = []
             for name, _, noisy, rate in readable:
                 estimate = enhance(generator, cfg, noisy, rate)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -30,8 +29,9 @@ import soundfile as sf
 import torch
 
 from trainer import creative
-from trainer.config import Config, ConfigError, config_from_dict
+from trainer.config import Config, ConfigError
 from trainer.configbase import atomic_write_text
+from trainer.data import unit_rms_scale
 from trainer.exitcodes import EXIT_BAD_INPUT
 from trainer.log import get_logger
 
@@ -40,21 +40,10 @@ log = get_logger("infer")
 
 def load_generator(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, Config]:
     """The checkpoint's creative agent (eval mode) and its resolved config."""
-    from trainer import checkpoint
-    from trainer.models import build_generator
+    from trainer.enhance import load_generator as load_task_generator
 
-    state = checkpoint.load(path)
-    cfg = config_from_dict(state["config"])
-    if cfg.task != "creative_agent":
-        raise ConfigError(f"{path}: a {cfg.task!r} checkpoint; trainer.infer listens to creative_agent "
-                          "checkpoints (use python -m trainer.evaluate for speech)")
-    model = build_generator(cfg)
-    checkpoint.load_module_state(model, state["generator"], "generator", path)
-    return model.to(device).eval(), cfg
-
-
-def _unit_rms_scale(wave: np.ndarray) -> np.float32:
-    return np.float32(1.0 / math.sqrt(float(np.mean(np.square(wave, dtype=np.float64))) + 1e-8))
+    model, cfg, _ = load_task_generator(path, device, task="creative_agent")
+    return model, cfg
 
 
 def validation_pairs(cfg: Config, num_samples: int, shuffle_targets: bool, seed: int,
@@ -123,8 +112,8 @@ def run_pairs(model: torch.nn.Module, cfg: Config, pairs: list[dict], out_dir: P
         length = min(len(pair["input"]), len(pair["target"]))
         wave_in, wave_tgt = pair["input"][:length], pair["target"][:length]
         if cfg.data.normalize:  # as in training: unit-RMS input; a true pair's target by the same factor
-            scale = _unit_rms_scale(wave_in)
-            wave_tgt = wave_tgt * (scale if pair["paired"] else _unit_rms_scale(wave_tgt))
+            scale = unit_rms_scale(wave_in)
+            wave_tgt = wave_tgt * (scale if pair["paired"] else unit_rms_scale(wave_tgt))
             wave_in = wave_in * scale
         x = torch.from_numpy(np.ascontiguousarray(wave_in))[None].to(device)
         y = torch.from_numpy(np.ascontiguousarray(wave_tgt))[None].to(device)
