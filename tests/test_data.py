@@ -197,3 +197,16 @@ def test_worker_errors_surface_as_one_line_naming_the_shard(corpus, tmp_path):
         collect(loader)
     message = str(err.value)
     assert len(message.splitlines()) == 1 and "shard-0000" in message and "cannot open shard" in message
+
+
+def test_process_with_live_workers_exits(corpus, repo_root):
+    """The workers ignore SIGTERM (SLURM); exiting with a loader still alive must not hang."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom trainer.config import load_config\nfrom trainer.data import build_train_loader\n"
+              f"cfg = load_config(None, ['data.train_dir={corpus / 'train'}', 'data.valid_dir={corpus / 'valid'}', "
+              "'data.batch_size=2', 'data.num_workers=2'])\n"
+              "loader, sampler = build_train_loader(cfg, 0, 1)\nnext(iter(loader))\nprint('one batch')\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "one batch" in proc.stdout, proc.stderr
