@@ -261,7 +261,7 @@ class Trainer:
                 if stop:
                     return self._requeue_exit()
             self._end_epoch(epoch_totals)
-            if signals.stop_requested() and self._any_rank_stopping():
+            if self._any_rank_stopping():  # collective: every rank asks, flag set or not
                 return self._requeue_exit()
         self.mark("finished")
         log.info("finished: %d epochs, step %d; best %s", cfg.train.epochs, self.step, self.best)
