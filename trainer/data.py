@@ -14,6 +14,9 @@
   ``shuffle_targets`` the two signals are unrelated and each is scaled to unit RMS on its own.
 - h5py files are opened lazily in the process that reads (DataLoader workers after the fork)
   and kept open; ranks get disjoint batches and the DataLoader hands each batch to one worker.
+  Workers are persistent; ``ShardLoader.close()`` (also run on a DataError and at exit) stops them.
+- Bad data raises :class:`DataError` (a ConfigError: the trainer exits with code 2) naming the
+  shard or manifest, also when it happens inside a worker.
 """
 
 from __future__ import annotations
