@@ -109,3 +109,18 @@ def test_killed_during_save_leaves_loadable_last(tmp_path, repo_root):
     proc.wait()
     state = torch.load(path, map_location="cpu", weights_only=True)  # whichever version: complete
     assert state["format_version"] == ckpt.FORMAT_VERSION
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Run directories are shared on clusters: no owner-only files from mkstemp."""
+    from trainer.configbase import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+        ckpt.save_atomic(full_state(), tmp_path / "last.pt")
+        ckpt.copy_atomic(tmp_path / "last.pt", tmp_path / "best_pesq.pt")
+    finally:
+        os.umask(old)
+    for name in ("config.yaml", "last.pt", "best_pesq.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

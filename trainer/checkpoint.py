@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer.configbase import umask_mode
+
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "generator", "discriminator", "opt_g", "opt_d", "epoch", "step",
                  "batches_done", "sampler", "rng", "best", "versions")
@@ -79,6 +81,7 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
             fh.flush()
@@ -94,6 +97,7 @@ def copy_atomic(src: str | Path, dst: str | Path) -> None:
     """Copy a finished checkpoint (e.g. last -> best_pesq) without a half-written window."""
     dst = Path(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.fchmod(fd, umask_mode())
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)

@@ -152,8 +152,8 @@ class Trainer:
         self.epoch, self.step, self.batches_done = state["epoch"], state["step"], state["batches_done"]
         self.best = dict(state["best"])
         self.num_nonfinite_total = state.get("num_nonfinite_total", 0)
-        if state["sampler"]:
-            self.sampler.load_state_dict(state["sampler"])
+        if state["sampler"]:  # the batch to continue at, in this run's layout (world size may differ)
+            self.batches_done = self.sampler.load_state_dict(state["sampler"])
         if len(state["rng"]) == self.env.world_size:
             ckpt.restore_rng(state["rng"][self.env.rank])
         else:
@@ -385,6 +385,8 @@ class Trainer:
     def close(self) -> None:
         self.metrics.close()
         self.labeler.close()
+        for loader in (self.train_loader, self.valid_loader):
+            loader.close()
         if self.metric_pool is not None:
             self.metric_pool.shutdown(wait=True)
 

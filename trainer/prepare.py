@@ -208,12 +208,6 @@ def load_pair(pair: Pair, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     return stacked[0], stacked[1]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -365,7 +359,6 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
         log.warning("%s: %d silent pair(s) %s: %s (full list in manifest.json)", out, len(silent),
                     "dropped" if settings.drop_silent else "kept (pass --drop-silent to drop them)", listed)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    os.chmod(out / MANIFEST, 0o666 & ~_umask())  # mkstemp makes it owner-only; datasets are shared
     for extra in out.glob("shard-*.h5"):  # from an earlier run with a different plan
         if extra.name not in {s["file"] for s in ordered}:
             extra.unlink()
