@@ -85,7 +85,7 @@ def main() -> None:
         mean = statistics.mean(values)
         print(f"{name:<14}{1000 * mean:>10.1f}{100 * mean / total:>7.1f}%")
     print(f"{'total':<14}{1000 * total:>10.1f}   ({cfg.data.batch_size / total:.1f} samples/s, "
-          f"p90 step {1000 * float(np.percentile([sum(s) for s in zip(*phases.values())], 90)):.0f} ms)")
+          f"p90 step {1000 * float(np.percentile([sum(s) for s in zip(*phases.values(), strict=True)], 90)):.0f} ms)")
 
 
 if __name__ == "__main__":

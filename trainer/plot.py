@@ -50,6 +50,8 @@ def _panel(ax, records, x_key, keys, title, *, log_y=False) -> bool:
     ax.set_xlabel(x_key)
     if drawn:
         ax.legend(fontsize=8)
+        if all(key.endswith("rate") for key in keys):
+            ax.set_ylim(-0.02, 1.02)
         if log_y and all(y > 0 for key in keys for y in _series(records, x_key, key)[1]):
             ax.set_yscale("log")
     return drawn
