@@ -119,10 +119,11 @@ def main() -> None:
                 results[cache, name] = max(results.get((cache, name), 0.0), num / seconds)
         shard_opens = (shards.files_opened - opened_before[0]) / (4 * len(epochs))
         wav_opens = (files.files_opened - opened_before[1]) / (4 * len(epochs))
+        wav_mib = sum(p.stat().st_size for p in all_files[len(index.shard_paths):]) / 2**20
+        shard_mib = sum(p.stat().st_size for p in index.shard_paths) / 2**20
     minutes = float(index.length_of.sum()) / index.sample_rate / 60
     print(f"corpus: {len(index)} pairs, {minutes:.1f} min of audio (16-bit wav: "
-          f"{sum(p.stat().st_size for p in all_files[len(index.shard_paths):]) / 2**20:.0f} MiB; float32 shards: "
-          f"{sum(p.stat().st_size for p in index.shard_paths) / 2**20:.0f} MiB in {len(index.shard_paths)} file(s)); "
+          f"{wav_mib:.0f} MiB; float32 shards: {shard_mib:.0f} MiB in {len(index.shard_paths)} file(s)); "
           f"wav synthesis {t1 - t0:.1f} s, prepare {t2 - t1:.1f} s")
     print(f"{'cache':6} {'shards crops/s':>15} {'wav crops/s':>12} {'ratio':>6}")
     for cache in ("warm", "cold"):
