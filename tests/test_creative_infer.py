@@ -11,6 +11,7 @@ import torch
 
 from trainer import checkpoint, creative, infer
 from trainer.config import load_config, to_dict
+from trainer.demo import write_creative_pairs
 from trainer.models import build_generator
 from trainer.models.creative import build_creative_discriminator
 from trainer.prepare import prepare
@@ -22,11 +23,7 @@ SR = 8000
 def creative_run(tmp_path_factory):
     """Pairs packed with prepare (real HDF5) and a checkpoint in the training core's format."""
     root = tmp_path_factory.mktemp("creative_infer")
-    inputs, targets = creative.synthetic_pairs(3, 1.0, SR, seed=2)
-    for folder, waves in (("input", inputs), ("target", targets)):
-        (root / folder).mkdir()
-        for k, wave in enumerate(waves):
-            sf.write(root / folder / f"piece{k}.wav", wave.numpy(), SR)
+    write_creative_pairs(root, 3, 1.0, SR, seed=2, speaker="piece")
     prepare(root / "target", root / "input", root / "packed", signals=("target", "input"), sample_rate=SR,
             progress=False)
     cfg = load_config(None, [

@@ -18,13 +18,7 @@ from trainer.models import build_generator
 SR = 8000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than two on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train_briefly(w_balance: float, num_steps: int, *extra: str) -> dict:

@@ -15,13 +15,7 @@ from trainer.speech import SENTENCES, babble_like_noise, mix_at_snr, synthesize_
 SMOKE = "configs/smoke.yaml"  # the tiny model: 16 channels, 1 layer, discriminator 4 channels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two cores shared by several processes: OpenMP threads would spin against each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -376,9 +376,9 @@ def _close_live_loaders() -> None:
 def split_dirs(cfg) -> tuple[str, str]:
     """(train_dir, valid_dir) from the config; the demo corpus (built once) when data.demo."""
     if cfg.data.demo:
-        from trainer.demo import ensure_demo_corpus
+        from trainer.demo import demo_for
 
-        paths = ensure_demo_corpus(sample_rate=cfg.data.sample_rate)
+        paths = demo_for(cfg)
         return paths["train"], paths["valid"]
     return cfg.data.train_dir, cfg.data.valid_dir
 

@@ -7,6 +7,9 @@ between 0 and 15 dB, and packs a speaker-held-out split with :func:`trainer.prep
 test set (``test/clean``, ``test/noisy``). The voice is the speaker (file names
 ``<voice>_<nn>.wav``). It is built in a temporary folder and renamed into place when complete,
 so an interrupted build leaves nothing half-made and concurrent ranks agree on one copy.
+
+``ensure_creative_demo_corpus()`` does the same for the creative-agent variant with synthetic
+(input, target) pairs: click tracks and chords (:func:`trainer.creative.synthetic_pairs`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ DEMO_VERSION = 1
 MARKER = "corpus.json"
 NUM_TRAIN_VOICES, NUM_TRAIN_SENTENCES, NUM_HELDOUT_SENTENCES = 4, 10, 8
 MAX_SENTENCE_CHARS = 60  # longer sentences take over 4 s at the demo speaking rate
+NUM_CREATIVE_TRAIN, NUM_CREATIVE_VALID, CREATIVE_SECONDS = 24, 6, 2.0
 
 log = get_logger("demo")
 
@@ -77,9 +81,38 @@ def build_demo_corpus(root: Path, sample_rate: int) -> None:
     (root / MARKER).write_text(json.dumps(info, indent=1) + "\n")
 
 
-def ensure_demo_corpus(root: str | Path = "logs/demo_corpus", sample_rate: int = 16000) -> dict[str, str]:
-    """Build the demo corpus once (idempotent, atomic); returns its paths (train, valid, test_*)."""
-    root = Path(root)
+def write_creative_pairs(folder: Path, num: int, seconds: float, sample_rate: int, seed: int,
+                         speaker: str) -> list[str]:
+    """Synthetic (input, target) pieces (:func:`trainer.creative.synthetic_pairs`: a click track and
+    a chord) as ``folder/{input,target}/<speaker>_<nnn>.wav``; returns the file names."""
+    from trainer.creative import synthetic_pairs
+
+    inputs, targets = synthetic_pairs(num, seconds, sample_rate, seed=seed)
+    names = [f"{speaker}_{k:03d}.wav" for k in range(num)]
+    for kind, waves in (("input", inputs), ("target", targets)):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for name, wave in zip(names, waves, strict=True):
+            sf.write(folder / kind / name, wave.numpy(), sample_rate, subtype="FLOAT")
+    return names
+
+
+def build_creative_demo_corpus(root: Path, sample_rate: int) -> None:
+    """24 training and 6 held-out synthetic pairs of 2 s for the creative-agent variant."""
+    from trainer.prepare import prepare
+
+    wav = root / "wav"
+    write_creative_pairs(wav, NUM_CREATIVE_TRAIN, CREATIVE_SECONDS, sample_rate, 0, "train")
+    write_creative_pairs(wav, NUM_CREATIVE_VALID, CREATIVE_SECONDS, sample_rate, 1, "valid")
+    prepare(wav / "target", wav / "input", root, signals=("target", "input"), sample_rate=sample_rate,
+            shard_size_mb=2, valid_speakers=["valid"], workers=1, progress=False)
+    shutil.rmtree(wav)
+    info = {"demo_version": DEMO_VERSION, "sample_rate": sample_rate,
+            "pieces": "synthetic click tracks (input) and chords (target)"}
+    (root / MARKER).write_text(json.dumps(info, indent=1) + "\n")
+
+
+def _ensure(root: Path, sample_rate: int, build, what: str) -> dict[str, str]:
+    """Build once (idempotent, atomic: a temporary folder renamed into place); returns the paths."""
     marker = root / MARKER
     if marker.is_file():
         info = json.loads(marker.read_text())
@@ -88,12 +121,11 @@ def ensure_demo_corpus(root: str | Path = "logs/demo_corpus", sample_rate: int =
         raise FileExistsError(f"{root}: a demo corpus of another version or sample rate; delete the folder "
                               f"or pass another root (found {info}, want sample_rate {sample_rate})")
     root.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building the demo corpus in %s with speech from %s", root,
-             "espeak-ng" if have_espeak() else "the speech-like generator (espeak-ng is not installed)")
+    log.info("building the %s in %s", what, root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     tmp.chmod(0o755)
     try:
-        build_demo_corpus(tmp, sample_rate)
+        build(tmp, sample_rate)
         try:
             os.rename(tmp, root)
         except OSError:
@@ -102,3 +134,21 @@ def ensure_demo_corpus(root: str | Path = "logs/demo_corpus", sample_rate: int =
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return demo_paths(root)
+
+
+def ensure_demo_corpus(root: str | Path = "logs/demo_corpus", sample_rate: int = 16000) -> dict[str, str]:
+    """The speech demo corpus (built once); returns its paths (train, valid, test_clean, test_noisy)."""
+    speech = "espeak-ng" if have_espeak() else "the speech-like generator (espeak-ng is not installed)"
+    return _ensure(Path(root), sample_rate, build_demo_corpus, f"demo corpus with speech from {speech}")
+
+
+def ensure_creative_demo_corpus(root: str | Path = "logs/demo_creative", sample_rate: int = 16000) -> dict[str, str]:
+    """The creative variant's demo pairs (built once); returns its paths (train, valid)."""
+    return _ensure(Path(root), sample_rate, build_creative_demo_corpus, "creative demo pairs")
+
+
+def demo_for(cfg) -> dict[str, str]:
+    """The demo corpus matching ``cfg.task`` at ``cfg.data.sample_rate`` (built on first use)."""
+    if cfg.task == "creative_agent":
+        return ensure_creative_demo_corpus(sample_rate=cfg.data.sample_rate)
+    return ensure_demo_corpus(sample_rate=cfg.data.sample_rate)

@@ -128,10 +128,10 @@ class Trainer:
         """Rank 0 builds the demo corpus (once, atomically) while the other ranks wait."""
         if not self.cfg.data.demo:
             return
-        from trainer.demo import ensure_demo_corpus
+        from trainer.demo import demo_for
 
         if self.env.is_main:
-            ensure_demo_corpus(sample_rate=self.cfg.data.sample_rate)
+            demo_for(self.cfg)
         dist.barrier()
 
     def _resume(self) -> None:
