@@ -83,15 +83,23 @@ def release_if_waiting(job_id: str) -> bool:
     return False
 
 
+NOT_FINAL = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED",
+             "RESIZING", "SUSPENDED")
+
+
 def final_state(job_id: str) -> str | None:
-    """sacct's state once the job has ended for good (not pending/running/requeued)."""
+    """sacct's state once the job has ended for good (not pending/running/requeued).
+
+    Both sources are checked: between a requeue and the next start, or when scontrol answers
+    nothing under load, one of them may still show a non-final state."""
     fields = job_fields(job_id)
-    if fields.get("JobState") in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING"):
+    if fields.get("JobState") in NOT_FINAL:
         return None
     proc = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True)
     lines = proc.stdout.split("\n")
     states = [line.split()[0] for line in lines if line.strip()]  # "CANCELLED by 0" -> CANCELLED
-    return states[-1] if states else fields.get("JobState")
+    state = states[-1] if states else fields.get("JobState")
+    return None if state in NOT_FINAL else state
 
 
 def records(path: Path, **match) -> list[dict]:
