@@ -137,6 +137,7 @@ def run_submit(args: argparse.Namespace) -> int:
         sys.stdout.write(dump_yaml(cfg))
         return 0
     submit.check_run_dir(spec.run_dir)
+    spec = submit.freeze_config(spec, cfg)
     job_id = submit.submit(spec)
     sys.stdout.write(submit.describe_submission(spec, job_id) + "\n")
     return 0

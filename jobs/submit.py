@@ -23,6 +23,7 @@ from jobs.job import RequeuePolicy, TrainingJob
 from jobs.profiles import ROOT, ClusterProfile, format_slurm_time, parse_slurm_time
 from jobs.runs import LaunchError
 from trainer.config import Config
+from trainer.configbase import atomic_write_text, dump_yaml
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -164,6 +165,14 @@ def sbatch_script(spec: JobSpec) -> str:
 
 def training_job(spec: JobSpec) -> TrainingJob:
     return TrainingJob(argv=spec.trainer_argv(), run_dir=str(spec.run_dir), policy=spec.policy, entry=spec.entry)
+
+
+def freeze_config(spec: JobSpec, cfg: Config) -> JobSpec:
+    """The job trains with the config as resolved at submission: editing the YAML file afterwards
+    cannot change a queued or requeued job. Written to ``RUN_DIR/slurm/submitted_config.yaml``."""
+    path = runs.slurm_folder(spec.run_dir) / "submitted_config.yaml"
+    atomic_write_text(path, dump_yaml(cfg))
+    return dataclasses.replace(spec, config=path, overrides=[])
 
 
 def submit(spec: JobSpec) -> str:

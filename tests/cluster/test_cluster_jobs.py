@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from cluster_helpers import (
     ROOT,
     final_state,
@@ -46,6 +47,8 @@ def step_losses(run_dir):
 def test_preempted_smoke_job_requeues_and_matches_an_uninterrupted_run(tmp_path, env):
     preempted, reference = tmp_path / "preempted", tmp_path / "reference"
     job = submit(*SMOKE, "--run-dir", str(preempted), "--name", "e2e-preempt", env=env)
+    frozen = yaml.safe_load((preempted / "slurm/submitted_config.yaml").read_text())  # what every attempt trains
+    assert frozen["train"]["max_steps_per_epoch"] == 5 and frozen["data"]["batch_size"] == 1
     follow = subprocess.Popen([sys.executable, "launch.py", "logs", job, "--follow"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, **env})
