@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from trainer.config import Config, ConfigError, load_config, save_config, to_dict
+from trainer.config import Config, ConfigError, load_config, save_config
 from trainer.configbase import describe
 from trainer.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.shutdown()
 
 
-__all__ = ["main", "EXIT_REQUEUE", "CHECKPOINT_NAMES", "to_dict"]
+__all__ = ["main", "EXIT_REQUEUE", "CHECKPOINT_NAMES"]
 
 if __name__ == "__main__":
     sys.exit(main())
