@@ -223,3 +223,21 @@ def test_creative_agent_job_is_preempted_requeued_and_finishes(tmp_path, env):
     assert [s for s, _ in step_losses(run_dir)] == list(range(1, 37))
     epochs = records(run_dir / "metrics.jsonl", kind="epoch")
     assert [e["epoch"] for e in epochs] == [0, 1, 2] and all("valid_alert" in e for e in epochs)
+
+
+def test_two_node_job_is_preempted_requeued_and_finishes(tmp_path, env):
+    """2 nodes x 2 GPUs: MASTER_ADDR is the first node's name, both nodes' ranks save and resume."""
+    run_dir = tmp_path / "two_nodes"
+    job = submit(*SMOKE, "--nodes", "2", "--gpus-per-node", "2", "--run-dir", str(run_dir), env=env)
+    wait_for(lambda: step_losses(run_dir), 600, "the first training step")
+    nodes = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+    assert nodes in ("n[1-2]", "n1,n2"), nodes
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    first = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 300, "the save after USR2")[0]
+    assert (first["exit_code"], first["action"]) == (42, "requeue"), first
+    wait_for(lambda: release_if_waiting(job), 120, "the requeued job to wait for its BeginTime")
+    assert wait_for(lambda: final_state(job), 900, "the requeued job to finish") == "COMPLETED"
+    state = json.loads((run_dir / "state.json").read_text())
+    assert (state["status"], state["step"], state["world_size"]) == ("finished", 5, 4)
+    assert [s for s, _ in step_losses(run_dir)] == [1, 2, 3, 4, 5]
+    assert records(run_dir / "attempts.jsonl", event="start")[1]["step"] == first["step_end"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bring up a one-machine SLURM test cluster (Debian 12, Slurm 22.05) as root, idempotently:
 # munge, MariaDB + slurmdbd (accounting, AccountingStorageEnforce=associations), slurmctld and
-# one slurmd node `n1` with Gres=gpu:4 (character devices, no real GPUs) in partition `gpu`.
+# two slurmd nodes `n1`, `n2` (one `slurmd -N` each, on its own port), each with Gres=gpu:4
+# (character devices, no real GPUs), in partition `gpu`.
 # An account `testacct` holds root, so `sbatch --account testacct` works and a job without a
 # valid account is refused, as on Levante. Re-running starts only what is not running.
 #   bash tests/cluster/up.sh        tear down with: bash tests/cluster/down.sh
@@ -10,7 +11,7 @@ set -euo pipefail
 STATE=${SEGAN_SLURM_STATE:-/var/lib/segan-slurm}
 CLUSTER=segantest
 ACCOUNT=testacct
-NODE=n1
+NODES=(n1 n2)
 NODE_CPUS=16
 DB_PORT=${SEGAN_SLURM_DB_PORT:-3307}
 CONF_DIR=/etc/slurm
@@ -79,12 +80,16 @@ FLUSH PRIVILEGES;
 SQL
 
 # --- config files (rewritten every time: same content, so re-running is harmless) ----------
-for i in 0 1 2 3; do
+for i in 0 1 2 3 4 5 6 7; do
   [ -c "$STATE/dev/gpu$i" ] || { rm -f "$STATE/dev/gpu$i"; mknod "$STATE/dev/gpu$i" c 1 3; }
 done
-grep -qE "^127\.0\.0\.1[[:space:]].*\b$NODE\b" /etc/hosts || echo "127.0.0.1 $NODE" >>/etc/hosts
+# submitit's torch-distributed environment uses the first node's *name* as MASTER_ADDR
+for node in "${NODES[@]}"; do
+  grep -qE "^127\.0\.0\.1[[:space:]].*\b$node\b" /etc/hosts || echo "127.0.0.1 $node" >>/etc/hosts
+done
 
-cat >"$CONF_DIR/slurm.conf" <<EOF
+new_conf=$(mktemp)
+cat >"$new_conf" <<EOF
 # Written by tests/cluster/up.sh: a one-machine test cluster (no cgroups, fake GPU devices).
 ClusterName=$CLUSTER
 SlurmctldHost=$HOST(127.0.0.1)
@@ -115,11 +120,24 @@ AccountingStorageHost=127.0.0.1
 AccountingStorageEnforce=associations
 AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/none
-NodeName=$NODE NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$NODE_CPUS RealMemory=64000 Gres=gpu:4 State=UNKNOWN
-PartitionName=gpu Nodes=$NODE Default=YES MaxTime=12:00:00 State=UP
+NodeName=n1 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001 CPUs=$NODE_CPUS RealMemory=64000 Gres=gpu:4 State=UNKNOWN
+NodeName=n2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17002 CPUs=$NODE_CPUS RealMemory=64000 Gres=gpu:4 State=UNKNOWN
+PartitionName=gpu Nodes=n1,n2 Default=YES MaxTime=12:00:00 State=UP
 EOF
+# A changed node layout (e.g. a cluster left by an older up.sh) needs the daemons restarted.
+if [ -s "$CONF_DIR/slurm.conf" ] && ! cmp -s "$new_conf" "$CONF_DIR/slurm.conf" && alive "$STATE/run/slurmctld.pid"; then
+  say "slurm.conf changed: restarting slurmctld and slurmd"
+  for pidfile in "$STATE"/run/slurmd-*.pid "$STATE/run/slurmctld.pid"; do
+    alive "$pidfile" && kill "$(cat "$pidfile")"
+    for _ in $(seq 30); do alive "$pidfile" || break; sleep 0.5; done
+    rm -f "$pidfile"
+  done
+fi
+mv "$new_conf" "$CONF_DIR/slurm.conf"
+chmod 644 "$CONF_DIR/slurm.conf"
 cat >"$CONF_DIR/gres.conf" <<EOF
-NodeName=$NODE Name=gpu File=$STATE/dev/gpu[0-3]
+NodeName=n1 Name=gpu File=$STATE/dev/gpu[0-3]
+NodeName=n2 Name=gpu File=$STATE/dev/gpu[4-7]
 EOF
 cat >"$CONF_DIR/slurmdbd.conf" <<EOF
 AuthType=auth/munge
@@ -155,18 +173,27 @@ if ! alive "$STATE/run/slurmctld.pid"; then
   slurmctld
 fi
 wait_for 30 slurmctld scontrol ping
-if ! alive "$STATE/run/slurmd-$NODE.pid"; then
-  say "starting slurmd ($NODE)"
-  slurmd -N "$NODE"
-fi
-
-node_ready() { sinfo -h -n "$NODE" -o %T | grep -qE "^(idle|mixed|allocated)"; }
-for _ in $(seq 30); do
-  node_ready && break
-  if sinfo -h -n "$NODE" -o %T | grep -qE "down|drain"; then
-    scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
+for node in "${NODES[@]}"; do
+  if ! alive "$STATE/run/slurmd-$node.pid"; then
+    say "starting slurmd ($node)"
+    slurmd -N "$node"
   fi
+done
+
+nodes_ready() {
+  local node
+  for node in "${NODES[@]}"; do
+    sinfo -h -n "$node" -o %T | grep -qE "^(idle|mixed|allocated)" || return 1
+  done
+}
+for _ in $(seq 30); do
+  nodes_ready && break
+  for node in "${NODES[@]}"; do
+    if sinfo -h -n "$node" -o %T | grep -qE "down|drain"; then
+      scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
+    fi
+  done
   sleep 1
 done
-node_ready || die "node $NODE is not ready: $(sinfo -h -n "$NODE" -o '%T %E') (logs in $STATE/log)"
-say "ready: partition gpu, node $NODE (Gres=gpu:4), account $ACCOUNT; conf $CONF_DIR/slurm.conf"
+nodes_ready || die "nodes not ready: $(sinfo -h -N -o '%N %T %E' | tr '\n' ';') (logs in $STATE/log)"
+say "ready: partition gpu, nodes ${NODES[*]} (Gres=gpu:4 each), account $ACCOUNT; conf $CONF_DIR/slurm.conf"
