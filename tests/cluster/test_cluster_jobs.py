@@ -184,7 +184,9 @@ def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     assert f"saved at step {saved['step']}: requeue 1 of" in text
     assert "batch shell: USR2 received" in text
     assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
-    assert "cancelled, or past its time limit): not requeued" in log.read_text()
+    # the batch shell writes its last line after Slurm reports CANCELLED (it waits for the ranks first)
+    wait_for(lambda: "cancelled, or past its time limit): not requeued" in log.read_text(), 60,
+             "the batch shell's not-requeued line")
     assert not release_if_waiting(job)
 
 
