@@ -78,6 +78,10 @@ def release_if_waiting(job_id: str) -> bool:
     """A requeued job waits ~2 minutes for its BeginTime; start it now. True if it was waiting."""
     fields = job_fields(job_id)
     if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
+        # slurmd revokes the old job credential at the requeue, with one-second resolution: a start
+        # in that same second is killed ("Job credential revoked") and the job ends FAILED. The real
+        # BeginTime delay avoids that; a short pause is enough here.
+        time.sleep(3)
         subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
         return True
     return False
