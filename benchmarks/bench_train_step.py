@@ -1,6 +1,7 @@
 """Where a training step's time goes: data, generator, PESQ labelling, discriminator.
 
     .venv/bin/python benchmarks/bench_train_step.py [--config configs/smoke.yaml] [--steps 20] [--set k=v ...]
+        [--device cpu|cuda] [--amp] [--json OUT.json]
 
 Runs the real task step functions (the same as the training loop, single process) and prints
 the mean wall time per step of each phase and its share. The PESQ-labelling phase uses the
@@ -11,6 +12,8 @@ persistent ``PesqLabeler`` pool; for a comparison against a fresh joblib pool pe
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
 import sys
 import time
@@ -34,12 +37,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--pesq-workers", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA), as train.amp")
+    parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     cfg = load_config(args.config, ["loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0", *args.overrides])
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     labeler = PesqLabeler(args.pesq_workers)
-    task = SpeechTask(cfg, torch.device("cpu"), labeler)
-    generator, discriminator = task.build_models()
+    task = SpeechTask(cfg, device, labeler)
+    generator, discriminator = (m.to(device) for m in task.build_models())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and cuda)
     opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.optim.lr)
     opt_d = torch.optim.AdamW(discriminator.parameters(), lr=cfg.optim.lr)
     loader, sampler = build_train_loader(cfg, 0, 1)
@@ -52,20 +62,26 @@ def main() -> None:
         for batch in loader:
             t_data = time.perf_counter()
             discriminator.requires_grad_(False)
-            g_loss, _, context = task.generator_step(generator, discriminator, batch, cfg.loss.w_gan)
+            with autocast:
+                g_loss, _, context = task.generator_step(generator, discriminator, batch, cfg.loss.w_gan)
             opt_g.zero_grad()
             g_loss.backward()
             opt_g.step()
             discriminator.requires_grad_(True)
+            sync()
             t_gen = time.perf_counter()
             clean, out = context["clean"], context["out"]
-            scores, valid = labeler.score(clean.numpy(), out["wave"].detach().numpy(), batch["lengths"].numpy())
+            scores, valid = labeler.score(clean.float().cpu().numpy(), out["wave"].detach().float().cpu().numpy(),
+                                          batch["lengths"].numpy())
             t_pesq = time.perf_counter()
-            loss, _ = discriminator_loss(discriminator, task.clean_magnitude(clean), out["mag"].detach(),
-                                         torch.as_tensor(scores), torch.as_tensor(valid))
+            with autocast:
+                loss, _ = discriminator_loss(discriminator, task.clean_magnitude(clean), out["mag"].detach(),
+                                             torch.as_tensor(scores, device=device),
+                                             torch.as_tensor(valid, device=device))
             opt_d.zero_grad()
             loss.backward()
             opt_d.step()
+            sync()
             t_disc = time.perf_counter()
             if step >= 2:
                 for name, seconds in zip(phases, (t_data - tick, t_gen - t_data, t_pesq - t_gen, t_disc - t_pesq),
@@ -86,6 +102,21 @@ def main() -> None:
         print(f"{name:<14}{1000 * mean:>10.1f}{100 * mean / total:>7.1f}%")
     print(f"{'total':<14}{1000 * total:>10.1f}   ({cfg.data.batch_size / total:.1f} samples/s, "
           f"p90 step {1000 * float(np.percentile([sum(s) for s in zip(*phases.values(), strict=True)], 90)):.0f} ms)")
+    report = {
+        "config": args.config, "overrides": args.overrides, "device": str(device), "amp": bool(args.amp and cuda),
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "batch_size": cfg.data.batch_size, "crop_seconds": cfg.data.crop_seconds, "steps": args.steps,
+        "pesq_workers": args.pesq_workers, "torch_threads": torch.get_num_threads(),
+        "ms_per_step": {name: 1000 * statistics.mean(values) for name, values in phases.items()},
+        "samples_per_sec": cfg.data.batch_size / total,
+        "generator_params": sum(p.numel() for p in generator.parameters()),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_cuda_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
+    }
+    print(f"peak memory: CPU RSS {report['peak_rss_mib']:.0f} MiB"
+          + (f", CUDA max allocated {report['peak_cuda_allocated_mib']:.0f} MiB" if cuda else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -30,3 +30,12 @@ def test_bad_environment(environ, message):
 def test_cores_split_between_local_ranks():
     assert cores_per_rank(DistEnv(local_world_size=1000)) == 1
     assert cores_per_rank(DistEnv()) >= 1
+
+
+def test_cuda_ranks_keep_gloo_for_cpu_tensors():
+    import torch
+
+    from trainer.dist import backend_for
+
+    assert backend_for(torch.device("cpu")) == "gloo"
+    assert backend_for(torch.device("cuda", 0)) == "cpu:gloo,cuda:nccl"

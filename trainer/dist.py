@@ -88,13 +88,18 @@ def select_device(env: DistEnv, preference: str) -> torch.device:
     return torch.device("cpu")
 
 
+def backend_for(device: torch.device) -> str:
+    """CUDA ranks: NCCL for CUDA tensors and gloo for the small CPU tensors and objects of the
+    loop's agreement collectives (NCCL alone cannot reduce a CPU tensor); CPU ranks: gloo."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def init(env: DistEnv, device: torch.device, timeout_minutes: float = 30.0) -> None:
     """Join the process group (NCCL on CUDA, gloo on CPU); a no-op for one process."""
     if not env.is_distributed or torch_dist.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
     torch_dist.init_process_group(
-        backend=backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",
+        backend=backend_for(device), init_method=f"tcp://{env.master_addr}:{env.master_port}",
         rank=env.rank, world_size=env.world_size, timeout=datetime.timedelta(minutes=timeout_minutes),
         **({"device_id": device} if device.type == "cuda" else {}),
     )

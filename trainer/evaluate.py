@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--noisy-dir", type=Path, help="noisy inputs (same relative names as --clean-dir)")
     modes.add_argument("--out-dir", type=Path, help="write the enhanced wavs here (one folder per checkpoint)")
     modes.add_argument("--run-dir", type=Path, help="score every kept checkpoint of a run side by side")
+    modes.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="where the generator runs (auto: the GPU when one is visible)")
     return parser
 
 
@@ -207,7 +209,8 @@ def _write_wav(path: Path, wave: np.ndarray, sr: int) -> None:
 
 
 def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_dir: Path, workers: int, *,
-                         out_dir: Path | None = None, progress: bool = False) -> tuple[dict, dict, list[dict]]:
+                         out_dir: Path | None = None, progress: bool = False,
+                         device: str = "cpu") -> tuple[dict, dict, list[dict]]:
     """Enhance ``noisy_dir`` with each checkpoint and score it; also score the noisy input itself.
 
     Returns (summaries by column name, identities by column name, rows of the last column).
@@ -249,7 +252,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
         score("noisy", [noisy for _, _, noisy, _ in readable])
         identities["noisy"] = {"path": str(noisy_dir.resolve())}
         for column, path in checkpoints.items():
-            generator, cfg, info = load_generator(path, task="speech_enhancement")
+            generator, cfg, info = load_generator(path, device, task="speech_enhancement")
             estimates = []
             for name, _, noisy, rate in readable:
                 estimate = enhance(generator, cfg, noisy, rate)
@@ -270,6 +273,14 @@ def kept_checkpoints(run_dir: Path) -> dict[str, Path]:
 
     folder = run_dir / "checkpoints"
     return {name: folder / f"{name}.pt" for name in CHECKPOINT_NAMES if (folder / f"{name}.pt").exists()}
+
+
+def _device(choice: str) -> str:
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but no CUDA device is visible (CUDA_VISIBLE_DEVICES?)")
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def _checkpoint_mode(args, workers: int) -> int:
@@ -296,7 +307,8 @@ def _checkpoint_mode(args, workers: int) -> int:
             return _fail(f"{flag} {folder} is not a folder")
     started = time.perf_counter()
     summaries, identities, rows = evaluate_checkpoints(checkpoints, args.clean_dir, args.noisy_dir, workers,
-                                                       out_dir=args.out_dir, progress=not args.no_progress)
+                                                       out_dir=args.out_dir, progress=not args.no_progress,
+                                                       device=_device(args.device))
     elapsed = time.perf_counter() - started
     if args.csv:
         atomic_write_text(args.csv, rows_to_csv(rows))
