@@ -26,10 +26,11 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.data import ResumableBatchSampler, ShardDataset, ShardIndex, crop_offset  # noqa: E402
-from trainer.demo import write_pairs  # noqa: E402
-from trainer.prepare import prepare  # noqa: E402
-from trainer.speech import SENTENCES, VOICES  # noqa: E402
+from trainer.data.demo import write_pairs  # noqa: E402
+from trainer.data.pack import prepare  # noqa: E402
+from trainer.data.sampler import ResumableBatchSampler, crop_offset  # noqa: E402
+from trainer.data.shards import ShardDataset, ShardIndex  # noqa: E402
+from trainer.data.synth import SENTENCES, VOICES  # noqa: E402
 
 
 class WavCrops:

@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import metrics  # noqa: E402
+from trainer.metrics import labeler  # noqa: E402
+from trainer.metrics import quality as metrics  # noqa: E402
 
 # ------------------------------------------------------------------ per-frame loop baseline
 
@@ -138,7 +139,7 @@ def loop_metrics(clean, enhanced, sr=16000) -> dict:
 
 
 def make_files(num_files: int, sr: int = 16000) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    from trainer.speech import SENTENCES, VOICES, babble_like_noise, mix_at_snr, synthesize_speech
+    from trainer.data.synth import SENTENCES, VOICES, babble_like_noise, mix_at_snr, synthesize_speech
 
     snrs = (-5, 0, 5, 10, 15, 20)
     files = []
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
             score_pairs(files, 16000, 1)
             elapsed, startup = time.perf_counter() - started, 0.0
         else:
-            pool = metrics.process_pool(workers)
+            pool = labeler.process_pool(workers)
             started = time.perf_counter()
             score_pairs(files[:workers], 16000, pool=pool)  # starts and warms every worker
             startup = time.perf_counter() - started

@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.metrics import PesqLabeler, default_num_workers  # noqa: E402
+from trainer.core.env import local_cores  # noqa: E402
+from trainer.metrics.labeler import PesqLabeler  # noqa: E402
 
 
 def _old_pesq(clean, enhanced):
@@ -43,7 +44,7 @@ def old_batch_pesq(clean: np.ndarray, enhanced: np.ndarray):
 
 
 def make_batches(batch_size: int, num_batches: int, silent_every: int, seconds: float = 2.0):
-    from trainer.speech import SENTENCES, VOICES, babble_like_noise, mix_at_snr, synthesize_speech
+    from trainer.data.synth import SENTENCES, VOICES, babble_like_noise, mix_at_snr, synthesize_speech
 
     rng = np.random.default_rng(0)
     crop = int(seconds * 16000)
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="PesqLabeler pool size (default: cores per rank)")
     parser.add_argument("--silent-every", type=int, default=5, help="one silent clip in every N-th batch (0 = none)")
     args = parser.parse_args(argv)
-    workers = args.workers or default_num_workers()
+    workers = args.workers or local_cores()
     batches = make_batches(args.batch_size, args.num_batches, args.silent_every)
     num_clips = args.batch_size * args.num_batches
     print(f"{args.num_batches} batches x {args.batch_size} clips of 2 s; PesqLabeler workers={workers}, "

@@ -24,11 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from trainer.config import load_config  # noqa: E402
-from trainer.data import build_train_loader  # noqa: E402
-from trainer.losses import discriminator_loss  # noqa: E402
-from trainer.metrics import PesqLabeler  # noqa: E402
-from trainer.se_task import SpeechTask  # noqa: E402
+from trainer.core.config import load_config  # noqa: E402
+from trainer.data.shards import build_train_loader  # noqa: E402
+from trainer.tasks.speech.losses import discriminator_loss  # noqa: E402
+from trainer.tasks.speech.task import SpeechTask  # noqa: E402
 
 
 def main() -> None:
@@ -41,13 +40,14 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA), as train.amp")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
-    cfg = load_config(args.config, ["loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0", *args.overrides])
+    cfg = load_config(args.config, ["loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0",
+                                   f"train.pesq_workers={args.pesq_workers}", *args.overrides])
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
-    labeler = PesqLabeler(args.pesq_workers)
-    task = SpeechTask(cfg, device, labeler)
+    task = SpeechTask(cfg, device, cores=1)
+    labeler = task.labeler
     generator, discriminator = (m.to(device) for m in task.build_models())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and cuda)
     opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.optim.lr)
@@ -92,7 +92,7 @@ def main() -> None:
             if step >= args.steps + 2:
                 break
         epoch += 1
-    labeler.close()
+    task.close()
     total = sum(statistics.mean(v) for v in phases.values())
     print(f"config {args.config}; batch {cfg.data.batch_size} x {cfg.data.crop_seconds} s; "
           f"{args.steps} steps; PESQ workers {args.pesq_workers}; torch threads {torch.get_num_threads()}")

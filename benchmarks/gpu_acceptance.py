@@ -6,7 +6,7 @@ On a machine with CUDA it checks, each step timed and written to the JSON report
 
 1. ``collectives``: one process per visible GPU under torchrun joins the process group the trainer
    uses (NCCL for CUDA tensors, gloo for the loop's CPU agreement tensors) — even with one GPU —
-   and runs every ``trainer.dist`` collective plus one DDP step of the generator in bf16.
+   and runs every ``trainer.core.dist`` collective plus one DDP step of the generator in bf16.
 2. ``train``: the smoke config on ``cuda`` under torchrun, bf16 autocast, deterministic CUDA.
 3. ``resume``: the same run again, SIGUSR2 to every rank mid-run (as SLURM's ``--signal``), which
    must save and stop; a second start must continue at the exact step and finish. Per-step
@@ -57,7 +57,7 @@ def _train_cmd(nproc: int, port: int, run_dir: Path, device: str) -> list[str]:
 
 
 def _step_losses(run_dir: Path) -> list[tuple[int, float, float]]:
-    from trainer.runstate import read_metrics
+    from trainer.core.runstate import read_metrics
 
     return [(r["step"], r["loss"], r["d_loss"]) for r in read_metrics(run_dir) if r.get("kind") == "step"]
 
@@ -95,11 +95,12 @@ def worker_collectives(device_name: str) -> None:
     import torch.distributed as torch_dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from trainer import dist
-    from trainer.config import load_config
-    from trainer.models import build_generator
+    from trainer.core import dist
+    from trainer.core.config import load_config
+    from trainer.core.env import read_env
+    from trainer.core.registry import build_generator
 
-    env = dist.read_env()
+    env = read_env()
     device = dist.select_device(env, device_name)
     torch_dist.init_process_group(backend=dist.backend_for(device), rank=env.rank, world_size=env.world_size,
                                   init_method=f"tcp://{env.master_addr}:{env.master_port}",
@@ -142,13 +143,13 @@ def check_train(nproc: int, port: int, run_dir: Path, device: str) -> dict:
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    from trainer.runstate import read_metrics
+    from trainer.core.runstate import read_metrics
 
     return read_metrics(run_dir)
 
 
 def check_resume(nproc: int, port: int, run_dir: Path, straight_dir: Path, device: str) -> dict:
-    from trainer.runstate import read_state
+    from trainer.core.runstate import read_state
 
     proc = subprocess.Popen(_train_cmd(nproc, port, run_dir, device), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,

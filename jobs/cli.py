@@ -14,7 +14,7 @@ import sys
 
 from jobs.profiles import default_cluster, format_slurm_time, load_profile
 from jobs.runs import LaunchError
-from trainer.configbase import ConfigError, dump_yaml
+from trainer.core.settings import ConfigError, dump_yaml
 
 COMMANDS = ("logs", "status", "list", "cancel", "check")
 
@@ -102,7 +102,7 @@ def run_command(command: str, args: argparse.Namespace) -> int:
 
 def run_submit(args: argparse.Namespace) -> int:
     from jobs import submit
-    from trainer.config import load_config
+    from trainer.core.config import load_config
 
     if not args.config:
         raise LaunchError("--config is required to submit (e.g. --config configs/se_balanced.yaml)")

@@ -24,8 +24,8 @@ import traceback
 from pathlib import Path
 
 from jobs import runs
-from trainer import signals as trainer_signals
-from trainer.exitcodes import EXIT_CRASHED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core import signals as trainer_signals
+from trainer.core.exitcodes import EXIT_CRASHED, EXIT_FINISHED, EXIT_REQUEUE
 
 
 @dataclasses.dataclass

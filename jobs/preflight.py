@@ -71,7 +71,7 @@ def check(args) -> int:
     profile = load_profile(args.cluster or default_cluster())
     run_dir = None
     if args.config:
-        from trainer.config import load_config
+        from trainer.core.config import load_config
 
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else cfg.run_dir()

@@ -17,9 +17,9 @@ import os
 import time
 from pathlib import Path
 
-from trainer import signals
-from trainer.configbase import atomic_write_text
-from trainer.exitcodes import EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core import signals
+from trainer.core.exitcodes import EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.io import atomic_write_text
 
 
 def main(argv: list[str]) -> int:

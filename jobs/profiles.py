@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from trainer.configbase import ConfigError, Section, build, read_with_bases, setting
+from trainer.core.settings import ConfigError, Section, build, read_with_bases, setting
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE_DIR = ROOT / "configs" / "clusters"

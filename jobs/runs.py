@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from jobs.profiles import ROOT
-from trainer.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
+from trainer.core.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
 
 class LaunchError(ValueError):

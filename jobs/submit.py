@@ -22,8 +22,9 @@ from jobs import runs, slurm
 from jobs.job import RequeuePolicy, TrainingJob
 from jobs.profiles import ROOT, ClusterProfile, format_slurm_time, parse_slurm_time
 from jobs.runs import LaunchError
-from trainer.config import Config
-from trainer.configbase import atomic_write_text, dump_yaml
+from trainer.core.config import Config
+from trainer.core.io import atomic_write_text
+from trainer.core.settings import dump_yaml
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")

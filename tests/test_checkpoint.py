@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import checkpoint as ckpt
+from trainer.core import checkpoint as ckpt
 
 
 def full_state(**extra):
@@ -85,7 +85,7 @@ def test_strict_module_load_names_problem(tmp_path):
 WRITER = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from trainer import checkpoint as ckpt
+from trainer.core import checkpoint as ckpt
 state = {{k: {{}} for k in ckpt.REQUIRED_KEYS}}
 state.update(format_version=ckpt.FORMAT_VERSION, big=torch.randn(40_000_000), step=0)
 print("ready", flush=True)
@@ -113,7 +113,7 @@ def test_killed_during_save_leaves_loadable_last(tmp_path, repo_root):
 
 def test_written_files_follow_the_umask(tmp_path):
     """Run directories are shared on clusters: no owner-only files from mkstemp."""
-    from trainer.configbase import atomic_write_text
+    from trainer.core.io import atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -4,8 +4,8 @@ import sys
 import pytest
 import yaml
 
-from trainer.config import Config, ConfigError, load_config, save_config
-from trainer.configbase import describe, parse_override
+from trainer.core.config import Config, ConfigError, load_config, save_config
+from trainer.core.settings import describe, parse_override
 
 
 def write(tmp_path, name, text):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer import creative
-from trainer.config import load_config
-from trainer.models import build_generator
-from trainer.models.creative import build_creative_discriminator
+from trainer.core import steplog
+from trainer.core.config import load_config
+from trainer.core.registry import build_generator
+from trainer.data import synth
+from trainer.tasks.creative import diagnostics, losses
+from trainer.tasks.creative.models import build_discriminator as build_creative_discriminator
 
 SR = 8000
 TINY = ["task=creative_agent", "model.name=creative_agent", "data.demo=true", f"data.sample_rate={SR}",
@@ -23,7 +25,7 @@ def tiny_config(*extra: str):
 
 @pytest.fixture(scope="module")
 def pairs():
-    return creative.synthetic_pairs(3, 0.5, SR, seed=1)
+    return synth.synthetic_pairs(3, 0.5, SR, seed=1)
 
 
 def constant_masks(batch: int, value_in: float, value_tgt: float, shape=(65, 63)):
@@ -31,7 +33,7 @@ def constant_masks(batch: int, value_in: float, value_tgt: float, shape=(65, 63)
 
 
 def test_synthetic_pairs_are_deterministic_equal_rms_and_distinct(pairs):
-    again = creative.synthetic_pairs(3, 0.5, SR, seed=1)
+    again = synth.synthetic_pairs(3, 0.5, SR, seed=1)
     assert torch.equal(pairs[0], again[0]) and torch.equal(pairs[1], again[1])
     inputs, targets = pairs
     assert inputs.shape == targets.shape == (3, 4000)
@@ -39,16 +41,16 @@ def test_synthetic_pairs_are_deterministic_equal_rms_and_distinct(pairs):
     torch.testing.assert_close(rms_in, rms_tgt, rtol=1e-4, atol=0)
     assert float(torch.maximum(inputs.abs().amax(1), targets.abs().amax(1)).min()) == pytest.approx(0.9)
     # a click track and a chord are nearly uncorrelated
-    assert creative.pearson(inputs, targets).abs().max() < 0.2
+    assert diagnostics.pearson(inputs, targets).abs().max() < 0.2
 
 
-@pytest.mark.parametrize("source, alert", [("target", creative.ALERT_TARGET), ("input", creative.ALERT_INPUT),
-                                           ("mix", creative.ALERT_MIX)])
+@pytest.mark.parametrize("source, alert", [("target", diagnostics.ALERT_TARGET), ("input", diagnostics.ALERT_INPUT),
+                                           ("mix", diagnostics.ALERT_MIX)])
 def test_alerts_on_constructed_outputs(pairs, source, alert):
     inputs, targets = pairs
     wave = {"target": targets, "input": inputs, "mix": 0.5 * (inputs + targets)}[source]
     m_in, m_tgt = constant_masks(3, 0.5, 0.5)
-    diag = creative.creative_diagnostics({"wave": wave, "mask_input": m_in, "mask_target": m_tgt},
+    diag = diagnostics.creative_diagnostics({"wave": wave, "mask_input": m_in, "mask_target": m_tgt},
                                          inputs, targets)
     assert diag["alert"] == alert
     if source == "target":
@@ -58,17 +60,17 @@ def test_alerts_on_constructed_outputs(pairs, source, alert):
 
 
 def test_copy_alert_rule_uses_absolute_values_and_a_strict_factor_two():
-    assert creative.copy_alert(0.3, 0.61) == creative.ALERT_TARGET
-    assert creative.copy_alert(0.3, 0.6) == creative.ALERT_MIX  # exactly 2x is not "more than 2x"
-    assert creative.copy_alert(-0.9, 0.1) == creative.ALERT_INPUT  # an inverted copy is still a copy
-    assert creative.copy_alert(0.0, 0.0) == creative.ALERT_MIX
+    assert diagnostics.copy_alert(0.3, 0.61) == diagnostics.ALERT_TARGET
+    assert diagnostics.copy_alert(0.3, 0.6) == diagnostics.ALERT_MIX  # exactly 2x is not "more than 2x"
+    assert diagnostics.copy_alert(-0.9, 0.1) == diagnostics.ALERT_INPUT  # an inverted copy is still a copy
+    assert diagnostics.copy_alert(0.0, 0.0) == diagnostics.ALERT_MIX
 
 
 def test_complementarity_counts_cells_where_exactly_one_mask_is_above_half():
     m_in = torch.tensor([[[0.9, 0.9, 0.1, 0.6]]])
     m_tgt = torch.tensor([[[0.1, 0.8, 0.2, 0.4]]])
-    assert float(creative.complementarity_percent(m_in, m_tgt)) == pytest.approx(50.0)
-    assert float(creative.complementarity_percent(m_in, 1 - m_in)) == pytest.approx(100.0)
+    assert float(diagnostics.complementarity_percent(m_in, m_tgt)) == pytest.approx(50.0)
+    assert float(diagnostics.complementarity_percent(m_in, 1 - m_in)) == pytest.approx(100.0)
 
 
 def test_loss_terms_are_scalars_and_vanish_where_they_should(pairs):
@@ -78,7 +80,7 @@ def test_loss_terms_are_scalars_and_vanish_where_they_should(pairs):
 
     def terms_for(wave, masks):
         out = {"wave": wave, "mask_input": masks[0], "mask_target": masks[1]}
-        return creative.creative_generator_loss(out, inputs, targets, cfg, None)[1]
+        return losses.creative_generator_loss(out, inputs, targets, cfg, None)[1]
 
     terms = terms_for(0.5 * (inputs + targets), half)
     assert set(terms) == {"input", "target", "spectral", "mel", "mask_reg", "balance", "novelty", "temporal"}
@@ -91,7 +93,7 @@ def test_loss_terms_are_scalars_and_vanish_where_they_should(pairs):
     assert float(terms_for(targets, half)["target"]) == pytest.approx(0.0, abs=1e-7)
     assert float(terms_for(torch.zeros_like(inputs), half)["novelty"]) == 0.0
     assert float(terms_for(targets, half)["novelty"]) == pytest.approx(0.5 * (1 + float(
-        creative.pearson(targets, inputs).pow(2).mean())), rel=1e-4)
+        diagnostics.pearson(targets, inputs).pow(2).mean())), rel=1e-4)
     extreme = constant_masks(3, 0.0, 1.0)
     ex = terms_for(targets, extreme)
     assert float(ex["balance"]) == pytest.approx(0.5) and float(ex["mask_reg"]) == pytest.approx(1.0)
@@ -107,11 +109,11 @@ def test_total_is_the_weighted_sum_and_zero_weights_are_not_added(pairs):
     disc = build_creative_discriminator(cfg)
     masks = constant_masks(3, 0.3, 0.8)
     out = {"wave": targets.clone().requires_grad_(True), "mask_input": masks[0], "mask_target": masks[1]}
-    total, terms = creative.creative_generator_loss(out, inputs, targets, cfg, disc)
+    total, terms = losses.creative_generator_loss(out, inputs, targets, cfg, disc)
     expected = (terms["target"] + 5.0 * terms["balance"] + 0.1 * terms["mask_reg"] + 0.5 * terms["novelty"]
                 + 0.1 * terms["gan"])
     assert float(total.detach()) == pytest.approx(float(expected), rel=1e-5)
-    no_gan_total, no_gan = creative.creative_generator_loss(out, inputs, targets, cfg, disc, gan_weight=0.0)
+    no_gan_total, no_gan = losses.creative_generator_loss(out, inputs, targets, cfg, disc, gan_weight=0.0)
     assert "gan" not in no_gan
     assert float(no_gan_total.detach()) == pytest.approx(float(expected - 0.1 * terms["gan"]), rel=1e-5)
     total.backward()
@@ -124,7 +126,7 @@ def test_discriminator_loss_reports_accuracy_and_leaves_the_generator_alone(pair
     disc = build_creative_discriminator(cfg)
     wave = (0.5 * (inputs + targets)).requires_grad_(True)
     out = {"wave": wave}
-    loss, info = creative.creative_discriminator_loss(disc, out, inputs, targets, cfg)
+    loss, info = losses.creative_discriminator_loss(disc, out, inputs, targets, cfg)
     assert loss.dim() == 0 and set(info) == {"d_real", "d_fake", "real_acc", "fake_acc"}
     assert all(0.0 <= float(info[k]) <= 1.0 for k in ("real_acc", "fake_acc"))
     loss.backward()
@@ -158,17 +160,11 @@ def test_model_contract_masks_stages_and_anti_cheating_noise(pairs):
         model(inputs, targets[:, :-1])
 
 
-def test_summary_and_grad_norm_alert():
-    records = [{"corr_input": 0.2, "corr_target": 0.9, "alert": creative.ALERT_TARGET, "mask_input_mean": 0.4},
-               {"corr_input": 0.6, "corr_target": 0.5, "alert": creative.ALERT_MIX, "mask_input_mean": 0.6}]
-    summary = creative.summarize_diagnostics(records)
-    assert summary["corr_input"] == pytest.approx(0.4) and summary["mask_input_mean"] == pytest.approx(0.5)
-    assert summary["alert"] == creative.ALERT_MIX
-    assert summary["alert_copy_target_batches"] == 1 and summary["alert_mix_batches"] == 1
-    assert creative.grad_norm_alert("generator", 150.0, 100.0) is not None
-    assert creative.grad_norm_alert("generator", 50.0, 100.0) is None
-    assert creative.grad_norm_alert("generator", float("nan"), 100.0) is not None
-    assert creative.grad_norm_alert("generator", 1e6, 0.0) is None  # 0 = off
+def test_grad_norm_alert():
+    assert steplog.grad_norm_alert("generator", 150.0, 100.0) is not None
+    assert steplog.grad_norm_alert("generator", 50.0, 100.0) is None
+    assert steplog.grad_norm_alert("generator", float("nan"), 100.0) is not None
+    assert steplog.grad_norm_alert("generator", 1e6, 0.0) is None  # 0 = off
 
 
 def test_presets_load_with_the_users_recipes(repo_root):

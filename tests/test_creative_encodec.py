@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.config import ConfigError, load_config
-from trainer.models import build_generator
-from trainer.models.creative_encodec import FrozenEncodec, load_encodec, write_random_encodec_weights
+from trainer.core.config import ConfigError, load_config
+from trainer.core.registry import build_generator
+from trainer.tasks.creative.models.encodec import FrozenEncodec, load_encodec, write_random_encodec_weights
 
 SR = 24000
 

@@ -9,12 +9,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from trainer import checkpoint, creative, infer
-from trainer.config import load_config, to_dict
-from trainer.demo import write_creative_pairs
-from trainer.models import build_generator
-from trainer.models.creative import build_creative_discriminator
-from trainer.prepare import prepare
+from trainer import infer
+from trainer.core import checkpoint
+from trainer.core.config import load_config, to_dict
+from trainer.core.registry import build_generator
+from trainer.data import synth
+from trainer.data.demo import write_creative_pairs
+from trainer.data.pack import prepare
+from trainer.tasks.creative import diagnostics
+from trainer.tasks.creative.models import build_discriminator as build_creative_discriminator
 
 SR = 8000
 
@@ -50,14 +53,14 @@ def test_validation_samples_are_written_and_reported(creative_run, tmp_path, cap
     printed = capsys.readouterr().out
     for row in rows:
         assert row["input_name"] == row["target_name"]  # true pairs without --shuffle-targets
-        assert row["alert"] in (creative.ALERT_TARGET, creative.ALERT_INPUT, creative.ALERT_MIX)
+        assert row["alert"] in (diagnostics.ALERT_TARGET, diagnostics.ALERT_INPUT, diagnostics.ALERT_MIX)
         assert row["alert"] in printed and f"{row['corr_target']:.3f}" in printed
         waves = {role: sf.read(path, dtype="float32") for role, path in row["files"].items()}
         assert {rate for _, rate in waves.values()} == {SR}
         assert {len(w) for w, _ in waves.values()} == {int(0.75 * SR)}  # centre crop of data.crop_seconds
         # the report's correlations are those of the written files
         output, inp = torch.from_numpy(waves["output"][0])[None], torch.from_numpy(waves["input"][0])[None]
-        assert float(creative.pearson(output, inp)[0]) == pytest.approx(row["corr_input"], abs=1e-4)
+        assert float(diagnostics.pearson(output, inp)[0]) == pytest.approx(row["corr_input"], abs=1e-4)
 
 
 def test_shuffled_targets_pair_different_pieces(creative_run, tmp_path):
@@ -69,7 +72,7 @@ def test_shuffled_targets_pair_different_pieces(creative_run, tmp_path):
 
 
 def test_own_pair_is_mixed_to_mono_resampled_and_matches_the_model(creative_run, tmp_path):
-    inputs, targets = creative.synthetic_pairs(1, 0.5, 16000, seed=5)
+    inputs, targets = synth.synthetic_pairs(1, 0.5, 16000, seed=5)
     stereo = np.stack([inputs[0].numpy(), inputs[0].numpy()], axis=1)
     sf.write(tmp_path / "drums.wav", stereo, 16000)
     sf.write(tmp_path / "piano.flac", targets[0].numpy(), 16000)
@@ -110,7 +113,7 @@ def test_normalisation_follows_training(creative_run, tmp_path):
                              f"data.sample_rate={SR}", "data.normalize=true", "stft.n_fft=128",
                              "stft.hop_length=64", "model.dim=16", "model.num_heads=2",
                              "model.num_transformer_layers=1", "model.num_stages=2"])
-    inputs, targets = creative.synthetic_pairs(1, 0.25, SR, seed=7)
+    inputs, targets = synth.synthetic_pairs(1, 0.25, SR, seed=7)
     wave_in, wave_tgt = inputs[0].numpy() * 0.1, targets[0].numpy() * 0.3
     pairs = [{"input": wave_in, "target": wave_tgt, "input_name": "a", "target_name": "a", "paired": True},
              {"input": wave_in, "target": wave_tgt, "input_name": "a", "target_name": "b", "paired": False}]

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from tests.test_train import interrupt_and_resume, step_losses
-from trainer import creative
-from trainer.exitcodes import EXIT_FINISHED
-from trainer.runstate import read_metrics, read_state
+from trainer.core.exitcodes import EXIT_FINISHED
+from trainer.core.runstate import read_metrics, read_state
+from trainer.tasks.creative import diagnostics
 
 CONFIG = "configs/creative_smoke.yaml"  # the built-in synthetic pairs (logs/demo_creative)
 TINY = ["train.epochs=2", "train.max_steps_per_epoch=3", "train.log_every=1", "data.batch_size=2"]
-ALERTS = (creative.ALERT_TARGET, creative.ALERT_INPUT, creative.ALERT_MIX)
+ALERTS = (diagnostics.ALERT_TARGET, diagnostics.ALERT_INPUT, diagnostics.ALERT_MIX)
 
 
 def creative_cmd(run_dir, *extra):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer import creative
-from trainer.config import load_config
-from trainer.models import build_generator
+from trainer.core.config import load_config
+from trainer.core.registry import build_generator
+from trainer.data import synth
+from trainer.tasks.creative import diagnostics, losses
 
 SR = 8000
 
@@ -32,20 +33,20 @@ def train_briefly(w_balance: float, num_steps: int, *extra: str) -> dict:
     with torch.no_grad():
         model.agent.mask_input.bias.fill_(-1.5)
         model.agent.mask_target.bias.fill_(1.5)
-    inputs, targets = creative.synthetic_pairs(4, 0.5, SR, seed=0)
+    inputs, targets = synth.synthetic_pairs(4, 0.5, SR, seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     start = None
     for _ in range(num_steps):
         out = model(inputs, targets)
         if start is None:
-            start = creative.creative_diagnostics(out, inputs, targets)
-        total, _ = creative.creative_generator_loss(out, inputs, targets, cfg, None)
+            start = diagnostics.creative_diagnostics(out, inputs, targets)
+        total, _ = losses.creative_generator_loss(out, inputs, targets, cfg, None)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        end = creative.creative_diagnostics(model(inputs, targets), inputs, targets)
+        end = diagnostics.creative_diagnostics(model(inputs, targets), inputs, targets)
     return {"start": start, "end": end}
 
 
@@ -57,17 +58,17 @@ def test_balance_weight_5_holds_both_mask_means_at_one_half():
     # the users' lesson: balanced masks, yet the target reconstruction makes the output copy the
     # target (here corr_target ~0.91 against corr_input ~0.22 after 100 steps), and only the
     # correlations show it
-    assert run["end"]["alert"] == creative.ALERT_TARGET, run["end"]
+    assert run["end"]["alert"] == diagnostics.ALERT_TARGET, run["end"]
 
 
 def test_without_balance_the_target_reconstruction_unbalances_the_masks():
     run = train_briefly(0.0, num_steps=40)
     # not a law of nature, but what this setting does: the input mask closes, the target mask opens
     assert run["end"]["mask_input_mean"] < 0.45 and run["end"]["mask_target_mean"] > 0.55, run["end"]
-    assert run["end"]["alert"] == creative.ALERT_TARGET
+    assert run["end"]["alert"] == diagnostics.ALERT_TARGET
 
 
 def test_balance_gradient_points_towards_one_half():
     masks = torch.tensor([0.2, 0.9]).requires_grad_(True)
-    creative.balance_loss(masks[0], masks[1]).backward()
+    diagnostics.balance_loss(masks[0], masks[1]).backward()
     assert masks.grad[0] < 0 < masks.grad[1]

@@ -4,18 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.config import load_config
-from trainer.data import (
-    DataError,
-    ResumableBatchSampler,
-    ShardDataset,
-    ShardIndex,
-    build_eval_loader,
-    build_train_loader,
-    crop_offset,
-)
-from trainer.demo import write_pairs
-from trainer.prepare import prepare
+from trainer.core.config import load_config
+from trainer.data.demo import write_pairs
+from trainer.data.format import DataError
+from trainer.data.pack import prepare
+from trainer.data.sampler import ResumableBatchSampler, crop_offset
+from trainer.data.shards import ShardDataset, ShardIndex, build_eval_loader, build_train_loader
 
 SENTENCES = ("The birch canoe slid on the smooth planks.", "Rice is often served in round bowls.",
              "A rod is used to catch pink salmon.")
@@ -204,7 +198,7 @@ def test_process_with_live_workers_exits(corpus, repo_root):
     import subprocess
     import sys
 
-    script = ("import sys\nfrom trainer.config import load_config\nfrom trainer.data import build_train_loader\n"
+    script = ("import sys\nfrom trainer.core.config import load_config\nfrom trainer.data.shards import build_train_loader\n"
               f"cfg = load_config(None, ['data.train_dir={corpus / 'train'}', 'data.valid_dir={corpus / 'valid'}', "
               "'data.batch_size=2', 'data.num_workers=2'])\n"
               "loader, sampler = build_train_loader(cfg, 0, 1)\nnext(iter(loader))\nprint('one batch')\n")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import trainer.demo
-from trainer.config import load_config
-from trainer.data import ShardIndex, build_eval_loader, build_train_loader
-from trainer.demo import MARKER, ensure_demo_corpus
-from trainer.speech import have_espeak
+import trainer.data.demo
+from trainer.core.config import load_config
+from trainer.data.demo import MARKER, ensure_demo_corpus
+from trainer.data.shards import ShardIndex, build_eval_loader, build_train_loader
+from trainer.data.synth import have_espeak
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +49,14 @@ def test_second_call_reuses_the_corpus(demo):
 
 
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch, caplog):
-    real_write, calls = trainer.demo.write_pairs, []
+    real_write, calls = trainer.data.demo.write_pairs, []
 
     def interrupted(*args, **kwargs):  # killed after the first speaker's files were written
         if calls:
             raise KeyboardInterrupt
         calls.append(real_write(*args, **kwargs))
 
-    monkeypatch.setattr(trainer.demo, "write_pairs", interrupted)
+    monkeypatch.setattr(trainer.data.demo, "write_pairs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ensure_demo_corpus(tmp_path / "corpus")
     assert os.listdir(tmp_path) == []

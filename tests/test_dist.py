@@ -1,7 +1,7 @@
 import pytest
 
-from trainer.configbase import ConfigError
-from trainer.dist import DistEnv, cores_per_rank, read_env
+from trainer.core.env import DistEnv, cores_per_rank, read_env
+from trainer.core.settings import ConfigError
 
 
 def test_single_process_default():
@@ -35,7 +35,7 @@ def test_cores_split_between_local_ranks():
 def test_cuda_ranks_keep_gloo_for_cpu_tensors():
     import torch
 
-    from trainer.dist import backend_for
+    from trainer.core.dist import backend_for
 
     assert backend_for(torch.device("cpu")) == "gloo"
     assert backend_for(torch.device("cuda", 0)) == "cpu:gloo,cuda:nccl"

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from trainer import evaluate
-from trainer.metrics import METRIC_KEYS, compute_metrics
-from trainer.speech import babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.data.synth import babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.metrics.quality import METRIC_KEYS, compute_metrics
 
 SR = 16000
 SENTENCES = ("The birch canoe slid on the smooth planks.", "Rice is often served in round bowls.")

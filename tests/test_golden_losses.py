@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from trainer.exitcodes import EXIT_FINISHED
+from trainer.core.exitcodes import EXIT_FINISHED
 
 COMMON = ["train.epochs=2", "train.max_steps_per_epoch=4", "train.log_every=1", "checkpoint.every_steps=0",
           "valid.max_utterances=2"]
@@ -24,7 +24,7 @@ TIMING = ("sec", "samples_per_sec", "lr_")
 
 
 def _run(repo_root, run_dir, config, overrides) -> list[dict]:
-    from trainer.runstate import read_metrics
+    from trainer.core.runstate import read_metrics
 
     sets = [a for item in overrides for a in ("--set", item)]
     proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", config, "--run-dir",

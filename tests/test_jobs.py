@@ -8,8 +8,8 @@ import pytest
 
 from jobs.job import RequeuePolicy, decide, master_port
 from jobs.profiles import format_slurm_time, load_profile, parse_slurm_time
-from trainer.configbase import ConfigError
-from trainer.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.settings import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden"
 POLICY = RequeuePolicy(max_requeues=3, max_crash_requeues=1, max_stalled_restarts=2)

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import spectral
-from trainer.config import load_config
-from trainer.losses import discriminator_loss, gan_start_epoch, gan_weight, generator_loss
-from trainer.models import build_discriminator
-from trainer.speech import SENTENCES, babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.audio import spectral
+from trainer.core.config import load_config
+from trainer.core.schedules import ramp_start_epoch, ramp_weight
+from trainer.data.synth import SENTENCES, babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.tasks.speech.losses import discriminator_loss, generator_loss
+from trainer.tasks.speech.models import build_discriminator
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,14 @@ def test_discriminator_loss_rejects_mismatched_labels(waves, cfg):
     (clean_mag,) = magnitudes(cfg, clean)
     with pytest.raises(ValueError, match=r"must both be \(3,\)"):
         discriminator_loss(build_discriminator(cfg), clean_mag, clean_mag, torch.zeros(2), torch.ones(2, dtype=bool))
+
+
+def gan_start_epoch(epochs, loss_cfg):
+    return ramp_start_epoch(epochs, loss_cfg.gan_start_fraction)
+
+
+def gan_weight(epoch, epochs, loss_cfg):
+    return ramp_weight(epoch, epochs, loss_cfg.w_gan, loss_cfg.gan_start_fraction, loss_cfg.gan_ramp_epochs)
 
 
 def test_gan_schedule_se_cmgan_full_weight_from_the_start():

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_metrics import loop_llr, loop_metrics, loop_wss
-from trainer import metrics
-from trainer.metrics import METRIC_KEYS, PesqLabeler, batch_pesq, compute_metrics, summarize
-from trainer.speech import babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.data.synth import babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.metrics import quality as metrics
+from trainer.metrics.labeler import PesqLabeler
+from trainer.metrics.quality import METRIC_KEYS, compute_metrics, summarize
 
 SR = 16000
 
@@ -133,7 +134,7 @@ def test_parity_with_the_per_frame_loop_implementation(speech):
 
 
 def test_other_sample_rates(speech):
-    from trainer.speech import resample
+    from trainer.data.synth import resample
 
     clean, noise = speech[0]
     noisy = mix_at_snr(clean, noise, 10)
@@ -165,9 +166,9 @@ def _padded_batch(speech, seconds=1.5):
     return batch_c, batch_e, lengths, np.array(expected, np.float32)
 
 
-def test_batch_pesq_masks_one_silent_item_and_scores_the_rest(speech):
+def test_pesq_labels_mask_one_silent_item_and_score_the_rest(speech):
     batch_c, batch_e, lengths, expected = _padded_batch(speech)
-    labels, valid = batch_pesq(batch_c, batch_e, lengths)
+    labels, valid = PesqLabeler(0).score(batch_c, batch_e, lengths)  # in-process
     assert labels.dtype == np.float32 and valid.dtype == bool and labels.shape == valid.shape == (4,)
     assert valid.tolist() == [True, True, False, True]
     assert labels[2] == 0.0
@@ -180,7 +181,7 @@ def test_pesq_labeler_pool_persists_and_counts(speech):
     with PesqLabeler(num_workers=2) as labeler:
         labels, valid = labeler.score(batch_c, batch_e, lengths)
         executor, pids = labeler._executor, set(labeler._executor._processes)
-        labels_again, valid_again = batch_pesq(batch_c, batch_e, lengths, labeler=labeler)
+        labels_again, valid_again = labeler.score(batch_c, batch_e, lengths)
         assert labeler._executor is executor and pids <= set(executor._processes)  # no new pool per call
         assert labeler.num_items == 8 and labeler.num_failed == 2
         assert labeler.failure_reasons == {"silent enhanced signal": 2}
@@ -211,8 +212,8 @@ RANK_SCRIPT = textwrap.dedent("""
     import os, sys, threading
     import numpy as np, torch, torch.distributed as dist
     sys.path.insert(0, {root!r})
-    from trainer.metrics import PesqLabeler
-    from trainer.speech import synthesize_speech, mix_at_snr, babble_like_noise
+    from trainer.metrics.labeler import PesqLabeler
+    from trainer.data.synth import synthesize_speech, mix_at_snr, babble_like_noise
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -246,5 +247,5 @@ def test_pesq_labeler_in_cpu_ddp_rank_processes(tmp_path, repo_root):
 
 
 def test_module_does_not_import_torch(repo_root):
-    code = "import sys, trainer.metrics, trainer.evaluate; assert 'torch' not in sys.modules"
+    code = "import sys, trainer.metrics.quality, trainer.metrics.labeler, trainer.evaluate; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo_root, timeout=60)

@@ -12,10 +12,12 @@ import soundfile as sf
 import torch
 import torchaudio.functional as taf
 
-from trainer import prepare as prep
-from trainer.data import ShardDataset, ShardIndex
-from trainer.demo import write_pairs
-from trainer.prepare import DataError, main, prepare
+from trainer.data import pack as prep
+from trainer.data.demo import write_pairs
+from trainer.data.format import DataError, sha256_file
+from trainer.data.pack import prepare
+from trainer.data.shards import ShardDataset, ShardIndex
+from trainer.prepare import main
 
 SHORT = ("The birch canoe slid on the smooth planks.", "Rice is often served in round bowls.",
          "Four hours of steady work faced us.")
@@ -56,7 +58,7 @@ def test_round_trip_is_exact_and_manifest_complete(tmp_path):
         total += len(clean)
     assert manifest["total_seconds"] == pytest.approx(total / 16000, abs=1e-3)
     for shard in manifest["shards"]:
-        assert shard["sha256"] == prep.sha256_file(tmp_path / "out" / shard["file"])
+        assert shard["sha256"] == sha256_file(tmp_path / "out" / shard["file"])
 
 
 def test_resamples_both_signals_identically(tmp_path):

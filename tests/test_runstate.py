@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from trainer.runstate import MetricsLog, read_metrics, read_state, write_state
+from trainer.core.runstate import MetricsLog, read_metrics, read_state, write_state
 
 
 def test_state_merges_and_rejects_unknown_status(tmp_path):

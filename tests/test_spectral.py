@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import spectral
-from trainer.config import StftConfig
-from trainer.speech import SENTENCES, babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.audio import spectral
+from trainer.core.config import StftConfig
+from trainer.data.synth import SENTENCES, babble_like_noise, mix_at_snr, synthesize_speech
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from trainer.exitcodes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
-from trainer.runstate import read_metrics, read_state
+from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.runstate import read_metrics, read_state
 
 TINY = ["train.max_steps_per_epoch=4", "train.log_every=1", "valid.max_utterances=2", "valid.stoi_every=100",
         "train.pesq_workers=0", "checkpoint.every_steps=0", "data.batch_size=2", "loss.gan_start_fraction=0.0",
@@ -123,8 +123,8 @@ def test_rank_whose_pesq_items_all_fail_does_not_hang(repo_root, tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from trainer.data import ResumableBatchSampler
-    from trainer.speech import SENTENCES, babble_like_noise, mix_at_snr, synthesize_speech
+    from trainer.data.sampler import ResumableBatchSampler
+    from trainer.data.synth import SENTENCES, babble_like_noise, mix_at_snr, synthesize_speech
 
     rank1_items = {i for batch in ResumableBatchSampler(4, 2, 1, 2, seed=0) for i in batch}
     clean_dir, noisy_dir = tmp_path / "clean", tmp_path / "noisy"
@@ -140,7 +140,7 @@ def test_rank_whose_pesq_items_all_fail_does_not_hang(repo_root, tmp_path):
                            str(noisy_dir), "--out", str(tmp_path / "data")], cwd=repo_root, capture_output=True,
                           text=True)
     assert prep.returncode == 0, prep.stderr
-    from trainer.demo import ensure_demo_corpus
+    from trainer.data.demo import ensure_demo_corpus
 
     valid = ensure_demo_corpus(root=repo_root / "logs/demo_corpus")["valid"]
     proc = run_train(repo_root, tmp_path / "run", "data.demo=false", f"data.train_dir={tmp_path / 'data'}",
@@ -196,9 +196,9 @@ def test_bad_config_exits_2_in_one_line(repo_root, tmp_path):
 
 @pytest.mark.slow
 def test_short_demo_run_beats_the_noisy_input(repo_root, tmp_path):
-    from trainer.config import load_config
-    from trainer.data import build_eval_loader
-    from trainer.metrics import compute_metrics, summarize
+    from trainer.core.config import load_config
+    from trainer.data.shards import build_eval_loader
+    from trainer.metrics.quality import compute_metrics, summarize
 
     cfg = load_config(repo_root / "configs/smoke.yaml")
     noisy = summarize([compute_metrics(b["clean"][0].numpy(), b["noisy"][0].numpy(), 16000, which=("pesq",))

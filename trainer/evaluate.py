@@ -38,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.configbase import atomic_write_text
-from trainer.exitcodes import EXIT_BAD_INPUT
-from trainer.metrics import METRIC_KEYS, compute_metrics, default_num_workers, process_pool, summarize
+from trainer.core.env import local_cores
+from trainer.core.exitcodes import EXIT_BAD_INPUT
+from trainer.core.io import atomic_write_text
+from trainer.metrics.labeler import process_pool
+from trainer.metrics.quality import METRIC_KEYS, compute_metrics, summarize
 
 ROW_KEYS = ("name", "seconds") + METRIC_KEYS + ("error",)
 PACKAGES = ("numpy", "scipy", "pesq", "pystoi", "soundfile")
@@ -216,7 +218,8 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
     Returns (summaries by column name, identities by column name, rows of the last column).
     A file that cannot be read is a failed row in every column.
     """
-    from trainer.enhance import enhance, load_generator
+    from trainer.core.checkpoint import load_generator
+    from trainer.tasks.speech.inference import enhance
 
     pairs, _ = match_files(clean_dir, noisy_dir)
     signals: list[tuple[str, np.ndarray | None, np.ndarray | None, int]] = []
@@ -252,7 +255,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
         score("noisy", [noisy for _, _, noisy, _ in readable])
         identities["noisy"] = {"path": str(noisy_dir.resolve())}
         for column, path in checkpoints.items():
-            generator, cfg, info = load_generator(path, device, task="speech_enhancement")
+            generator, cfg, info = load_generator(path, device, task="speech_enhancement", other_tool="python -m trainer.infer")
             estimates = []
             for name, _, noisy, rate in readable:
                 estimate = enhance(generator, cfg, noisy, rate)
@@ -268,13 +271,6 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
     return summaries, identities, rows
 
 
-def kept_checkpoints(run_dir: Path) -> dict[str, Path]:
-    from trainer.train import CHECKPOINT_NAMES
-
-    folder = run_dir / "checkpoints"
-    return {name: folder / f"{name}.pt" for name in CHECKPOINT_NAMES if (folder / f"{name}.pt").exists()}
-
-
 def _device(choice: str) -> str:
     import torch
 
@@ -284,6 +280,8 @@ def _device(choice: str) -> str:
 
 
 def _checkpoint_mode(args, workers: int) -> int:
+    from trainer.core.checkpoint import kept_checkpoints, load_generator
+
     if args.run_dir is not None:
         checkpoints = kept_checkpoints(args.run_dir)
         if not checkpoints:
@@ -293,14 +291,13 @@ def _checkpoint_mode(args, workers: int) -> int:
             return _fail(f"--checkpoint {args.checkpoint}: no such file")
         checkpoints = {args.checkpoint.stem: args.checkpoint}
     if args.clean_dir is None and args.noisy_dir is None:
-        from trainer.enhance import load_generator
+        from trainer.data.demo import demo_for
 
-        _, cfg, _ = load_generator(next(iter(checkpoints.values())))
+        _, cfg, _ = load_generator(next(iter(checkpoints.values())), task="speech_enhancement",
+                                   other_tool="python -m trainer.infer")
         if not cfg.data.demo:
             return _fail("give --clean-dir A --noisy-dir B (the test set to enhance and score)")
-        from trainer.demo import ensure_demo_corpus
-
-        paths = ensure_demo_corpus(sample_rate=cfg.data.sample_rate)
+        paths = demo_for(cfg)
         args.clean_dir, args.noisy_dir = Path(paths["test_clean"]), Path(paths["test_noisy"])
     for flag, folder in (("--clean-dir", args.clean_dir), ("--noisy-dir", args.noisy_dir)):
         if folder is None or not folder.is_dir():
@@ -333,13 +330,13 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    workers = default_num_workers() if args.workers is None else args.workers
+    workers = local_cores() if args.workers is None else args.workers
     if workers < 1:
         return _fail(f"--workers must be at least 1, got {workers}")
     if args.checkpoint or args.run_dir:
         if args.enhanced_dir is not None:
             return _fail("--enhanced-dir is for scoring existing files; with --checkpoint/--run-dir give --noisy-dir")
-        from trainer.checkpoint import CheckpointError  # imports torch: only in the checkpoint modes
+        from trainer.core.checkpoint import CheckpointError  # imports torch: only in the checkpoint modes
 
         try:
             return _checkpoint_mode(args, workers)

@@ -28,21 +28,21 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from trainer import creative
-from trainer.config import Config, ConfigError
-from trainer.configbase import atomic_write_text
-from trainer.data import unit_rms_scale
-from trainer.exitcodes import EXIT_BAD_INPUT
-from trainer.log import get_logger
+from trainer.audio.level import unit_rms_scale
+from trainer.core import checkpoint
+from trainer.core.config import Config, ConfigError
+from trainer.core.exitcodes import EXIT_BAD_INPUT
+from trainer.core.io import atomic_write_text
+from trainer.core.log import get_logger
+from trainer.tasks.creative import diagnostics
 
 log = get_logger("infer")
 
 
 def load_generator(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, Config]:
     """The checkpoint's creative agent (eval mode) and its resolved config."""
-    from trainer.enhance import load_generator as load_task_generator
-
-    model, cfg, _ = load_task_generator(path, device, task="creative_agent")
+    model, cfg, _ = checkpoint.load_generator(path, device, task="creative_agent",
+                                              other_tool="python -m trainer.evaluate")
     return model, cfg
 
 
@@ -50,7 +50,7 @@ def validation_pairs(cfg: Config, num_samples: int, shuffle_targets: bool, seed:
                      max_samples: int) -> list[dict]:
     """``num_samples`` evenly spaced validation items; with ``shuffle_targets`` each input is paired
     with the target of another, randomly chosen item (seeded). Centre crops of ``max_samples``."""
-    from trainer.data import ShardDataset, open_split, split_dirs
+    from trainer.data.shards import ShardDataset, open_split, split_dirs
 
     index = open_split(split_dirs(cfg)[1], cfg)
     dataset = ShardDataset(index, train=False, crop_samples=None, normalize=False)
@@ -118,7 +118,7 @@ def run_pairs(model: torch.nn.Module, cfg: Config, pairs: list[dict], out_dir: P
         x = torch.from_numpy(np.ascontiguousarray(wave_in))[None].to(device)
         y = torch.from_numpy(np.ascontiguousarray(wave_tgt))[None].to(device)
         out = model(x, y)
-        diag = creative.creative_diagnostics(out, x, y)
+        diag = diagnostics.creative_diagnostics(out, x, y)
         wave_out = out["wave"][0].float().cpu().numpy()
         files = {}
         for role, wave in (("input", wave_in), ("target", wave_tgt), ("output", wave_out)):
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--num-samples must be at least 1")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    from trainer.checkpoint import CheckpointError
-    from trainer.data import DataError
+    from trainer.core.checkpoint import CheckpointError
+    from trainer.data.format import DataError
 
     try:
         model, cfg = load_generator(args.checkpoint, device)

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from trainer.runstate import read_metrics
+from trainer.core.runstate import read_metrics
 
 STEP_LOSS_KEYS = ("loss", "ri", "mag", "time", "gan", "d_loss")
 CREATIVE_KEYS = ("mask_input_mean", "mask_target_mean", "corr_input", "corr_target", "balance_raw",

@@ -4,7 +4,7 @@ Runs unchanged as one process or under ``torchrun --nproc_per_node 4 -m trainer.
 Running again with the same run directory continues from ``checkpoints/last.pt`` at the exact
 step (per-step losses equal those of an uninterrupted run, bit for bit on CPU). SIGUSR2/SIGTERM
 only set a flag: at the next step boundary all ranks agree, save ``last`` together and exit with
-``EXIT_REQUEUE`` (42). Exit codes: ``trainer/exitcodes.py``.
+``EXIT_REQUEUE`` (42). Exit codes: ``trainer/core/exitcodes.py``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from trainer.config import Config, ConfigError, load_config, save_config
-from trainer.configbase import describe
-from trainer.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
-
-CHECKPOINT_NAMES = ("best_loss", "best_pesq", "best_stoi", "best_composite", "best_complementarity", "last")
+from trainer.core.config import Config, ConfigError, config_class, load_config, save_config
+from trainer.core.errors import BadInput
+from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.registry import task_names
+from trainer.core.settings import describe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="training config YAML; default: the run directory's config.yaml")
     parser.add_argument("--run-dir", help="run directory (default: run.dir or logs/runs/<run.name>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--help-config", action="store_true", help="list every config key with its reason")
+    parser.add_argument("--help-config", action="store_true",
+                        help="list every config key with its reason (of the --config's task, else of every task)")
     return parser
 
 
@@ -42,11 +43,21 @@ def resolve_config(args) -> tuple[Config, Path]:
     return cfg, run_dir
 
 
+def _help_config(args) -> int:
+    try:
+        tasks = [load_config(args.config).task] if args.config else task_names()
+    except ConfigError as exc:
+        sys.stderr.write(f"trainer.train: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    for task in tasks:
+        sys.stdout.write(f"# task: {task}\n" + "\n".join(describe(config_class(task))) + "\n")
+    return EXIT_FINISHED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.help_config:
-        sys.stdout.write("\n".join(describe(Config)) + "\n")
-        return EXIT_FINISHED
+        return _help_config(args)
     try:
         cfg, run_dir = resolve_config(args)
     except ConfigError as exc:
@@ -54,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     # Heavy imports only after the config is known to be good (fast errors, fast --help).
-    from trainer import dist, signals
-    from trainer.checkpoint import CheckpointError
-    from trainer.log import get_logger, setup_logging
-    from trainer.loop import Diverged, Trainer
+    from trainer.core import dist, signals
+    from trainer.core.env import read_env
+    from trainer.core.log import get_logger, setup_logging
+    from trainer.core.loop import Diverged, Trainer
 
     signals.install()
     try:
-        env = dist.read_env()
+        env = read_env()
     except ConfigError as exc:
         sys.stderr.write(f"trainer.train: error: {exc}\n")
         return EXIT_BAD_INPUT
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if env.is_main:
             save_config(cfg, run_dir / "config.yaml")
         return trainer.fit()
-    except (ConfigError, CheckpointError) as exc:
+    except BadInput as exc:
         log.error("%s", exc)
         if trainer is not None:
             trainer.mark("failed")
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.shutdown()
 
 
-__all__ = ["main", "EXIT_REQUEUE", "CHECKPOINT_NAMES"]
+__all__ = ["main", "EXIT_REQUEUE"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,197 @@
+"""The training config: one typed home for each setting.
+
+``load_config(path, overrides)`` reads a YAML file (with optional ``base:`` chain), applies
+``--set section.key=value`` overrides and returns a validated :class:`Config`. Importing this
+module never imports torch, so the login-node launcher can validate configs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+from trainer.core.io import atomic_write_text
+from trainer.core.registry import task_spec
+from trainer.core.settings import (
+    ConfigError,
+    Section,
+    apply_overrides,
+    build,
+    dump_yaml,
+    read_with_bases,
+    section,
+    setting,
+    to_dict,
+)
+
+__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "config_class", "save_config", "to_dict"]
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunConfig(Section):
+    name: str = setting("run", "human-readable run name; the default run directory is logs/runs/<name>")
+    dir: str | None = setting(None, "run directory (checkpoints, metrics.jsonl, config.yaml); "
+                                    "default logs/runs/<name>; --run-dir overrides it")
+    seed: int = setting(0, "global seed; each rank derives its own streams from it", min=0)
+
+    def validate(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ \t\n'\"$`;&|<>*?"):
+            raise ConfigError(f"name: {self.name!r} must be non-empty and contain no spaces, slashes, "
+                              "quotes or shell metacharacters")
+
+
+@dataclasses.dataclass(kw_only=True)
+class DataConfig(Section):
+    train_dir: str = setting("", "folder with the packed training shards and manifest.json "
+                                 "(python -m trainer.prepare); empty with demo=true")
+    valid_dir: str = setting("", "folder with the held-out validation shards (prepare --valid-speakers "
+                                 "writes OUT/train and OUT/valid); never the test set")
+    demo: bool = setting(False, "build (once) and use the small built-in demo corpus under logs/demo_corpus")
+    sample_rate: int = setting(16000, "expected sample rate of the shards (Hz); a mismatch is an error", min=1000)
+    crop_seconds: float = setting(2.0, "length of the random training crop (s); shorter utterances are "
+                                       "zero-padded at the end", min=0.1)
+    valid_max_seconds: float | None = setting(None, "validation: deterministic centre crop of at most this "
+                                                    "many seconds (null = whole utterances)", min=0.25)
+    normalize: bool = setting(True, "CMGAN convention: scale noisy to unit RMS and clean by the same factor")
+    batch_size: int = setting(4, "training batch size per rank (per GPU)", min=1)
+    num_workers: int = setting(2, "DataLoader worker processes per rank (0 = load in the main process)", min=0)
+    shuffle_targets: bool = setting(False, "pair each input with a random reference each epoch (unpaired "
+                                           "training, e.g. the creative variant's mixes)")
+    verify_checksums: bool = setting(True, "check every shard's sha256 against manifest.json when a loader "
+                                           "is built (each rank hashes its share; a corrupted copy is an error)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class StftConfig(Section):
+    n_fft: int = setting(400, "FFT size in samples (400 = 25 ms at 16 kHz, the CMGAN setting)", min=16)
+    hop_length: int = setting(100, "hop in samples", min=1)
+    window: str = setting("hann", "analysis window", choices=("hann", "hamming"))
+    compress_factor: float = setting(0.3, "power-law magnitude compression exponent", min=0.05, max=1.0)
+    eps: float = setting(1e-8, "added to the magnitude before compression (keeps gradients finite)", min=0.0)
+
+    def validate(self) -> None:
+        if self.hop_length > self.n_fft:
+            raise ConfigError(f"hop_length: {self.hop_length} must not exceed n_fft={self.n_fft}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class GanScheduleConfig(Section):
+    """When the GAN term enters (shared by the tasks with a discriminator)."""
+
+    w_gan: float = setting(0.05, "final weight of the GAN term", min=0.0)
+    gan_start_fraction: float = setting(0.0, "fraction of train.epochs before the GAN term enters", min=0.0, max=1.0)
+    gan_ramp_epochs: int = setting(0, "epochs of linear ramp from 0 to w_gan after it enters", min=0)
+
+
+@dataclasses.dataclass(kw_only=True)
+class OptimConfig(Section):
+    name: str = setting("adamw", "optimizer for both networks", choices=("adam", "adamw"))
+    lr: float = setting(5e-4, "generator learning rate", min=0.0)
+    disc_lr_ratio: float = setting(2.0, "discriminator lr = lr * disc_lr_ratio (CMGAN uses 2)", min=0.0)
+    betas: list[float] = setting(default_factory=lambda: [0.8, 0.99], help="Adam betas")
+    weight_decay: float = setting(0.01, "decoupled weight decay (adamw)", min=0.0)
+    scheduler: str = setting("step", "learning-rate schedule per epoch", choices=("none", "step", "cosine"))
+    step_epochs: int = setting(30, "step: decay every this many epochs", min=1)
+    step_gamma: float = setting(0.5, "step: decay factor", min=0.0, max=1.0)
+    grad_clip: float = setting(5.0, "clip the gradient norm of each network to this (0 = off; norm logged)", min=0.0)
+    grad_norm_alert: float = setting(100.0, "warn when a (pre-clipping) gradient norm is non-finite or exceeds "
+                                            "this safety threshold (0 = only non-finite)", min=0.0)
+
+    def validate(self) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas: {self.betas!r} must be two numbers in [0, 1)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainConfig(Section):
+    epochs: int = setting(100, "number of epochs; raising it on an existing run extends the run", min=1)
+    max_steps_per_epoch: int | None = setting(None, "cap steps per epoch (smoke tests); null = full epoch", min=1)
+    device: str = setting("auto", "auto = cuda when visible, else cpu", choices=("auto", "cpu", "cuda"))
+    amp: bool = setting(False, "bf16 autocast for the networks on CUDA (STFT stays fp32)")
+    log_every: int = setting(10, "steps between step records in metrics.jsonl and the log", min=1)
+    pesq_workers: int | None = setting(None, "processes labelling the discriminator's items with PESQ, per rank "
+                                             "(null = this rank's cores, at most the batch size; 0 = in-process)",
+                                       min=0)
+    max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1)
+    deterministic: bool = setting(True, "deterministic algorithms (bit-exact resume on CPU)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ValidConfig(Section):
+    every_epochs: int = setting(1, "validate every this many epochs (always after the last)", min=1)
+    max_utterances: int | None = setting(None, "cap the validation set (smoke tests)", min=1)
+
+
+@dataclasses.dataclass(kw_only=True)
+class CheckpointConfig(Section):
+    every_steps: int = setting(500, "save `last` every this many steps (0 = only at epoch end)", min=0)
+    every_minutes: float = setting(30.0, "also save `last` when this many minutes passed (0 = off)", min=0.0)
+    keep_best: list[str] = setting(default_factory=lambda: ["loss"],
+                                   help="best_<metric> checkpoints to keep (the task says which metrics exist)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Config(Section):
+    """The whole config. ``model``, ``discriminator`` and ``loss`` (and specialised ``data``,
+    ``valid``, ``checkpoint``) have the section types of the chosen task (its ``TaskSpec.sections``);
+    :func:`config_class` builds that class."""
+
+    task: str = setting("speech_enhancement", "which model family the training core runs (trainer/tasks/)")
+    run: RunConfig = section(RunConfig, "naming, run directory and seed")
+    data: DataConfig = section(DataConfig, "sharded HDF5 data and loading")
+    stft: StftConfig = section(StftConfig, "STFT front-end shared by generator, losses and discriminator")
+    model: Section = section(Section, "generator architecture (the task's)")
+    discriminator: Section = section(Section, "discriminator architecture (the task's)")
+    loss: Section = section(Section, "loss weights and the GAN schedule (the task's)")
+    optim: OptimConfig = section(OptimConfig, "optimizers and schedules")
+    train: TrainConfig = section(TrainConfig, "the training loop")
+    valid: ValidConfig = section(ValidConfig, "validation")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "when and what to save")
+
+    def validate(self) -> None:
+        if not self.data.demo and not self.data.train_dir:
+            raise ConfigError("data.train_dir: required unless data.demo is true")
+        if not self.data.demo and not self.data.valid_dir:
+            raise ConfigError("data.valid_dir: required unless data.demo is true (checkpoint selection "
+                              "needs a held-out split; pack one with prepare --valid-speakers)")
+        metrics = task_spec(self.task).checkpoint_metrics
+        for name in self.checkpoint.keep_best:
+            if name not in metrics:
+                raise ConfigError(f"checkpoint.keep_best: {name!r} is not one of {', '.join(metrics)} "
+                                  f"(the metrics of task {self.task})")
+
+    def run_dir(self) -> Path:
+        return Path(self.run.dir) if self.run.dir else Path("logs") / "runs" / self.run.name
+
+
+@functools.cache
+def config_class(task: str) -> type[Config]:
+    """``Config`` with the task's own section types (one class per task)."""
+    spec = task_spec(task)
+    fields = []
+    for name, cls in spec.sections.items():
+        if name not in {f.name for f in dataclasses.fields(Config)}:
+            raise ValueError(f"task {task}: {name!r} is not a config section")
+        fields.append((name, cls, section(cls, Config.__dataclass_fields__[name].metadata["help"])))
+    return dataclasses.make_dataclass(f"Config_{task}", fields, bases=(Config,), kw_only=True)
+
+
+def config_from_dict(data: dict) -> Config:
+    task = data.get("task", "speech_enhancement") if isinstance(data, dict) else None
+    if not isinstance(task, str):
+        raise ConfigError(f"task: {task!r} is not a str")
+    return build(config_class(task), data)
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load ``path`` (None: all defaults), apply ``section.key=value`` overrides, validate."""
+    data = read_with_bases(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides))
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config atomically (the run directory's config.yaml)."""
+    atomic_write_text(path, dump_yaml(cfg))

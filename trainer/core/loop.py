@@ -1,0 +1,268 @@
+"""The Trainer: one object per process that runs a task's models over the data, epoch by epoch.
+
+Step protocol (identical on every rank, so a failure on one rank can never hang DDP):
+1. generator forward and loss (``task.generator_step``; the discriminator frozen, called without DDP);
+2. the discriminator's loss on the detached estimates (``task.discriminator_step``);
+3. one all-reduce of [G loss non-finite, D loss non-finite, stop requested, checkpoint due];
+4. both backwards and optimizer steps unless a loss was non-finite on any rank (then skipped,
+   counted; ``train.max_nonfinite_steps`` in a row stops the run, keeping the last good checkpoint);
+   a non-finite gradient norm (the same on every rank after DDP's all-reduce) skips that step too;
+5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42.
+
+Where the rest lives: process setup ``core/runtime``, what a checkpoint holds ``core/checkpoint``,
+schedules ``core/schedules``, step records ``core/steplog``, validation ``core/validation``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from trainer.core import checkpoint as ckpt
+from trainer.core import dist, signals
+from trainer.core.config import Config, ConfigError, to_dict
+from trainer.core.env import DistEnv
+from trainer.core.exitcodes import EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.log import get_logger
+from trainer.core.runstate import MetricsLog, write_state
+from trainer.core.runtime import seed_all, setup_process
+from trainer.core.schedules import lr_factor
+from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
+from trainer.core.task import build_task
+from trainer.core.validation import improved_metrics, run_validation
+from trainer.data.shards import build_eval_loader, build_train_loader
+
+log = get_logger("loop")
+
+
+class Diverged(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+def _optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+    extra = {"weight_decay": cfg.optim.weight_decay} if cfg.optim.name == "adamw" else {}
+    return kind(params, lr=lr, betas=tuple(cfg.optim.betas), **extra)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv):
+        self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
+        self.device, cores, self.amp = setup_process(cfg, env)
+        self.metrics = MetricsLog(self.run_dir, enabled=env.is_main)
+        self.task = build_task(cfg, self.device, cores)
+
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+        generator, discriminator = self.task.build_models()
+        self.generator, self.discriminator = generator.to(self.device), discriminator.to(self.device)
+        self.opt_g = _optimizer(cfg, self.generator.parameters(), cfg.optim.lr)
+        self.opt_d = _optimizer(cfg, self.discriminator.parameters(), cfg.optim.lr * cfg.optim.disc_lr_ratio)
+        seed_all(cfg.run.seed * 1000 + env.rank)  # per-rank streams (e.g. noise inside a step)
+        if env.is_distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_ddp = DistributedDataParallel(self.generator, device_ids=ids)
+            self.d_ddp = DistributedDataParallel(self.discriminator, device_ids=ids)
+        else:
+            self.g_ddp, self.d_ddp = self.generator, self.discriminator
+
+        self.train_loader, self.sampler = build_train_loader(cfg, env.rank, env.world_size)
+        self.valid_loader = build_eval_loader(None, cfg, env.rank, env.world_size,
+                                              max_seconds=cfg.data.valid_max_seconds,
+                                              max_utterances=cfg.valid.max_utterances)
+        self.steps_per_epoch = len(self.sampler)
+        if cfg.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {env.world_size} ranks leaves no full "
+                              f"batch in {cfg.data.train_dir}; lower the batch size")
+        self.progress = ckpt.Progress()
+        self.num_nonfinite_in_row = 0
+        self.last_save_time = time.monotonic()
+        self._resume()
+
+    def _resume(self) -> None:
+        path = self.run_dir / "checkpoints" / "last.pt"
+        if not path.exists():
+            log.info("new run in %s (%d steps per epoch, %d rank(s), device %s)", self.run_dir,
+                     self.steps_per_epoch, self.env.world_size, self.device)
+            return
+        state = ckpt.load(path)
+        diffs = ckpt.architecture_mismatches(state["config"], to_dict(self.cfg))
+        if diffs:
+            raise ckpt.CheckpointError(f"{path}: the config does not match the checkpoint's architecture: "
+                                       + "; ".join(diffs) + " (use a new run directory for a new architecture)")
+        self.progress = ckpt.restore_training_state(state, path, self._parts(), self.sampler, self.env)
+        dropped = self.metrics.truncate_after(self.progress.step)
+        p = self.progress
+        log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch, p.step,
+                 p.batches_done, f"; dropped {dropped} metrics records written after it" if dropped else "")
+
+    def _parts(self) -> dict:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def save(self, improved: tuple[str, ...] = ()) -> list[str]:
+        """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
+        state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
+                                    extra={**self.task.state(), "world_size": self.env.world_size,
+                                           "lr_schedule": {"name": self.cfg.optim.scheduler,
+                                                           "factor": lr_factor(self.cfg, self.progress.epoch)}})
+        saved = ckpt.save_run_checkpoints(state, self.run_dir / "checkpoints", improved) if self.env.is_main else []
+        if self.env.is_main:
+            self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
+        dist.barrier()
+        self.last_save_time = time.monotonic()
+        return saved
+
+    def mark(self, status: str, **extra) -> None:
+        if self.env.is_main:
+            p = self.progress
+            write_state(self.run_dir, status=status, step=p.step, epoch=p.epoch, epochs=self.cfg.train.epochs,
+                        best=p.best, **extra)
+
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.cfg, self.progress.epoch)
+        for opt, base in ((self.opt_g, self.cfg.optim.lr), (self.opt_d, self.cfg.optim.lr * self.cfg.optim.disc_lr_ratio)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    def _checkpoint_due(self, step: int) -> bool:
+        every_steps, every_minutes = self.cfg.checkpoint.every_steps, self.cfg.checkpoint.every_minutes
+        if every_steps and step % every_steps == 0:
+            return True
+        return bool(every_minutes) and time.monotonic() - self.last_save_time >= 60 * every_minutes
+
+    def fit(self) -> int:
+        cfg, p = self.cfg, self.progress
+        self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
+        while p.epoch < cfg.train.epochs:
+            self._set_lr()
+            weight = self.task.gan_weight(p.epoch)
+            self.sampler.set_epoch(p.epoch)
+            self.sampler.start_at(p.batches_done)
+            totals = {"num_valid": 0, "num_items": 0}
+            window = StepWindow()
+            last_tick = time.perf_counter()
+            for batch in self.train_loader:
+                if p.batches_done >= self.steps_per_epoch:
+                    break
+                data_seconds = time.perf_counter() - last_tick
+                flags, record = self._train_step(batch, weight)
+                p.batches_done += 1
+                p.step += 1
+                window.add(record, data_seconds, time.perf_counter() - last_tick)
+                last_tick = time.perf_counter()
+                for key in totals:
+                    totals[key] += record.get(key, 0)
+                if p.step % cfg.train.log_every == 0:
+                    self._log_window(window, weight)
+                    window = StepWindow()
+                if flags[2] > 0 or flags[3] > 0:
+                    self.save()
+                if flags[2] > 0:
+                    return self._requeue_exit()
+            self._end_epoch(totals)
+            if self._any_rank_stopping():  # collective: every rank asks, flag set or not
+                return self._requeue_exit()
+        self.mark("finished")
+        log.info("finished: %d epochs, step %d; best %s", cfg.train.epochs, p.step, p.best)
+        return EXIT_FINISHED
+
+    def _any_rank_stopping(self) -> bool:
+        return float(dist.all_reduce_sum(torch.tensor([float(signals.stop_requested())]))[0]) > 0
+
+    def _requeue_exit(self) -> int:
+        self.mark("checkpointed")
+        log.info("stop requested (%s): saved last at step %d; exiting with %d so the job is requeued",
+                 signals.stop_reason() or "another rank", self.progress.step, EXIT_REQUEUE)
+        return EXIT_REQUEUE
+
+    def _train_step(self, batch: dict, weight: float) -> tuple[list[float], dict]:
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        self.discriminator.requires_grad_(False)
+        with autocast:
+            g_loss, terms, context = self.task.generator_step(self.g_ddp, self.discriminator, batch, weight)
+        self.discriminator.requires_grad_(True)
+        with autocast:
+            d_loss, d_info = self.task.discriminator_step(self.d_ddp, context)
+        local = torch.tensor([float(not torch.isfinite(g_loss)), float(not torch.isfinite(d_loss)),
+                              float(signals.stop_requested()), float(self._checkpoint_due(self.progress.step + 1))])
+        flags = dist.all_reduce_sum(local).tolist()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        record = {"loss": float(g_loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
+                  "d_loss": float(d_loss.detach()), **d_info}
+        for which, loss, module, opt, finite in (("generator", g_loss, self.generator, self.opt_g, flags[0] == 0),
+                                                 ("discriminator", d_loss, self.discriminator, self.opt_d,
+                                                  flags[1] == 0)):
+            if not finite:
+                self._count_nonfinite(f"{which} loss")
+                return flags, record
+            loss.backward()
+            norm = self._clip(module)
+            record[f"grad_norm_{which[0]}"] = norm
+            if not math.isfinite(norm):  # equal on every rank: DDP averaged the gradients
+                opt.zero_grad(set_to_none=True)
+                self._count_nonfinite(f"{which} gradient norm")
+                return flags, record
+            opt.step()
+        self.num_nonfinite_in_row = 0
+        return flags, record
+
+    def _clip(self, module: torch.nn.Module) -> float:
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm))
+
+    def _count_nonfinite(self, what: str) -> None:
+        self.num_nonfinite_in_row += 1
+        self.progress.num_nonfinite_total += 1
+        step = self.progress.step + 1
+        log.warning("non-finite %s at step %d: step skipped (%d in a row, %d in total)", what, step,
+                    self.num_nonfinite_in_row, self.progress.num_nonfinite_total)
+        if self.num_nonfinite_in_row >= self.cfg.train.max_nonfinite_steps:
+            raise Diverged(f"{self.num_nonfinite_in_row} consecutive non-finite losses at step {step}: "
+                           f"stopping; the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} "
+                           "(lower optim.lr, raise optim.grad_clip, or check the data)")
+
+    def _log_window(self, window: StepWindow, weight: float) -> None:
+        p = self.progress
+        means = window.reduced(self.env.world_size)
+        record = window_record(means, step=p.step, epoch=p.epoch, gan_weight=weight,
+                               lrs=(self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]),
+                               samples_per_step=self.cfg.data.batch_size * self.env.world_size)
+        record.update(self.task.window_extras(means))
+        self.metrics.write(record)
+        log_window(record, grad_norm_threshold=self.cfg.optim.grad_norm_alert, log_every=self.cfg.train.log_every)
+
+    def _end_epoch(self, totals: dict) -> None:
+        cfg, p = self.cfg, self.progress
+        summed = dist.all_reduce_sum(torch.tensor([float(totals["num_valid"]), float(totals["num_items"])]))
+        record = {"kind": "epoch", "epoch": p.epoch, "step": p.step}
+        if summed[1] > 0:  # tasks whose discriminator is labelled by PESQ
+            record["pesq_valid_rate"] = rate = float(summed[0]) / float(summed[1])
+            if rate < MIN_LABEL_RATE:
+                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", p.epoch, 100 * rate)
+        last_epoch = p.epoch + 1 == cfg.train.epochs
+        improved: tuple[str, ...] = ()
+        if (p.epoch + 1) % cfg.valid.every_epochs == 0 or last_epoch:
+            which = self.task.validation_metrics((p.epoch + 1) // cfg.valid.every_epochs, last_epoch)
+            summary = run_validation(self.task, self.generator, self.discriminator, self.valid_loader, which=which)
+            summary.update(self.task.window_extras(summary))
+            record.update({f"valid_{k}": v for k, v in summary.items()})
+            improved = improved_metrics(summary, p.best, cfg.checkpoint.keep_best, self.task.maximise)
+            log.info("epoch %d validation: %s", p.epoch,
+                     ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
+        p.epoch += 1
+        p.batches_done = 0
+        record["checkpoints"] = self.save(improved)
+        self.metrics.write(record)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.task.close()
+        for loader in (self.train_loader, self.valid_loader):
+            loader.close()

@@ -1,0 +1,122 @@
+"""The run directory's plain-text state: ``state.json`` and ``metrics.jsonl`` (no torch).
+
+Login-node commands (``launch.py status/list/logs``) and ``trainer.plot`` read these files;
+only rank 0 of the training job writes them.
+
+- ``state.json`` (atomic): status (running | checkpointed | finished | failed | diverged),
+  step, epoch, epochs, best (metric -> value), updated (ISO time), job_id, world_size.
+- ``metrics.jsonl``: one JSON object per line; step records carry ``kind: "step"``, ``step`` and
+  ``loss``; epoch records carry ``kind: "epoch"``, ``epoch``, ``step`` and the validation metrics.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from trainer.core.io import atomic_write_text
+
+STATE_FILE = "state.json"
+METRICS_FILE = "metrics.jsonl"
+STATUSES = ("running", "checkpointed", "finished", "failed", "diverged")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/Inf become null (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def write_state(run_dir: str | Path, **fields: Any) -> dict:
+    """Merge ``fields`` into state.json (atomically) and return the new state."""
+    if "status" in fields and fields["status"] not in STATUSES:
+        raise ValueError(f"status {fields['status']!r} is not one of {STATUSES}")
+    state = read_state(run_dir)
+    state.update(_clean(fields))
+    state["updated"] = now_iso()
+    atomic_write_text(Path(run_dir) / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+    return state
+
+
+def read_state(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError:
+        return {"status": "unknown", "error": f"{path} is not valid JSON"}
+
+
+class MetricsLog:
+    """Append-only JSON-lines log; flushed per record so ``logs --follow`` and plots see it live."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.path = Path(run_dir) / METRICS_FILE
+        self.enabled = enabled
+        self._fh = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        if self._fh is None:
+            self._fh = open(self.path, "a")
+        self._fh.write(json.dumps(_clean(record)) + "\n")
+        self._fh.flush()
+
+    def truncate_after(self, step: int) -> int:
+        """Drop records from after ``step`` (work an interrupted run did past its last checkpoint).
+
+        Returns the number of records dropped. The rewrite is atomic.
+        """
+        if not self.enabled or not self.path.exists():
+            return 0
+        kept, num_dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash mid-write
+                num_dropped += 1
+                continue
+            if record.get("step", 0) > step:
+                num_dropped += 1
+            else:
+                kept.append(line)
+        if num_dropped:
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        return num_dropped
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file; a line being written right now (or cut by a crash) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    return read_jsonl(Path(run_dir) / METRICS_FILE)

@@ -1,0 +1,42 @@
+"""Process setup for a training run: device, process group, determinism, threads and seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from trainer.core import dist
+from trainer.core.config import Config
+from trainer.core.env import DistEnv, cores_per_rank
+from trainer.core.log import get_logger, warn_once
+
+log = get_logger("runtime")
+
+
+def setup_process(cfg: Config, env: DistEnv) -> tuple[torch.device, int, bool]:
+    """Select the device, join the process group, set determinism and threads.
+
+    Returns (device, CPU cores of this rank, whether bf16 autocast is on).
+    """
+    device = dist.select_device(env, cfg.train.device)
+    dist.init(env, device)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    amp = cfg.train.amp and device.type == "cuda"
+    if cfg.train.amp and not amp:
+        warn_once(log, "amp-cpu", "train.amp is ignored on the CPU (autocast is for CUDA here)")
+    cores = cores_per_rank(env)
+    if "OMP_NUM_THREADS" not in os.environ:  # else torch takes every core of the node in each rank
+        torch.set_num_threads(cores)
+    return device, cores, amp
+
+
+def seed_all(seed: int) -> None:
+    """Python, NumPy and torch (CPU and CUDA) streams."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)

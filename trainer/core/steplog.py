@@ -1,0 +1,72 @@
+"""Step records: per-step numbers summed over a log window, reduced over ranks, written to
+``metrics.jsonl`` and the log, with the warnings a user must not miss (gradient norms, PESQ rate)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainer.core import dist
+from trainer.core.log import get_logger
+
+log = get_logger("loop")
+MIN_LABEL_RATE = 0.70  # warn when fewer than 70% of the discriminator's items get a PESQ label
+
+
+class StepWindow:
+    """Sums of step records between two log lines (reduced across ranks when logged)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.num_steps = 0
+
+    def add(self, record: dict, data_seconds: float, step_seconds: float) -> None:
+        self.num_steps += 1
+        for key, value in {**record, "data_sec_per_step": data_seconds, "sec_per_step": step_seconds}.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+
+    def reduced(self, world_size: int) -> dict[str, float]:
+        """Means per step and rank (``num_*`` keys: totals), identical on every rank (a collective)."""
+        keys = sorted(self.sums)
+        totals = dist.all_reduce_sum(torch.tensor([self.sums[k] for k in keys], dtype=torch.float64)).tolist()
+        out = {}
+        for key, total in zip(keys, totals, strict=True):
+            out[key] = total if key.startswith("num_") else total / (self.num_steps * world_size)
+        return out
+
+
+def grad_norm_alert(name: str, norm: float, threshold: float) -> str | None:
+    """A warning line when a gradient norm is non-finite or above the safety threshold, else None."""
+    if not math.isfinite(norm):
+        return f"{name} gradient norm is {norm} (non-finite)"
+    if threshold > 0 and norm > threshold:
+        return f"{name} gradient norm {norm:.1f} exceeds the alert threshold optim.grad_norm_alert={threshold:g}"
+    return None
+
+
+def window_record(means: dict, *, step: int, epoch: int, gan_weight: float, lrs: tuple[float, float],
+                  samples_per_step: int) -> dict:
+    """The ``kind: step`` record of a log window; ``num_valid``/``num_items`` become the label rate."""
+    record = {"kind": "step", "step": step, "epoch": epoch, **means, "gan_weight": gan_weight,
+              "lr_g": lrs[0], "lr_d": lrs[1],
+              "samples_per_sec": samples_per_step / max(1e-9, means["sec_per_step"])}
+    if "num_items" in means:
+        record["pesq_valid_rate"] = record.pop("num_valid") / max(1.0, record.pop("num_items"))
+    return record
+
+
+def log_window(record: dict, *, grad_norm_threshold: float, log_every: int) -> None:
+    rate = record.get("pesq_valid_rate")
+    log.info("epoch %d step %d loss %.4f d_loss %.4f gan_w %.3f%s %.2fs/step%s", record["epoch"], record["step"],
+             record["loss"], record.get("d_loss", float("nan")), record["gan_weight"],
+             "" if rate is None else f" pesq-labelled {100 * rate:.0f}%", record["sec_per_step"],
+             f" ({record['alert']})" if "alert" in record else "")
+    for name in ("grad_norm_g", "grad_norm_d"):
+        if name in record:
+            alert = grad_norm_alert(name, record[name], grad_norm_threshold)
+            if alert:
+                log.warning("%s (mean of the last %d steps)", alert, log_every)
+    if rate is not None and rate < MIN_LABEL_RATE:
+        log.warning("discriminator trained on only %.0f%% of its items in the last %d steps (PESQ failed "
+                    "on the rest; silent or too-short clips?)", 100 * rate, log_every)

@@ -1,0 +1,103 @@
+"""The runtime contract between the training loop and a model family (a task).
+
+The loop (``trainer/core/loop.py``) names no task: it builds ``task = Task(cfg, device, cores)``
+from the registered :class:`~trainer.core.registry.TaskSpec` and calls, every step,
+
+1. ``generator_step(generator, discriminator, batch, gan_weight) -> (loss, terms, context)``;
+2. ``discriminator_step(discriminator, context) -> (loss, info)``;
+
+and at each validation ``validate_item`` per utterance, ``score`` per rank and ``summarise`` over
+all ranks. Everything a step returns is a tensor or float; ``terms``/``info`` go into the step
+records of ``metrics.jsonl`` as they are. A task must make every rank run the same collectives
+whatever its data (e.g. mask failed items, never skip a backward).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.core.config import Config
+from trainer.core.registry import resolve, task_spec
+from trainer.core.schedules import ramp_weight
+
+
+class Task:
+    """Base class with the optional hooks' defaults; subclasses implement the abstract ones."""
+
+    # Validation metrics where larger is better (the rest, e.g. loss, are minimised).
+    maximise: tuple[str, ...] = ()
+
+    def __init__(self, cfg: Config, device: torch.device, cores: int):
+        self.cfg, self.device, self.cores = cfg, device, cores
+
+    # ----- models and schedule ------------------------------------------------------------------
+    def build_models(self) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def gan_weight(self, epoch: int) -> float:
+        """Weight of the adversarial term in ``epoch`` (the loss section's GAN schedule)."""
+        loss = self.cfg.loss
+        return ramp_weight(epoch, self.cfg.train.epochs, loss.w_gan, loss.gan_start_fraction, loss.gan_ramp_epochs)
+
+    # ----- one training step ---------------------------------------------------------------------
+    def generator_step(self, generator: nn.Module, discriminator: nn.Module, batch: dict, gan_weight: float):
+        raise NotImplementedError
+
+    def discriminator_step(self, discriminator: nn.Module, context: dict):
+        raise NotImplementedError
+
+    def window_extras(self, means: dict) -> dict:
+        """Derived fields of a log window or an epoch summary (from mean values)."""
+        return {}
+
+    # ----- validation ------------------------------------------------------------------------------
+    def validation_metrics(self, validation_index: int, last: bool) -> tuple[str, ...]:
+        """Per-utterance metrics (computed by :meth:`score`) of the ``validation_index``-th validation."""
+        return ()
+
+    def validate_item(self, generator: nn.Module, discriminator: nn.Module, batch: dict) -> dict:
+        """One utterance (batch of 1) -> a row: ``name`` and numbers (plus anything :meth:`score` needs)."""
+        raise NotImplementedError
+
+    def score(self, rows: list[dict], which: tuple[str, ...]) -> list[dict]:
+        """This rank's rows with the ``which`` metrics added (plain, gatherable values only)."""
+        return rows
+
+    def summarise(self, rows: list[dict], which: tuple[str, ...]) -> dict:
+        """All ranks' rows -> the validation summary (``valid_*`` fields of the epoch record)."""
+        return mean_summary(rows, which)
+
+    # ----- lifetime ----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Counters worth keeping in a checkpoint (informational; not needed to resume exactly)."""
+        return {}
+
+    def close(self) -> None:
+        """Stop pools and other helpers (called once, also after errors)."""
+
+
+def build_task(cfg: Config, device: torch.device, cores: int) -> Task:
+    return resolve(task_spec(cfg.task).task)(cfg, device, cores)
+
+
+def _mean(values: list) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def mean_summary(rows: list[dict], which: tuple[str, ...]) -> dict:
+    """Means of every numeric per-utterance value; the metrics in ``which`` over the rows without
+    an ``error`` only (failed utterances are counted, never averaged in as NaN)."""
+    ok = [row for row in rows if not row.get("error")]
+    summary: dict = {"num_utterances": len(rows), "num_failed": len(rows) - len(ok)}
+    numeric = sorted({k for row in rows for k, v in row.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in which})
+    for key in numeric:
+        summary[key] = _mean([row.get(key) for row in rows])
+    for key in which:
+        summary[key] = _mean([row.get(key) for row in ok])
+    return summary

@@ -1,0 +1,389 @@
+"""Pack paired audio folders into HDF5 shards plus a manifest (the engine of ``python -m trainer.prepare``).
+
+Pairs are matched by file name (relative path without extension) between the two folders:
+``--clean-dir``/``--noisy-dir`` for speech enhancement, ``--target-dir``/``--input-dir`` for the
+creative variant. The manifest's ``signals`` lists the two names: ``signals[0]`` is the
+reference (clean/target), ``signals[1]`` the model input (noisy/input).
+
+The shard layout is described in :mod:`trainer.data.format`.
+
+How it runs: (1) every file's header is checked (readable, non-empty, channels, sample rates
+and lengths of each pair) before anything is written; (2) shards are packed in parallel, each
+into a temporary file that is renamed when complete; a shard whose plan hash (file names,
+sizes, mtimes, settings) matches an existing complete shard is skipped, so re-running after a
+crash redoes only the missing shards; (3) ``manifest.json`` (sizes and sha256 of every shard)
+is written last, atomically. Without a manifest a folder is not a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import soundfile as sf
+
+from trainer.core.io import atomic_write_text
+from trainer.data.format import CHUNK_SAMPLES, FORMAT_VERSION, MANIFEST, DataError, sha256_file
+from trainer.core.log import get_logger
+
+DEFAULT_SPEAKER_PATTERN = r"^([^_]+)_"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
+MAX_LISTED = 5
+
+log = get_logger("prepare")
+
+
+@dataclass
+class Pair:
+    name: str
+    speaker: str
+    paths: tuple[str, str]
+    stamps: tuple[tuple[int, int], tuple[int, int]]  # (size, mtime_ns) of both files
+    source_rate: int
+    num_frames: int  # at the source rate, after trimming a within-tolerance length difference
+    out_samples: int  # at the target rate
+
+
+@dataclass
+class Settings:
+    sample_rate: int
+    signals: tuple[str, str]
+    channel: int | None
+    drop_silent: bool
+    silence_threshold: float
+    length_tolerance_ms: float
+
+
+def list_audio(folder: Path) -> dict[str, Path]:
+    """Relative path without extension -> file, for every audio file under ``folder``."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in AUDIO_SUFFIXES or path.name.startswith(".") or not path.is_file():
+            continue
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        if key in found:
+            raise DataError(f"{path}: same name as {found[key]}; keep one of them")
+        found[key] = path
+    if not found:
+        raise DataError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return found
+
+
+def _header(path: Path, channel: int | None) -> tuple[int, int, str | None]:
+    """(sample rate, frames, problem or None) from the file header."""
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises several types for unreadable files
+        return 0, 0, f"{path}: unreadable audio ({str(exc).strip() or type(exc).__name__}); re-export or remove the pair"
+    if info.frames <= 0:
+        return info.samplerate, 0, f"{path}: empty audio file (no samples); remove the pair"
+    if info.channels > 1 and channel is None:
+        return info.samplerate, info.frames, (f"{path}: {info.channels} channels; pass --channel N (0-based) "
+                                              "to pick one, or downmix the corpus first")
+    if channel is not None and channel >= info.channels:
+        return info.samplerate, info.frames, f"{path}: --channel {channel} but the file has {info.channels} channel(s)"
+    return info.samplerate, info.frames, None
+
+
+def _check_pair(paths: tuple[Path, Path], settings: Settings) -> tuple[int, int, list[str]]:
+    (rate_a, frames_a, err_a), (rate_b, frames_b, err_b) = (_header(p, settings.channel) for p in paths)
+    problems = [e for e in (err_a, err_b) if e]
+    if problems:
+        return 0, 0, problems
+    if rate_a != rate_b:
+        return 0, 0, [f"{paths[1]}: sample rate {rate_b} Hz but its partner {paths[0]} has {rate_a} Hz; "
+                      "resample one of them"]
+    tolerance = int(round(settings.length_tolerance_ms * rate_a / 1000))
+    if abs(frames_a - frames_b) > tolerance:
+        return 0, 0, [f"{paths[1]}: {frames_b} samples but its partner {paths[0]} has {frames_a} "
+                      f"(difference beyond --length-tolerance-ms {settings.length_tolerance_ms}); fix the pair"]
+    return rate_a, min(frames_a, frames_b), []
+
+
+def _resampled_length(frames: int, rate_in: int, rate_out: int) -> int:
+    gcd = math.gcd(rate_in, rate_out)
+    return math.ceil(frames * (rate_out // gcd) / (rate_in // gcd))
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s): {'; '.join(problems[1:1 + MAX_LISTED])})" \
+            if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+
+
+def scan(first_dir: Path, second_dir: Path, settings: Settings, speaker_pattern: str,
+         need_speakers: bool, workers: int) -> list[Pair]:
+    """Pair the files and check every header; raises DataError before anything is written."""
+    from joblib import Parallel, delayed
+
+    first, second = list_audio(first_dir), list_audio(second_dir)
+    names_a, names_b = settings.signals[0], settings.signals[1]
+    missing = [f"{first[k]}: no partner in the {names_b} folder {second_dir}" for k in first if k not in second]
+    missing += [f"{second[k]}: no partner in the {names_a} folder {first_dir}" for k in second if k not in first]
+    _raise_problems(missing)
+    pattern = re.compile(speaker_pattern)
+    keys = sorted(first)
+    checks = Parallel(n_jobs=min(workers, 8), prefer="threads")(
+        delayed(_check_pair)((first[k], second[k]), settings) for k in keys)
+    problems, pairs, unmatched = [], [], 0
+    for key, (rate, frames, errs) in zip(keys, checks, strict=True):
+        problems += errs
+        match = pattern.search(Path(key).name)
+        if match is None:
+            if need_speakers:
+                problems.append(f"{first[key]}: --speaker-pattern {speaker_pattern!r} does not match the name; "
+                                "pass a pattern that does (its first group, or the whole match, is the speaker)")
+            unmatched += 1
+            speaker = ""
+        else:
+            speaker = match.group(1) if match.groups() else match.group(0)
+        if errs:
+            continue
+        stamps = tuple((st.st_size, st.st_mtime_ns) for st in (first[key].stat(), second[key].stat()))
+        pairs.append(Pair(key, speaker, (str(first[key]), str(second[key])), stamps, rate, frames,
+                          _resampled_length(frames, rate, settings.sample_rate)))
+    _raise_problems(problems)
+    if unmatched:
+        log.warning("%d file name(s) do not match --speaker-pattern %r; their speaker is stored as ''",
+                    unmatched, speaker_pattern)
+    return pairs
+
+
+def plan_shards(pairs: list[Pair], shard_bytes: int) -> list[list[Pair]]:
+    """Greedy, deterministic: consecutive pairs (sorted by name) until a shard reaches shard_bytes."""
+    shards: list[list[Pair]] = [[]]
+    size = 0
+    for pair in pairs:
+        if shards[-1] and size >= shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(pair)
+        size += 2 * 4 * pair.out_samples
+    return shards
+
+
+def _plan_hash(pairs: list[Pair], settings: Settings) -> str:
+    text = json.dumps([FORMAT_VERSION, vars(settings), [(p.name, p.speaker, p.paths, p.stamps) for p in pairs]],
+                      default=list)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_pair(pair: Pair, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals as float32 at the target rate, aligned and of equal length."""
+    waves = []
+    for path in pair.paths:
+        try:
+            wave, _ = sf.read(path, dtype="float32", always_2d=True, frames=pair.num_frames)
+        except Exception as exc:
+            raise DataError(f"{path}: unreadable audio ({exc}); re-export or remove the pair") from None
+        waves.append(wave[:, settings.channel or 0])
+    stacked = np.stack(waves)
+    if pair.source_rate != settings.sample_rate:
+        import torch
+        import torchaudio.functional as taf
+
+        stacked = taf.resample(torch.from_numpy(stacked), pair.source_rate, settings.sample_rate).numpy()
+    return stacked[0], stacked[1]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _shard_summary(path: Path) -> dict:
+    with h5py.File(path, "r") as h5:
+        summary = {"file": path.name, "num_pairs": int(h5.attrs["num_pairs"]),
+                   "num_samples": int(h5.attrs["num_samples"]),
+                   "silent": json.loads(h5.attrs["silent"]), "dropped": json.loads(h5.attrs["dropped"]),
+                   "speakers": [s.decode() for s in h5["speakers"][:]]}
+    summary["num_bytes"] = path.stat().st_size
+    summary["sha256"] = sha256_file(path)
+    return summary
+
+
+def pack_shard(path: Path, pairs: list[Pair], settings: Settings, plan: str) -> tuple[dict | None, list[str]]:
+    """Write one shard (temp name, fsync, rename). Returns (summary, problems)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    problems, silent, dropped = [], [], []
+    names, speakers, lengths = [], [], []
+    try:
+        with h5py.File(tmp, "w") as h5:
+            data = {s: h5.create_dataset(s, shape=(0,), maxshape=(None,), dtype="float32",
+                                         chunks=(CHUNK_SAMPLES,), fletcher32=True) for s in settings.signals}
+            total = 0
+            for pair in pairs:
+                try:
+                    waves = load_pair(pair, settings)
+                except DataError as exc:
+                    problems.append(str(exc))
+                    continue
+                bad = [(p, np.flatnonzero(~np.isfinite(w))) for p, w in zip(pair.paths, waves, strict=True)]
+                bad = [(p, idx) for p, idx in bad if len(idx)]
+                if bad:
+                    p, idx = bad[0]
+                    problems.append(f"{p}: {len(idx)} NaN/Inf sample(s), first at sample {idx[0]}; "
+                                    "fix or remove the pair")
+                    continue
+                if min(float(np.max(np.abs(w))) for w in waves) < settings.silence_threshold:
+                    silent.append(pair.name)
+                    if settings.drop_silent:
+                        dropped.append(pair.name)
+                        continue
+                if problems:
+                    continue  # the shard will not be kept; only collect further problems
+                n = len(waves[0])
+                for signal, wave in zip(settings.signals, waves, strict=True):
+                    data[signal].resize((total + n,))
+                    data[signal][total:total + n] = wave
+                total += n
+                names.append(pair.name)
+                speakers.append(pair.speaker)
+                lengths.append(n)
+            if problems:
+                raise DataError(problems[0])
+            h5.create_dataset("lengths", data=np.asarray(lengths, dtype=np.int64))
+            h5.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]))
+            h5.create_dataset("names", data=names, dtype=h5py.string_dtype())
+            h5.create_dataset("speakers", data=speakers, dtype=h5py.string_dtype())
+            h5.attrs.update(format_version=FORMAT_VERSION, sample_rate=settings.sample_rate, plan=plan,
+                            signals=json.dumps(list(settings.signals)), num_pairs=len(names),
+                            num_samples=total, silent=json.dumps(silent), dropped=json.dumps(dropped))
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except DataError:
+        tmp.unlink(missing_ok=True)
+        return None, problems
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _shard_summary(path), []
+
+
+def _pack_job(i: int, *args) -> tuple[int, tuple[dict | None, list[str]]]:
+    return i, pack_shard(*args)
+
+
+def _complete_shard(path: Path, plan: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5.attrs.get("plan") == plan and h5.attrs.get("format_version") == FORMAT_VERSION
+    except OSError:
+        return False
+
+
+def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str | None, shard_size_mb: float,
+               workers: int, sources: dict, progress: bool) -> dict:
+    """Pack ``pairs`` into ``out``; returns the manifest (also written to out/manifest.json)."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".shard-*.tmp"):  # left by a crashed run
+        stale.unlink()
+    shards = plan_shards(pairs, int(shard_size_mb * 2**20))
+    jobs, summaries = [], {}
+    for i, shard_pairs in enumerate(shards):
+        path, plan = out / f"shard-{i:05d}.h5", _plan_hash(shard_pairs, settings)
+        if _complete_shard(path, plan):
+            summaries[i] = _shard_summary(path)
+        else:
+            jobs.append((i, path, shard_pairs, plan))
+    if summaries:
+        log.info("%s: %d of %d shard(s) already complete, skipped", out, len(summaries), len(shards))
+    if jobs:
+        (out / MANIFEST).unlink(missing_ok=True)  # the folder is not a dataset until packing finishes
+    problems = []
+    results = Parallel(n_jobs=max(1, min(workers, len(jobs))), return_as="generator_unordered")(
+        delayed(_pack_job)(i, path, p, settings, plan) for i, path, p, plan in jobs)
+    for i, (summary, shard_problems) in tqdm(results, total=len(jobs), desc=f"packing {split or out.name}",
+                                             unit="shard", disable=not progress or not jobs):
+        problems += shard_problems
+        if summary is not None:
+            summaries[i] = summary
+    _raise_problems(problems)
+    ordered = [summaries[i] for i in range(len(shards))]
+    speakers: dict[str, int] = {}
+    for summary in ordered:
+        for speaker in summary.pop("speakers"):
+            speakers[speaker] = speakers.get(speaker, 0) + 1
+    silent = sorted(n for s in ordered for n in s.pop("silent"))
+    dropped = sorted(n for s in ordered for n in s.pop("dropped"))
+    for summary in ordered:
+        summary["seconds"] = round(summary["num_samples"] / settings.sample_rate, 3)
+    manifest = {
+        "format_version": FORMAT_VERSION, "split": split, "sample_rate": settings.sample_rate,
+        "signals": list(settings.signals), "num_pairs": sum(s["num_pairs"] for s in ordered),
+        "total_seconds": round(sum(s["num_samples"] for s in ordered) / settings.sample_rate, 3),
+        "num_shards": len(ordered), "speakers": dict(sorted(speakers.items())),
+        "silent": silent, "dropped_silent": dropped, "sources": sources,
+        "settings": {"channel": settings.channel, "drop_silent": settings.drop_silent,
+                     "silence_threshold": settings.silence_threshold,
+                     "length_tolerance_ms": settings.length_tolerance_ms},
+        "shards": ordered,
+    }
+    if silent:
+        listed = ", ".join(silent[:MAX_LISTED]) + (f" (+{len(silent) - MAX_LISTED} more)" if len(silent) > MAX_LISTED else "")
+        log.warning("%s: %d silent pair(s) %s: %s (full list in manifest.json)", out, len(silent),
+                    "dropped" if settings.drop_silent else "kept (pass --drop-silent to drop them)", listed)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    for extra in out.glob("shard-*.h5"):  # from an earlier run with a different plan
+        if extra.name not in {s["file"] for s in ordered}:
+            extra.unlink()
+    log.info("%s: %d pairs, %.1f s of audio in %d shard(s)", out, manifest["num_pairs"],
+             manifest["total_seconds"], len(ordered))
+    return manifest
+
+
+def prepare(first_dir: str | Path, second_dir: str | Path, out: str | Path, *,
+            signals: tuple[str, str] = ("clean", "noisy"), sample_rate: int = 16000, shard_size_mb: float = 256,
+            valid_speakers: list[str] | tuple[str, ...] = (), speaker_pattern: str = DEFAULT_SPEAKER_PATTERN,
+            workers: int = 1, channel: int | None = None, drop_silent: bool = False,
+            silence_threshold: float = 1e-4, length_tolerance_ms: float = 10.0,
+            progress: bool = True) -> dict[str, dict]:
+    """Pack ``first_dir`` (signals[0], e.g. clean) and ``second_dir`` (signals[1], e.g. noisy).
+
+    Returns ``{"train": manifest, "valid": manifest}`` with ``valid_speakers`` (written to
+    ``out/train`` and ``out/valid``), else ``{"all": manifest}`` written to ``out`` itself.
+    """
+    first_dir, second_dir, out = Path(first_dir), Path(second_dir), Path(out)
+    if sample_rate < 1000 or shard_size_mb <= 0 or workers < 1 or (channel is not None and channel < 0):
+        raise DataError(f"invalid settings: sample_rate={sample_rate}, shard_size_mb={shard_size_mb}, "
+                        f"workers={workers}, channel={channel}")
+    try:
+        re.compile(speaker_pattern)
+    except re.error as exc:
+        raise DataError(f"--speaker-pattern {speaker_pattern!r}: not a regular expression ({exc})") from None
+    settings = Settings(sample_rate, tuple(signals), channel, drop_silent, silence_threshold, length_tolerance_ms)
+    pairs = scan(first_dir, second_dir, settings, speaker_pattern, bool(valid_speakers), workers)
+    sources = {signals[0]: str(first_dir.resolve()), signals[1]: str(second_dir.resolve())}
+    common = dict(shard_size_mb=shard_size_mb, workers=workers, sources=sources, progress=progress)
+    if not valid_speakers:
+        return {"all": pack_split(out, pairs, settings, split=None, **common)}
+    found = sorted({p.speaker for p in pairs})
+    unknown = [s for s in valid_speakers if s not in found]
+    if unknown:
+        raise DataError(f"--valid-speakers: no files for speaker {unknown[0]!r} in {first_dir} "
+                        f"(speakers found: {', '.join(found[:20])}{' ...' if len(found) > 20 else ''})")
+    valid = [p for p in pairs if p.speaker in valid_speakers]
+    train = [p for p in pairs if p.speaker not in valid_speakers]
+    if not train:
+        raise DataError(f"--valid-speakers {','.join(valid_speakers)} leaves no training pairs in {first_dir}")
+    return {"train": pack_split(out / "train", train, settings, split="train", **common),
+            "valid": pack_split(out / "valid", valid, settings, split="valid", **common)}

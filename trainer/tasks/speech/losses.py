@@ -1,0 +1,107 @@
+"""Generator and discriminator losses of the metric-GAN speech-enhancement task.
+
+Generator: ``w_ri * RI + w_mag * MAG + w_time * TIME + gan_weight * GAN`` with
+- RI: MSE of the real parts plus MSE of the imaginary parts of the compressed complex spectra;
+- MAG: MSE of the compressed magnitudes;
+- TIME: L1 of the waveforms;
+- GAN: MSE of D(clean_mag, est_mag) to 1 (the estimate should score the best PESQ).
+
+Padding: with ``lengths`` given, the waveform term averages over the samples before each item's
+length and the spectral terms over the STFT frames whose centre lies before it (frame n is kept
+when ``n * hop < length``); without it every sample and frame counts. The GAN term always sees
+the whole (padded) spectra, as the discriminator does.
+
+Discriminator: MSE(D(clean, clean), 1) over every item plus the MSE of D(clean, estimate) to the
+normalised PESQ over the items whose PESQ was computed. Items whose PESQ failed get weight 0,
+never the whole batch dropped: the loss stays a function of every parameter, so all DDP ranks
+run the same backward and the same all-reduces even when one rank has no valid item.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.audio import spectral
+from trainer.core.config import Config
+
+__all__ = ["generator_loss", "discriminator_loss"]
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` (B, ...) over the entries where ``mask`` (broadcastable) is true."""
+    if mask is None:
+        return values.mean()
+    weights = mask.to(values.dtype).expand_as(values)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def generator_loss(out: dict, clean_wave: torch.Tensor, cfg: Config, gan_weight: float,
+                   disc: nn.Module | None, *, lengths: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total generator loss and its (detached) terms ``ri``, ``mag``, ``time``, ``gan``.
+
+    ``out`` is the generator's output dict (``wave`` (B, T), ``spec`` compressed complex (B, F, N),
+    ``mag`` (B, F, N)). The GAN term is computed only when ``gan_weight > 0`` and ``disc`` is
+    given (else it is a zero tensor). ``lengths`` (B,) optionally excludes zero padding.
+    """
+    stft_cfg, w = cfg.stft, cfg.loss
+    est_wave = out["wave"].float()
+    clean_wave = clean_wave.float()
+    if est_wave.shape != clean_wave.shape:
+        raise ValueError(f"generator_loss: estimate {tuple(est_wave.shape)} and clean "
+                         f"{tuple(clean_wave.shape)} waves differ in shape")
+    clean_spec = spectral.compress(spectral.stft(clean_wave, stft_cfg), stft_cfg.compress_factor, stft_cfg.eps)
+    clean_mag = clean_spec.abs()
+    est_spec = out["spec"].to(torch.complex64)
+    est_mag = out["mag"].float()
+
+    sample_mask = frame_mask = None
+    if lengths is not None:
+        lengths = lengths.to(clean_wave.device)
+        sample_mask = torch.arange(clean_wave.shape[-1], device=clean_wave.device)[None, :] < lengths[:, None]
+        frame_starts = torch.arange(clean_spec.shape[-1], device=clean_wave.device) * stft_cfg.hop_length
+        frame_mask = (frame_starts[None, :] < lengths[:, None])[:, None, :]  # (B, 1, N)
+
+    diff = est_spec - clean_spec
+    ri = _masked_mean(diff.real.square(), frame_mask) + _masked_mean(diff.imag.square(), frame_mask)
+    mag = _masked_mean((est_mag - clean_mag).square(), frame_mask)
+    time = _masked_mean((est_wave - clean_wave).abs(), sample_mask)
+    if gan_weight > 0 and disc is not None:
+        gan = (disc(clean_mag, est_mag).float() - 1.0).square().mean()
+    else:
+        gan = torch.zeros((), device=est_wave.device)
+    total = w.w_ri * ri + w.w_mag * mag + w.w_time * time + gan_weight * gan
+    terms = {"ri": ri.detach(), "mag": mag.detach(), "time": time.detach(), "gan": gan.detach()}
+    return total, terms
+
+
+def discriminator_loss(disc: nn.Module, clean_mag: torch.Tensor, est_mag: torch.Tensor,
+                       pesq_target: torch.Tensor, valid: torch.Tensor
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MetricGAN discriminator loss with failed PESQ items masked (see the module docstring).
+
+    ``clean_mag``/``est_mag``: compressed magnitudes (B, F, N), the estimate detached;
+    ``pesq_target``: normalised PESQ (B,) float (any value, NaN included, where invalid);
+    ``valid``: (B,) bool. Returns the loss and detached tensors ``clean_loss``, ``estimate_loss``,
+    ``d_clean`` and ``d_estimate`` (batch means), ``num_valid`` and ``num_items``.
+    """
+    num_items = clean_mag.shape[0]
+    valid = valid.to(device=clean_mag.device, dtype=torch.bool)
+    if pesq_target.shape != (num_items,) or valid.shape != (num_items,):
+        raise ValueError(f"discriminator_loss: pesq_target {tuple(pesq_target.shape)} and valid "
+                         f"{tuple(valid.shape)} must both be ({num_items},)")
+    # One forward over (clean, clean) and (clean, estimate): one power iteration per step.
+    both = disc(torch.cat([clean_mag, clean_mag]), torch.cat([clean_mag, est_mag.detach()])).float()
+    d_clean, d_estimate = both[:num_items], both[num_items:]
+    clean_loss = (d_clean - 1.0).square().mean()
+    # where() keeps a NaN target of a failed item out of the graph (NaN * 0 would still be NaN).
+    target = torch.where(valid, pesq_target.to(d_estimate), torch.zeros_like(d_estimate))
+    weights = valid.to(d_estimate.dtype)
+    num_valid = weights.sum()
+    estimate_loss = ((d_estimate - target).square() * weights).sum() / num_valid.clamp_min(1.0)
+    info = {"clean_loss": clean_loss.detach(), "estimate_loss": estimate_loss.detach(),
+            "d_clean": d_clean.detach().mean(), "d_estimate": d_estimate.detach().mean(),
+            "num_valid": num_valid.detach().long(),
+            "num_items": torch.tensor(num_items, device=clean_mag.device)}
+    return clean_loss + estimate_loss, info

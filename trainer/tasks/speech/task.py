@@ -1,0 +1,155 @@
+"""The speech-enhancement task: what one training step and one validation item compute.
+
+Step: the generator's loss (reconstruction terms, plus the MetricGAN term once the schedule lets it
+in); the discriminator learns D(clean, clean) -> 1 and D(clean, estimate) -> normalised PESQ of
+the estimate, labelled by a persistent PESQ process pool (items whose PESQ fails are masked).
+Validation: reconstruction loss, D outputs, and PESQ/SSNR/STOI (+ composite) per utterance.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from trainer.audio import spectral
+from trainer.core.registry import build_generator
+from trainer.core.task import Task, mean_summary
+from trainer.metrics.labeler import PesqLabeler, process_pool
+from trainer.metrics.quality import compute_metrics
+from trainer.tasks.speech import losses
+from trainer.tasks.speech.models import build_discriminator
+
+
+class SpeechTask(Task):
+    maximise = ("pesq", "stoi", "ssnr", "composite", "csig", "cbak", "covl")
+
+    def __init__(self, cfg, device: torch.device, cores: int):
+        super().__init__(cfg, device, cores)
+        workers = cfg.train.pesq_workers
+        if workers is None:
+            workers = min(cfg.data.batch_size, cores) if cores > 1 else 0
+        self.labeler = PesqLabeler(workers)
+        self.metric_pool = process_pool(cores) if cores > 1 else None
+
+    def build_models(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        return build_generator(self.cfg), build_discriminator(self.cfg)
+
+    def clean_magnitude(self, clean: torch.Tensor) -> torch.Tensor:
+        spec = spectral.stft(clean, self.cfg.stft)
+        return spectral.compressed_magnitude(spec, self.cfg.stft.compress_factor, self.cfg.stft.eps)
+
+    def generator_step(self, generator, discriminator, batch: dict, gan_weight: float):
+        """Forward + loss. Returns (total, terms, context for the discriminator step)."""
+        clean = batch["clean"].to(self.device, non_blocking=True)
+        noisy = batch["noisy"].to(self.device, non_blocking=True)
+        out = generator(noisy)
+        total, terms = losses.generator_loss(out, clean, self.cfg, gan_weight,
+                                             discriminator if gan_weight > 0 else None)
+        context = {"clean": clean, "out": out, "lengths": batch["lengths"]}
+        return total, terms, context
+
+    def discriminator_step(self, discriminator, context: dict):
+        """Label the estimates with PESQ (failed items masked) and compute the D loss."""
+        clean, out = context["clean"], context["out"]
+        estimate = out["wave"].detach()
+        scores, valid = self.labeler.score(clean.float().cpu().numpy(), estimate.float().cpu().numpy(),
+                                           context["lengths"].numpy(), sr=self.cfg.data.sample_rate)
+        target = torch.as_tensor(scores, dtype=torch.float32, device=self.device)
+        valid_mask = torch.as_tensor(valid, dtype=torch.bool, device=self.device)
+        clean_mag = self.clean_magnitude(clean)
+        loss, info = losses.discriminator_loss(discriminator, clean_mag, out["mag"].detach(), target, valid_mask)
+        return loss, {"num_valid": int(valid.sum()), "num_items": int(len(valid)), **_floats(info)}
+
+    def validation_metrics(self, validation_index: int, last: bool) -> tuple[str, ...]:
+        """PESQ and SSNR always, STOI every ``valid.stoi_every`` validations and at the last."""
+        which = ["pesq", "ssnr"]
+        if validation_index % self.cfg.valid.stoi_every == 0 or last:
+            which.append("stoi")
+        if self.cfg.valid.composite_metrics:
+            which += ["csig", "cbak", "covl"]
+        return tuple(which)
+
+    @torch.no_grad()
+    def validate_item(self, generator, discriminator, batch: dict) -> dict:
+        """One utterance (batch of 1): loss terms, D outputs, and the signals for the metrics."""
+        clean = batch["clean"].to(self.device)
+        noisy = batch["noisy"].to(self.device)
+        out = generator(noisy)
+        # Validation loss: the reconstruction terms only (no GAN term), so it is comparable
+        # across epochs whatever the GAN schedule.
+        total, terms = losses.generator_loss(out, clean, self.cfg, 0.0, None)
+        clean_mag = self.clean_magnitude(clean)
+        d_clean = discriminator(clean_mag, clean_mag).float().mean().item()
+        d_estimate = discriminator(clean_mag, out["mag"]).float().mean().item()
+        length = int(batch["lengths"][0])
+        return {
+            "name": batch["names"][0],
+            "loss": float(total),
+            **{f"loss_{k}": float(v) for k, v in terms.items() if k != "gan"},
+            "d_clean": d_clean,
+            "d_estimate": d_estimate,
+            "clean": clean[0, :length].float().cpu().numpy(),
+            "enhanced": out["wave"][0, :length].float().cpu().numpy(),
+        }
+
+    def score(self, rows: list[dict], which: tuple[str, ...]) -> list[dict]:
+        """PESQ/STOI/... of each row's enhanced signal (in the metric pool); the signals are dropped."""
+        if which:
+            score = partial(compute_metrics, sr=self.cfg.data.sample_rate, which=which)
+            signals = ([row["clean"] for row in rows], [row["enhanced"] for row in rows])
+            pool = self.metric_pool if self.metric_pool is not None and len(rows) > 1 else None
+            scores = list(pool.map(score, *signals) if pool is not None else map(score, *signals))
+        else:
+            scores = [{} for _ in rows]
+        scored = []
+        for row, score in zip(rows, scores, strict=True):
+            kept = {k: v for k, v in row.items() if k not in ("clean", "enhanced")}
+            kept.update({k: score.get(k) for k in which})
+            kept["error"] = score.get("error")
+            scored.append(kept)
+        return scored
+
+    def summarise(self, rows: list[dict], which: tuple[str, ...]) -> dict:
+        summary = mean_summary(rows, which)
+        ok = [row for row in rows if not row.get("error")]
+        if "pesq" in which and ok:
+            true_norm = [(row["pesq"] - 1.0) / 3.5 for row in ok]
+            summary["pesq_normalised"] = float(np.mean(true_norm))
+            summary["d_pesq_correlation"] = _pearson([row["d_estimate"] for row in ok], true_norm)
+        if summary.get("pesq") is not None and summary.get("stoi") is not None and summary.get("loss") is not None:
+            summary["composite"] = composite_score(summary["pesq"], summary["stoi"], summary["loss"])
+        return summary
+
+    def state(self) -> dict:
+        return {"pesq_labels": {"num_items": self.labeler.num_items, "num_failed": self.labeler.num_failed}}
+
+    def close(self) -> None:
+        self.labeler.close()
+        if self.metric_pool is not None:
+            self.metric_pool.shutdown(wait=True)
+
+
+def composite_score(pesq: float, stoi: float, loss: float) -> float:
+    """0.5*(PESQ-1)/3.5 + 0.3*STOI - 0.2*loss: one number to pick the checkpoint to ship."""
+    return 0.5 * (pesq - 1.0) / 3.5 + 0.3 * stoi - 0.2 * loss
+
+
+def _pearson(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 2:
+        return None
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.std() == 0 or ya.std() == 0:
+        return None
+    return float(np.corrcoef(xa, ya)[0, 1])
+
+
+def _floats(info: dict) -> dict:
+    out = {}
+    for key, value in info.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[key] = float(value)
+        elif isinstance(value, (int, float, np.floating)):
+            out[key] = float(value)
+    return out
