@@ -80,6 +80,24 @@ def test_lengths_exclude_the_zero_padding(waves, cfg):
     assert all(float(unmasked[k]) > 0.0 for k in ("ri", "mag", "time"))
 
 
+def test_a_zero_padded_item_has_the_loss_of_the_same_item_unpadded(waves, cfg):
+    clean, noisy = waves
+    length, padded_length = 5000, 8000
+    estimate = noisy[:1, :length] * 0.5 + clean[:1, :length] * 0.5
+    unpadded = generator_loss(perfect_output(estimate, cfg), clean[:1, :length], cfg, 0.0, None,
+                              lengths=torch.tensor([length]))
+    pad = torch.nn.functional.pad
+    padded = generator_loss(perfect_output(pad(estimate, (0, padded_length - length)), cfg),
+                            pad(clean[:1, :length], (0, padded_length - length)), cfg, 0.0, None,
+                            lengths=torch.tensor([length]))
+    assert torch.allclose(padded[0], unpadded[0], rtol=1e-6) and float(unpadded[0]) > 0
+    for key in ("ri", "mag", "time"):
+        assert torch.allclose(padded[1][key], unpadded[1][key], rtol=1e-6), key
+    unmasked = generator_loss(perfect_output(pad(estimate, (0, padded_length - length)), cfg),
+                              pad(clean[:1, :length], (0, padded_length - length)), cfg, 0.0, None)
+    assert not torch.allclose(unmasked[0], unpadded[0], rtol=1e-3)  # without lengths the padding counts
+
+
 def test_discriminator_loss_masks_failed_items(waves, cfg):
     torch.manual_seed(0)
     clean, noisy = waves

@@ -6,10 +6,11 @@ Generator: ``w_ri * RI + w_mag * MAG + w_time * TIME + gan_weight * GAN`` with
 - TIME: L1 of the waveforms;
 - GAN: MSE of D(clean_mag, est_mag) to 1 (the estimate should score the best PESQ).
 
-Padding: with ``lengths`` given, the waveform term averages over the samples before each item's
-length and the spectral terms over the STFT frames whose centre lies before it (frame n is kept
-when ``n * hop < length``); without it every sample and frame counts. The GAN term always sees
-the whole (padded) spectra, as the discriminator does.
+Padding: with ``lengths`` given (training passes the batch's), the waveform term averages over the
+samples before each item's length and the spectral terms over the STFT frames whose window ends
+within it (frame n is kept when ``n * hop + n_fft // 2 <= length``; centred frames), so a
+zero-padded item's terms equal those of the same item unpadded; without it every sample and frame
+counts. The GAN term always sees the whole (padded) spectra, as the discriminator does.
 
 Discriminator: MSE(D(clean, clean), 1) over every item plus the MSE of D(clean, estimate) to the
 normalised PESQ over the items whose PESQ was computed. Items whose PESQ failed get weight 0,
@@ -60,8 +61,9 @@ def generator_loss(out: dict, clean_wave: torch.Tensor, cfg: Config, gan_weight:
     if lengths is not None:
         lengths = lengths.to(clean_wave.device)
         sample_mask = torch.arange(clean_wave.shape[-1], device=clean_wave.device)[None, :] < lengths[:, None]
-        frame_starts = torch.arange(clean_spec.shape[-1], device=clean_wave.device) * stft_cfg.hop_length
-        frame_mask = (frame_starts[None, :] < lengths[:, None])[:, None, :]  # (B, 1, N)
+        frame_ends = torch.arange(clean_spec.shape[-1], device=clean_wave.device) * stft_cfg.hop_length \
+            + stft_cfg.n_fft // 2
+        frame_mask = (frame_ends[None, :] <= lengths[:, None])[:, None, :]  # (B, 1, N)
 
     diff = est_spec - clean_spec
     ri = _masked_mean(diff.real.square(), frame_mask) + _masked_mean(diff.imag.square(), frame_mask)

@@ -46,7 +46,7 @@ class SpeechTask(Task):
         noisy = batch["noisy"].to(self.device, non_blocking=True)
         out = generator(noisy)
         total, terms = losses.generator_loss(out, clean, self.cfg, gan_weight,
-                                             discriminator if gan_weight > 0 else None)
+                                             discriminator if gan_weight > 0 else None, lengths=batch["lengths"])
         context = {"clean": clean, "out": out, "lengths": batch["lengths"]}
         return total, terms, context
 
