@@ -40,7 +40,7 @@ import numpy as np
 
 from trainer.core.env import local_cores
 from trainer.core.exitcodes import EXIT_BAD_INPUT
-from trainer.core.io import atomic_write_text
+from trainer.core.io import atomic_write_text, atomic_write_wav
 from trainer.metrics.labeler import process_pool
 from trainer.metrics.quality import METRIC_KEYS, compute_metrics, summarize
 
@@ -201,15 +201,6 @@ def _read_mono(path: str) -> tuple[np.ndarray, int]:
     return wave[:, 0], sr
 
 
-def _write_wav(path: Path, wave: np.ndarray, sr: int) -> None:
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    sf.write(tmp, wave, sr, subtype="FLOAT")
-    os.replace(tmp, path)
-
-
 def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_dir: Path, workers: int, *,
                          out_dir: Path | None = None, progress: bool = False,
                          device: str = "cpu") -> tuple[dict, dict, list[dict]]:
@@ -261,7 +252,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
                 estimate = enhance(generator, cfg, noisy, rate)
                 estimates.append(estimate)
                 if out_dir is not None:
-                    _write_wav(out_dir / column / name, estimate, rate)
+                    atomic_write_wav(out_dir / column / name, estimate, rate)
             score(column, estimates)
             identities[column] = {"path": str(Path(path).resolve()), "epoch": info["epoch"], "step": info["step"],
                                   "run": cfg.run.name, "model": cfg.model.name}

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,7 @@ from trainer.audio.level import unit_rms_scale
 from trainer.core import checkpoint
 from trainer.core.config import Config, ConfigError
 from trainer.core.exitcodes import EXIT_BAD_INPUT
-from trainer.core.io import atomic_write_text
+from trainer.core.io import atomic_write_text, atomic_write_wav
 from trainer.core.log import get_logger
 from trainer.tasks.creative import diagnostics
 
@@ -89,19 +87,6 @@ def read_mono(path: str | Path, sample_rate: int, max_samples: int) -> np.ndarra
     return wave[:max_samples]
 
 
-def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=f".{path.stem}.", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, wave, sample_rate, subtype="FLOAT")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @torch.no_grad()
 def run_pairs(model: torch.nn.Module, cfg: Config, pairs: list[dict], out_dir: Path,
               device: torch.device) -> list[dict]:
@@ -123,7 +108,7 @@ def run_pairs(model: torch.nn.Module, cfg: Config, pairs: list[dict], out_dir: P
         files = {}
         for role, wave in (("input", wave_in), ("target", wave_tgt), ("output", wave_out)):
             files[role] = out_dir / f"sample_{k:02d}_{role}.wav"
-            _write_wav(files[role], wave, cfg.data.sample_rate)
+            atomic_write_wav(files[role], wave, cfg.data.sample_rate)
         rows.append({"sample": k, "input_name": pair["input_name"], "target_name": pair["target_name"],
                      "seconds": length / cfg.data.sample_rate, **diag,
                      "files": {role: str(p) for role, p in files.items()}})

@@ -12,10 +12,10 @@ Needs no torch; safe to run on a login node while the job writes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from trainer.core.io import atomic_write
 from trainer.core.runstate import read_metrics
 
 STEP_LOSS_KEYS = ("loss", "ri", "mag", "time", "gan", "d_loss")
@@ -34,9 +34,7 @@ def _series(records: list[dict], x_key: str, y_key: str) -> tuple[list, list]:
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _panel(ax, records, x_key, keys, title, *, log_y=False) -> bool:

@@ -15,17 +15,12 @@ import torch
 
 from trainer.core.config import StftConfig
 
-__all__ = ["stft", "istft", "compress", "decompress", "compressed_magnitude", "num_frames"]
+__all__ = ["stft", "istft", "compress", "decompress", "compressed_magnitude"]
 
 
 def _window(stft_cfg: StftConfig, device: torch.device) -> torch.Tensor:
     make = {"hann": torch.hann_window, "hamming": torch.hamming_window}[stft_cfg.window]
     return make(stft_cfg.n_fft, periodic=True, dtype=torch.float32, device=device)
-
-
-def num_frames(num_samples: int | torch.Tensor, stft_cfg: StftConfig) -> int | torch.Tensor:
-    """STFT frames of a wave of ``num_samples`` (centred frames, as :func:`stft` computes them)."""
-    return num_samples // stft_cfg.hop_length + 1
 
 
 def stft(wave: torch.Tensor, stft_cfg: StftConfig) -> torch.Tensor:

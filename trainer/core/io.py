@@ -51,3 +51,10 @@ def umask_mode(base: int = 0o666) -> int:
     mask = os.umask(0)
     os.umask(mask)
     return base & ~mask
+
+
+def atomic_write_wav(path: str | Path, wave, sample_rate: int, subtype: str = "FLOAT") -> None:
+    """A WAV file (float32 by default, so nothing clips) through :func:`atomic_write`."""
+    import soundfile as sf  # not at the top: login-node commands import this module and need no audio
+
+    atomic_write(path, lambda fh: sf.write(fh, wave, sample_rate, subtype=subtype, format="WAV"))

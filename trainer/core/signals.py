@@ -32,11 +32,6 @@ def ignore_stop_signals(*_args) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def request_stop(reason: str = "requested") -> None:
-    _reason.append(reason)
-    _flag.set()
-
-
 def stop_requested() -> bool:
     return _flag.is_set()
 
