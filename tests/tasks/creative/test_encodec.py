@@ -1,10 +1,10 @@
-"""EnCodec front-end: a PLUMBING test with randomly initialised weights.
+"""EnCodec front-end (Meta's ``encodec`` package): a PLUMBING test with randomly initialised weights.
 
-The weights file is written by ``write_random_encodec_weights`` in the layout of the official
-``encodec_24khz-d7cc33bc.th`` (weight-norm ``weight_g``/``weight_v`` pairs, codebooks under
-``quantizer.vq.layers.<i>._codebook.embed``), with small widths to stay fast. This checks
-loading, shapes, freezing and that gradients reach the masks through the frozen decoder; it says
-nothing about audio quality, which needs the real pretrained file.
+The weights file is saved by ``write_random_encodec_weights`` from the package's own 24 kHz model,
+i.e. in the layout of the official ``encodec_24khz-d7cc33bc.th`` (252 keys, weight-norm
+``weight_g``/``weight_v`` pairs, codebooks under ``quantizer.vq.layers.<i>._codebook.embed``). This
+checks loading, shapes, freezing and that gradients reach the masks through the frozen decoder; it
+says nothing about audio quality, which needs the real pretrained file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from trainer.core.config import ConfigError, load_config
 from trainer.core.registry import build_generator
-from trainer.tasks.creative.models.encodec import FrozenEncodec, load_encodec, write_random_encodec_weights
+from trainer.tasks.creative.models.encodec import load_encodec, write_random_encodec_weights
 
 SR = 24000
 
@@ -22,7 +22,7 @@ SR = 24000
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("encodec") / "encodec_random.th"
-    write_random_encodec_weights(path, n_filters=4, dimension=16, num_codebooks=10, bins=32, seed=3)
+    write_random_encodec_weights(path, seed=3)
     return path
 
 
@@ -33,35 +33,23 @@ def creative_config(weights, *extra):
                               "model.num_transformer_layers=1", "model.num_stages=2", *extra])
 
 
-def test_random_weights_load_frozen_with_8_codebooks_for_6_kbps(weights_file):
+def test_random_weights_load_frozen_and_quantize_with_8_codebooks_at_6_kbps(weights_file):
     codec = load_encodec(weights_file, bandwidth_kbps=6.0)
-    assert codec.codebooks.shape == (8, 32, 16)  # 8 x 10 bits x 75 frames/s = 6 kbps
+    assert sum(p.numel() for p in codec.parameters()) > 14_000_000  # the full 24 kHz model
     assert not any(p.requires_grad for p in codec.parameters())
     wave = 0.1 * torch.randn(2, SR // 2 + 7)
     latent = codec.encode(wave)
-    assert latent.shape == (2, 16, -(-wave.shape[1] // 320))  # 75 frames per second, last one partial
+    assert latent.shape == (2, 128, -(-wave.shape[1] // 320))  # 75 frames per second, last one partial
+    # the latent is a sum of 8 codebook entries, chosen residual by residual (nearest first)
+    raw = codec.model.encoder(wave.unsqueeze(1))
+    residual, total = raw[0].t(), torch.zeros_like(raw[0].t())
+    for layer in codec.model.quantizer.vq.layers[:8]:
+        book = layer._codebook.embed
+        chosen = book[torch.cdist(residual, book).argmin(-1)]
+        total, residual = total + chosen, residual - chosen
+    torch.testing.assert_close(latent[0].t(), total, rtol=1e-4, atol=1e-4)
     decoded = codec.decode(latent, wave.shape[1])
     assert decoded.shape == wave.shape and torch.isfinite(decoded).all()
-
-
-class _PassThrough(torch.nn.Module):
-    """Stands in for the encoder: undoes encode's unsqueeze(1), so a (B, C, N) latent goes straight
-    to the quantizer."""
-
-    def forward(self, x):
-        return x.squeeze(1)
-
-
-def test_residual_quantizer_picks_nearest_entries_residual_by_residual():
-    torch.manual_seed(0)
-    codec = FrozenEncodec(n_filters=2, dimension=4, num_codebooks=2, bins=5)
-    codec.codebooks.copy_(torch.randn(2, 5, 4))
-    codec.encoder = _PassThrough()
-    latent = torch.randn(1, 4, 6)
-    first = codec.codebooks[0][torch.cdist(latent[0].t(), codec.codebooks[0]).argmin(-1)]
-    residual = latent[0].t() - first
-    second = codec.codebooks[1][torch.cdist(residual, codec.codebooks[1]).argmin(-1)]
-    torch.testing.assert_close(codec.encode(latent)[0].t(), first + second)
 
 
 def test_agent_with_encodec_front_end_trains_only_its_own_weights(weights_file):
@@ -70,13 +58,21 @@ def test_agent_with_encodec_front_end_trains_only_its_own_weights(weights_file):
     inputs, targets = 0.1 * torch.randn(2, SR // 4), 0.1 * torch.randn(2, SR // 4)
     out = model(inputs, targets)
     assert out["wave"].shape == inputs.shape
-    assert out["mask_input"].shape == (2, 16, -(-inputs.shape[1] // 320))
+    assert out["mask_input"].shape == (2, 128, -(-inputs.shape[1] // 320))
     out["wave"].pow(2).mean().backward()
     codec_params = list(model.front_end.codec.parameters())
     assert codec_params and all(p.grad is None for p in codec_params)
     assert model.agent.mask_input.weight.grad is not None and model.agent.mask_input.weight.grad.abs().sum() > 0
     model.train()
     assert not model.front_end.codec.training  # frozen codec stays in inference mode
+
+
+def test_without_the_package_the_error_names_it(weights_file, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "encodec", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install encodec"):
+        load_encodec(weights_file)
 
 
 def test_bad_weights_files_are_clear_errors(tmp_path, weights_file):
@@ -94,10 +90,10 @@ def test_bad_weights_files_are_clear_errors(tmp_path, weights_file):
     del state["decoder.model.15.conv.conv.bias"]
     truncated = tmp_path / "truncated.th"
     torch.save(state, truncated)
-    with pytest.raises(ConfigError, match="decoder.model.15.conv.conv.bias"):
+    with pytest.raises(ConfigError, match="lacks decoder.model.15.conv.conv.bias"):
         load_encodec(truncated)
-    with pytest.raises(ConfigError, match="12 kbps|16 codebooks"):
-        load_encodec(weights_file, bandwidth_kbps=12.0)
+    with pytest.raises(ConfigError, match="5.0 kbps is not one of"):
+        load_encodec(weights_file, bandwidth_kbps=5.0)
     with pytest.raises(ConfigError, match="sample_rate"):
         build_generator(creative_config(weights_file, "data.sample_rate=16000"))
 
@@ -108,7 +104,7 @@ def test_a_damaged_copy_of_an_officially_named_file_is_caught(tmp_path, weights_
     data = weights_file.read_bytes()
     good = tmp_path / f"encodec_24khz-{hashlib.sha256(data).hexdigest()[:8]}.th"
     good.write_bytes(data)
-    assert load_encodec(good).codebooks.shape[0] == 8
+    assert load_encodec(good).bandwidth_kbps == 6.0
     damaged = tmp_path / "encodec_24khz-d7cc33bc.th"  # the official name, other content
     damaged.write_bytes(data)
     with pytest.raises(ConfigError, match="damaged"):
