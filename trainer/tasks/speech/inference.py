@@ -1,11 +1,20 @@
-"""Enhance a whole signal with a speech generator (evaluation and the enhance command).
+"""Enhance whole signals with a speech generator (evaluation and the enhance command).
 
-Input is normalised as in training (``data.normalize``: noisy to unit RMS) and the output scaled
-back, so enhanced files keep the input's level; other sample rates are resampled to the model's
-and back.
+Input is normalised as in training (``data.normalize``: noisy to unit RMS over the whole file, the
+CMGAN/MP-SENet convention) and the output scaled back, so enhanced files keep the input's level;
+other sample rates are resampled to the model's and back.
+
+Long signals are cut into chunks of ``chunk`` samples that overlap by at least ``overlap`` samples
+(the last chunk is aligned to the end, so no chunk is padded) and put back together by
+overlap-add with linear cross-fades, so memory stays bounded by the chunk length. A signal no
+longer than one chunk is enhanced in one pass, exactly as without chunking. Chunks of several
+signals go through the generator together (``batch_size``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,25 +26,132 @@ from trainer.core.log import get_logger, warn_once
 log = get_logger("enhance")
 
 
-@torch.no_grad()
-def enhance(generator: torch.nn.Module, cfg: Config, noisy: np.ndarray, sample_rate: int) -> np.ndarray:
+def _resample(wave: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
+    import torchaudio.functional as AF  # only for inputs at another rate than the model's
+
+    return AF.resample(wave, rate_in, rate_out)
+
+
+def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
+    """Starts of the chunks covering ``length`` samples: hop ``chunk - overlap``, the last chunk
+    ending at ``length``; one chunk when the signal fits in it."""
+    if length <= chunk:
+        return [0]
+    hop = chunk - overlap
+    starts = list(range(0, length - chunk, hop))
+    return [*starts, length - chunk]
+
+
+def _crossfade_weights(chunk: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+    weights = np.ones(chunk, dtype=np.float64)
+    ramp = (np.arange(overlap) + 0.5) / overlap
+    if not first and overlap:
+        weights[:overlap] = ramp
+    if not last and overlap:
+        weights[chunk - overlap:] = ramp[::-1]
+    return weights
+
+
+@dataclass
+class _Signal:
+    key: object
+    length: int  # at the caller's rate
+    rate: int
+    model_wave: np.ndarray  # normalised, at the model's rate
+    scale: float
+    starts: list[int]
+    out: np.ndarray = field(init=False)
+    norm: np.ndarray = field(init=False)
+    pending: int = field(init=False)
+
+    def __post_init__(self):
+        self.out = np.zeros(len(self.model_wave), dtype=np.float64)
+        self.norm = np.zeros(len(self.model_wave), dtype=np.float64)
+        self.pending = len(self.starts)
+
+
+class ChunkedEnhancer:
+    """Enhance many signals in bounded memory; see the module docstring."""
+
+    def __init__(self, generator: torch.nn.Module, cfg: Config, *, chunk_seconds: float = 30.0,
+                 overlap_seconds: float = 1.0, batch_size: int = 1):
+        if chunk_seconds <= 2 * overlap_seconds or overlap_seconds < 0:
+            raise ValueError(f"chunk_seconds ({chunk_seconds}) must exceed twice overlap_seconds ({overlap_seconds})")
+        self.generator, self.cfg = generator, cfg
+        self.rate = cfg.data.sample_rate
+        self.chunk = int(round(chunk_seconds * self.rate))
+        self.overlap = int(round(overlap_seconds * self.rate))
+        self.batch_size = max(1, batch_size)
+        self.device = next(generator.parameters()).device
+
+    def _prepare(self, key, noisy: np.ndarray, rate: int) -> _Signal:
+        wave = torch.as_tensor(np.asarray(noisy, dtype=np.float32))
+        if wave.ndim != 1 or len(wave) == 0:
+            raise ValueError(f"expected a non-empty mono signal, got shape {tuple(wave.shape)}")
+        if rate != self.rate:
+            warn_once(log, f"resample-{rate}", f"resampling {rate} Hz input to the model's {self.rate} Hz")
+            wave = _resample(wave, rate, self.rate)
+        scale = float(unit_rms_scale(wave.numpy())) if self.cfg.data.normalize else 1.0
+        model_wave = wave.numpy() * scale
+        return _Signal(key, len(noisy), rate, model_wave, scale, chunk_starts(len(model_wave), self.chunk, self.overlap))
+
+    def _finish(self, signal: _Signal) -> np.ndarray:
+        out = torch.from_numpy((signal.out / np.maximum(signal.norm, 1e-12)).astype(np.float32)) / signal.scale
+        if signal.rate != self.rate:
+            out = _resample(out, self.rate, signal.rate)
+        out = out[:signal.length] if len(out) >= signal.length else torch.nn.functional.pad(
+            out, (0, signal.length - len(out)))
+        return out.numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def _run(self, pieces: list[tuple[_Signal, int]]) -> None:
+        """One generator call over same-length pieces (signal, start)."""
+        batch = torch.stack([torch.from_numpy(
+            np.ascontiguousarray(s.model_wave[start:start + min(self.chunk, len(s.model_wave))])) for s, start in pieces])
+        out = self.generator(batch.to(self.device))["wave"].float().cpu().numpy()
+        for (signal, start), estimate in zip(pieces, out, strict=True):
+            index = signal.starts.index(start)
+            weights = _crossfade_weights(len(estimate), self.overlap, index == 0, index == len(signal.starts) - 1)
+            signal.out[start:start + len(estimate)] += weights * estimate
+            signal.norm[start:start + len(estimate)] += weights
+            signal.pending -= 1
+
+    def enhance_many(self, items: Iterable[tuple[object, np.ndarray, int]]) -> Iterator[tuple[object, np.ndarray]]:
+        """(key, noisy, rate) -> (key, enhanced at ``rate``, same length), in input order per batch.
+
+        Signals shorter than a chunk are batched only with signals of the same length (no padding,
+        so the result equals a one-pass enhancement); chunks of long signals batch together.
+        """
+        queue: dict[int, list[tuple[_Signal, int]]] = {}
+        open_signals: list[_Signal] = []
+
+        def flush(length: int) -> None:
+            pieces = queue.pop(length, [])
+            for i in range(0, len(pieces), self.batch_size):
+                self._run(pieces[i:i + self.batch_size])
+
+        for key, noisy, rate in items:
+            signal = self._prepare(key, noisy, rate)
+            open_signals.append(signal)
+            piece_length = min(self.chunk, len(signal.model_wave))
+            for start in signal.starts:
+                queue.setdefault(piece_length, []).append((signal, start))
+                if len(queue[piece_length]) >= self.batch_size:
+                    flush(piece_length)
+            yield from self._done(open_signals)
+        for length in list(queue):
+            flush(length)
+        yield from self._done(open_signals)
+
+    def _done(self, open_signals: list[_Signal]) -> Iterator[tuple[object, np.ndarray]]:
+        while open_signals and open_signals[0].pending == 0:
+            signal = open_signals.pop(0)
+            yield signal.key, self._finish(signal)
+
+
+def enhance(generator: torch.nn.Module, cfg: Config, noisy: np.ndarray, sample_rate: int, *,
+            chunk_seconds: float = 30.0, overlap_seconds: float = 1.0) -> np.ndarray:
     """Enhance one mono signal; returns float32 at ``sample_rate`` and the same length."""
-    wave = torch.as_tensor(np.asarray(noisy, dtype=np.float32))
-    if wave.ndim != 1:
-        raise ValueError(f"expected a mono signal, got shape {tuple(wave.shape)}")
-    model_rate = cfg.data.sample_rate
-    if sample_rate != model_rate:
-        import torchaudio.functional as AF
-
-        warn_once(log, f"resample-{sample_rate}", f"resampling {sample_rate} Hz input to the model's {model_rate} Hz")
-        wave = AF.resample(wave, sample_rate, model_rate)
-    scale = float(unit_rms_scale(wave.numpy())) if cfg.data.normalize else 1.0
-    device = next(generator.parameters()).device
-    out = generator((wave * scale)[None].to(device))["wave"][0].float().cpu() / scale
-    if sample_rate != model_rate:
-        import torchaudio.functional as AF
-
-        out = AF.resample(out, model_rate, sample_rate)
-    length = len(noisy)
-    out = out[:length] if len(out) >= length else torch.nn.functional.pad(out, (0, length - len(out)))
-    return out.numpy().astype(np.float32)
+    enhancer = ChunkedEnhancer(generator, cfg, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+    ((_, out),) = enhancer.enhance_many([(0, noisy, sample_rate)])
+    return out
