@@ -211,3 +211,23 @@ def test_short_demo_run_beats_the_noisy_input(repo_root, tmp_path):
     final = [r for r in read_metrics(tmp_path / "demo") if r.get("kind") == "epoch"][-1]
     assert final["valid_pesq"] > noisy, (final, noisy)
     assert json.loads((tmp_path / "demo/state.json").read_text())["best"]["pesq"] >= final["valid_pesq"]
+
+
+@pytest.mark.slow
+def test_init_from_fine_tunes_from_a_checkpoint_with_fresh_optimizers(repo_root, tmp_path):
+    source = tmp_path / "source"
+    first = run_train(repo_root, source, "train.epochs=1", "train.max_steps_per_epoch=2")
+    assert first.returncode == EXIT_FINISHED, first.stderr[-3000:]
+    init = f"train.init_from={source / 'checkpoints/last.pt'}"
+    tuned = run_train(repo_root, tmp_path / "tuned", "train.epochs=1", "train.max_steps_per_epoch=1", init,
+                      "optim.lr=0.0")
+    assert tuned.returncode == EXIT_FINISHED, tuned.stderr[-3000:]
+    assert "fine-tuning: generator and discriminator from" in tuned.stderr
+    a = torch.load(source / "checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "tuned/checkpoints/last.pt", weights_only=True)
+    for key in a["generator"]:  # lr 0: the weights are still the source's
+        assert torch.equal(a["generator"][key], b["generator"][key]), key
+    assert b["step"] == 1 and all(s["step"] == 1 for s in b["opt_g"]["state"].values())  # fresh optimizer
+    other = run_train(repo_root, tmp_path / "other", "train.epochs=1", init, "model.num_channels=8")
+    assert other.returncode == EXIT_BAD_INPUT
+    assert "train.init_from:" in other.stderr and "model.num_channels: checkpoint 16, config 8" in other.stderr

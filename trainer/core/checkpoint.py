@@ -186,6 +186,21 @@ def restore_training_state(state: dict, path: Path, parts: dict[str, Any], sampl
     return progress
 
 
+def init_weights_from(path: str | Path, cfg: Config, generator: torch.nn.Module,
+                      discriminator: torch.nn.Module) -> str:
+    """Fine-tuning: load a checkpoint's generator (and its discriminator, when it has one) into a new
+    run's networks. The task and the architecture keys must match; returns what was loaded."""
+    state = load(path)
+    diffs = architecture_mismatches(state["config"], to_dict(cfg))
+    if diffs:
+        raise CheckpointError(f"train.init_from: {path} has another architecture: " + "; ".join(diffs))
+    load_module_state(generator, state["generator"], "generator", path)
+    if not state["discriminator"]:  # e.g. an imported official generator-only checkpoint
+        return "generator (the checkpoint has no discriminator: it starts fresh)"
+    load_module_state(discriminator, state["discriminator"], "discriminator", path)
+    return "generator and discriminator"
+
+
 def save_run_checkpoints(state: dict, folder: Path, improved: tuple[str, ...]) -> list[str]:
     """Write ``last`` and copy it to ``best_<metric>`` for each improved metric; returns the names."""
     save_atomic(state, folder / "last.pt")

@@ -114,6 +114,9 @@ class TrainConfig(Section):
                                              "(null = this rank's cores, at most the batch size; 0 = in-process)",
                                        min=0)
     max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1)
+    init_from: str | None = setting(None, "start a NEW run from this checkpoint's generator (and discriminator, "
+                                          "when it has one) weights with fresh optimizers: fine-tuning, not resume "
+                                          "(ignored once the run has its own checkpoints/last.pt)")
     deterministic: bool = setting(True, "deterministic algorithms (bit-exact resume on CPU)")
 
 

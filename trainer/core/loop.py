@@ -89,6 +89,9 @@ class Trainer:
         if not path.exists():
             log.info("new run in %s (%d steps per epoch, %d rank(s), device %s)", self.run_dir,
                      self.steps_per_epoch, self.env.world_size, self.device)
+            if self.cfg.train.init_from:
+                loaded = ckpt.init_weights_from(self.cfg.train.init_from, self.cfg, self.generator, self.discriminator)
+                log.info("fine-tuning: %s from %s, fresh optimizers", loaded, self.cfg.train.init_from)
             return
         state = ckpt.load(path)
         diffs = ckpt.architecture_mismatches(state["config"], to_dict(self.cfg))
