@@ -117,6 +117,35 @@ def test_ddp_two_ranks_resume_is_bit_exact(repo_root, tmp_path):
     assert kept == ["best_composite.pt", "best_loss.pt", "best_pesq.pt", "best_stoi.pt", "last.pt"]
 
 
+def step_records(run_dir):
+    """Every number of every step record except the timings."""
+    return [{k: v for k, v in r.items() if isinstance(v, (int, float)) and "sec" not in k}
+            for r in read_metrics(run_dir) if r.get("kind") == "step"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_overlapped_labels_give_the_serial_losses(repo_root, tmp_path, nproc):
+    """PESQ labels computed in a real pool while the generator's backward runs (the default) vs the
+    serial order (labels first, then both backwards): identical step records and weights."""
+    overrides = ("train.epochs=2", "train.pesq_workers=1")
+    for mode in ("serial", "overlapped"):
+        proc = run_train(repo_root, tmp_path / mode, *overrides,
+                         f"train.overlap_labels={str(mode == 'overlapped').lower()}", nproc=nproc)
+        assert proc.returncode == EXIT_FINISHED, proc.stderr[-3000:]
+    serial, overlapped = step_records(tmp_path / "serial"), step_records(tmp_path / "overlapped")
+    assert len(serial) == 8 and all(r["gan"] > 0 and r["pesq_valid_rate"] == 1.0 for r in serial)
+    assert overlapped == serial
+    assert epoch_records(tmp_path / "overlapped") == epoch_records(tmp_path / "serial")
+    a = torch.load(tmp_path / "serial/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "overlapped/checkpoints/last.pt", weights_only=True)
+    for part in ("generator", "discriminator"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    waits = [r["sec_label_wait"] for r in read_metrics(tmp_path / "overlapped") if r.get("kind") == "step"]
+    assert len(waits) == 8 and all(w >= 0 for w in waits)
+
+
 @pytest.mark.slow
 def test_rank_whose_pesq_items_all_fail_does_not_hang(repo_root, tmp_path):
     """Rank 1's clean references are digitally silent: PESQ fails on all its items, never on rank 0's."""

@@ -27,3 +27,25 @@ def test_steps_pass_on_cpu(repo_root, tmp_path):
     assert report["ok"] and set(report["checks"]) == {"collectives", "train", "resume", "evaluate"}
     assert report["checks"]["resume"]["bit_exact"] and report["checks"]["resume"]["steps"] == 12
     assert report["checks"]["evaluate"]["files"] == 8
+
+
+@pytest.mark.slow
+def test_throughput_step_compares_the_labelling_modes_on_cpu(repo_root, tmp_path):
+    """The throughput step runs bench_throughput.py (real loop step, real PESQ pool) for every mode
+    and reports the ratios; the smoke config and one step per block keep it short on the CPU."""
+    report_path = tmp_path / "report.json"
+    skip = [a for name in ("collectives", "train", "resume", "evaluate") for a in ("--skip", name)]
+    proc = subprocess.run(["bash", "benchmarks/gpu_acceptance.sh", str(report_path), "--allow-cpu", *skip,
+                           "--throughput-config", "configs/smoke.yaml", "--throughput-steps", "1"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    throughput = json.loads(report_path.read_text())["checks"]["throughput"]
+    assert throughput["ok"] and set(throughput) >= {"smoke_bf16", "smoke_fp32"}
+    for name in ("smoke_bf16", "smoke_fp32"):
+        result = throughput[name]
+        assert set(result["modes"]) == {"serial", "overlapped", "none"}
+        for mode in result["modes"].values():
+            assert mode["steps_measured"] == 2 and mode["samples_per_sec"] > 0
+            assert set(mode["ms_per_step_median"]) == {"data", "generator", "label_wait", "discriminator",
+                                                      "other", "total"}
+        assert {"serial_over_overlapped", "serial_over_none", "overlapped_over_none"} <= set(result["ratios"])

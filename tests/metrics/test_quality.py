@@ -208,6 +208,39 @@ def test_pesq_labeler_replaces_a_dead_pool(speech):
     np.testing.assert_allclose(labels[valid], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_pesq_labeler_submit_gives_the_labels_of_score(speech, workers):
+    """``submit`` returns at once and copies the items: the caller may overwrite its arrays (the
+    training loop's tensors) while they are scored; ``result`` gives what ``score`` gives, counted once."""
+    batch_c, batch_e, lengths, expected = _padded_batch(speech, seconds=1.0)
+    with PesqLabeler(num_workers=workers) as labeler:
+        labels, valid = labeler.score(batch_c, batch_e, lengths)
+        pending = labeler.submit(batch_c, batch_e, lengths)
+        batch_c[:], batch_e[:] = 0.0, 1.0
+        pending_labels, pending_valid = pending.result()
+        assert pending.done() and pending.result()[0] is pending_labels
+        assert labeler.num_items == 8 and labeler.num_failed == 2
+    np.testing.assert_array_equal(pending_labels, labels)
+    assert pending_valid.tolist() == valid.tolist() == [True, True, False, True]
+    np.testing.assert_allclose(labels[valid], expected, rtol=1e-6)
+
+
+def test_pesq_labeler_pending_labels_survive_a_dead_pool(speech):
+    import signal
+
+    batch_c, batch_e, lengths, expected = _padded_batch(speech, seconds=1.0)
+    with PesqLabeler(num_workers=1) as labeler:
+        labeler.score(batch_c, batch_e, lengths)  # the pool is up
+        dead = labeler._executor
+        pending = labeler.submit(batch_c, batch_e, lengths)
+        for pid in list(dead._processes):  # our own worker, while it scores the batch
+            os.kill(pid, signal.SIGKILL)
+        labels, valid = pending.result()
+        assert labeler._executor is not dead
+    assert valid.tolist() == [True, True, False, True]
+    np.testing.assert_allclose(labels[valid], expected, rtol=1e-6)
+
+
 RANK_SCRIPT = textwrap.dedent("""
     import os, sys, threading
     import numpy as np, torch, torch.distributed as dist

@@ -113,6 +113,9 @@ class TrainConfig(Section):
     pesq_workers: int | None = setting(None, "processes labelling the discriminator's items with PESQ, per rank "
                                              "(null = this rank's cores, at most the batch size; 0 = in-process)",
                                        min=0)
+    overlap_labels: bool = setting(True, "start the discriminator's labels (PESQ) as soon as the generator's forward "
+                                         "pass has produced the estimates and run the generator's backward while "
+                                         "they are computed; false = the serial order (the same losses)")
     max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1)
     init_from: str | None = setting(None, "start a NEW run from this checkpoint's generator (and discriminator, "
                                           "when it has one) weights with fresh optimizers: fine-tuning, not resume "

@@ -2,9 +2,12 @@
 
 Step protocol (identical on every rank, so a failure on one rank can never hang DDP):
 1. generator forward and loss (``task.generator_step``; the discriminator frozen, called without DDP);
-2. the discriminator's loss on the detached estimates (``task.discriminator_step``);
+   with ``train.overlap_labels`` (default) the task starts the discriminator's labels
+   (``task.start_discriminator_labels``: PESQ in a process pool) and the generator's backward runs
+   while they are computed;
+2. the discriminator's loss on the detached estimates (``task.discriminator_step``; waits for the labels);
 3. one all-reduce of [G loss non-finite, D loss non-finite, stop requested, checkpoint due];
-4. both backwards and optimizer steps unless a loss was non-finite on any rank (then skipped,
+4. both backwards (the generator's unless already run) and optimizer steps unless a loss was non-finite on any rank (then skipped,
    counted; ``train.max_nonfinite_steps`` in a row stops the run, keeping the last good checkpoint);
    a non-finite gradient norm (the same on every rank after DDP's all-reduce) skips that step too;
 5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42.
@@ -184,37 +187,75 @@ class Trainer:
                  signals.stop_reason() or "another rank", self.progress.step, EXIT_REQUEUE)
         return EXIT_REQUEUE
 
+    # Benchmarks set this: CUDA is synchronised at the phase boundaries of a step, so that the
+    # sec_* fields of its record hold each phase's GPU time (training leaves the kernels queued).
+    sync_phase_timing = False
+
+    def _clock(self) -> float:
+        if self.sync_phase_timing and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def _train_step(self, batch: dict, weight: float) -> tuple[list[float], dict]:
+        """One step of the protocol in the module docstring.
+
+        With ``train.overlap_labels`` the task starts the discriminator's labels (PESQ in a process
+        pool) right after the generator's forward, and the generator's backward runs while they are
+        computed; the discriminator step then waits for what is left. The losses equal the serial
+        order's: the discriminator's input is detached, the generator's backward changes no
+        discriminator parameter and draws no random numbers (the torch RNG is used in the same
+        order: generator forward, then discriminator forward). That backward precedes the flags'
+        all-reduce, so every rank runs it, and its gradients are dropped when any rank's generator
+        loss was non-finite. Record fields ``sec_generator`` (forward, backward, clip, step),
+        ``sec_discriminator`` (the same, without the task's ``sec_label_wait``).
+        """
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        overlap = self.cfg.train.overlap_labels
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        tick = self._clock()
         self.discriminator.requires_grad_(False)
         with autocast:
             g_loss, terms, context = self.task.generator_step(self.g_ddp, self.discriminator, batch, weight)
         self.discriminator.requires_grad_(True)
+        if overlap:
+            self.task.start_discriminator_labels(context)
+            g_loss.backward()
+        tock = self._clock()
+        seconds = {"generator": tock - tick}
         with autocast:
             d_loss, d_info = self.task.discriminator_step(self.d_ddp, context)
+        seconds["discriminator"] = self._clock() - tock - d_info.get("sec_label_wait", 0.0)
         local = torch.tensor([float(not torch.isfinite(g_loss)), float(not torch.isfinite(d_loss)),
                               float(signals.stop_requested()), float(self._checkpoint_due(self.progress.step + 1))])
         flags = dist.all_reduce_sum(local).tolist()
-        self.opt_g.zero_grad(set_to_none=True)
-        self.opt_d.zero_grad(set_to_none=True)
         record = {"loss": float(g_loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
                   "d_loss": float(d_loss.detach()), **d_info}
-        for which, loss, module, opt, finite in (("generator", g_loss, self.generator, self.opt_g, flags[0] == 0),
-                                                 ("discriminator", d_loss, self.discriminator, self.opt_d,
-                                                  flags[1] == 0)):
+        self._update(record, flags, seconds, (g_loss, overlap), (d_loss, False))
+        record.update({f"sec_{which}": value for which, value in seconds.items()})
+        return flags, record
+
+    def _update(self, record: dict, flags: list[float], seconds: dict, generator: tuple, discriminator: tuple) -> None:
+        """Backward (unless done), clip and optimizer step of each network, unless non-finite on any rank."""
+        for which, (loss, backward_done), module, opt, finite in (
+                ("generator", generator, self.generator, self.opt_g, flags[0] == 0),
+                ("discriminator", discriminator, self.discriminator, self.opt_d, flags[1] == 0)):
             if not finite:
+                opt.zero_grad(set_to_none=True)
                 self._count_nonfinite(f"{which} loss")
-                return flags, record
-            loss.backward()
+                return
+            tick = self._clock()
+            if not backward_done:
+                loss.backward()
             norm = self._clip(module)
             record[f"grad_norm_{which[0]}"] = norm
             if not math.isfinite(norm):  # equal on every rank: DDP averaged the gradients
                 opt.zero_grad(set_to_none=True)
                 self._count_nonfinite(f"{which} gradient norm")
-                return flags, record
+                return
             opt.step()
+            seconds[which] += self._clock() - tick
         self.num_nonfinite_in_row = 0
-        return flags, record
 
     def _clip(self, module: torch.nn.Module) -> float:
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")

@@ -4,7 +4,10 @@ The loop (``trainer/core/loop.py``) names no task: it builds ``task = Task(cfg, 
 from the registered :class:`~trainer.core.registry.TaskSpec` and calls, every step,
 
 1. ``generator_step(generator, discriminator, batch, gan_weight) -> (loss, terms, context)``;
-2. ``discriminator_step(discriminator, context) -> (loss, info)``;
+2. ``start_discriminator_labels(context)`` (optional): start slow work the discriminator's targets
+   need, off the critical path (the speech task submits its PESQ labels to a process pool); the
+   loop then runs the generator's backward while it works (``train.overlap_labels``);
+3. ``discriminator_step(discriminator, context) -> (loss, info)``: collects what step 2 started.
 
 and at each validation ``validate_item`` per utterance, ``score`` per rank and ``summarise`` over
 all ranks. Everything a step returns is a tensor or float; ``terms``/``info`` go into the step
@@ -46,6 +49,16 @@ class Task:
     # ----- one training step ---------------------------------------------------------------------
     def generator_step(self, generator: nn.Module, discriminator: nn.Module, batch: dict, gan_weight: float):
         raise NotImplementedError
+
+    def start_discriminator_labels(self, context: dict) -> None:
+        """Optional: start computing the discriminator's targets from ``context`` without waiting
+        (e.g. submit to a process pool; store a handle in ``context`` for :meth:`discriminator_step`).
+
+        Called right after :meth:`generator_step` when ``train.overlap_labels`` is on; the generator's
+        backward runs before :meth:`discriminator_step`. It must not draw from the torch RNG, run a
+        collective or change anything the losses depend on: the losses must equal those of the
+        serial order, where it is not called. Default: nothing (the discriminator step does it all).
+        """
 
     def discriminator_step(self, discriminator: nn.Module, context: dict):
         raise NotImplementedError

@@ -24,6 +24,10 @@ def _pesq_or_reason(clean: np.ndarray, enhanced: np.ndarray, sr: int) -> tuple[f
         return float("nan"), str(exc)
 
 
+def _pesq_chunk(cleans: list, enhanceds: list, sr: int) -> list[tuple[float, str | None]]:
+    return [_pesq_or_reason(c, e, sr) for c, e in zip(cleans, enhanceds, strict=True)]
+
+
 def process_pool(num_workers: int):
     """A process pool whose workers are fresh interpreters (loky, as vendored by joblib).
 
@@ -40,12 +44,67 @@ def process_pool(num_workers: int):
     return ProcessPoolExecutor(max_workers=num_workers, env=one_thread, initializer=ignore_stop_signals)
 
 
+class PendingLabels:
+    """The labels of one batch being computed (:meth:`PesqLabeler.submit`); :meth:`result` waits.
+
+    In a pool the items are scored from the moment of the submit; with ``num_workers=0`` they are
+    scored in this process by :meth:`result`. A dead pool is replaced and the batch submitted once
+    more, then masked. The labeller's counters are updated by the first :meth:`result` (calling it
+    again returns the same arrays).
+    """
+
+    def __init__(self, labeler: PesqLabeler, cleans: list, enhanceds: list, sr: int):
+        self._labeler, self._items, self._sr = labeler, (cleans, enhanceds), sr
+        self._attempt = 0
+        self._futures = self._start() if labeler.num_workers else None
+        self._result: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _start(self) -> list | None:
+        """Futures of the batch's chunks in the pool; None once both attempts found it dead."""
+        while self._attempt < 2:
+            self._attempt += 1
+            try:
+                return self._labeler._submit_chunks(*self._items, self._sr)
+            except BrokenProcessPool as exc:
+                self._labeler._drop_pool(exc, self._attempt)
+        return None
+
+    def done(self) -> bool:
+        """True when :meth:`result` will not block (in-process scoring runs inside :meth:`result`)."""
+        if self._result is not None:
+            return True
+        return self._labeler.num_workers > 0 and (self._futures is None or all(f.done() for f in self._futures))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised ``(PESQ - 1) / 3.5`` (float32, shape (B,)) and the validity mask (bool, (B,))."""
+        if self._result is None:
+            self._result = self._labeler._count(self._outcomes())
+            self._items = self._futures = None
+        return self._result
+
+    def _outcomes(self) -> list[tuple[float, str | None]]:
+        cleans, enhanceds = self._items
+        if self._labeler.num_workers == 0:
+            return [_pesq_or_reason(c, e, self._sr) for c, e in zip(cleans, enhanceds, strict=True)]
+        while self._futures is not None:
+            try:
+                return [outcome for future in self._futures for outcome in future.result()]
+            except BrokenProcessPool as exc:
+                self._labeler._drop_pool(exc, self._attempt)
+                self._futures = self._start()
+        return [(float("nan"), "pesq worker crashed")] * len(cleans)
+
+
 class PesqLabeler:
     """A persistent process pool that scores PESQ for the discriminator, one batch at a time.
 
     Workers are started once, lazily (:func:`process_pool`: fresh interpreters, safe in a
-    threaded DDP rank process, no fork after threads) and reused by every :meth:`score` call. ``num_workers=0``
-    scores in this process. A crashed pool is replaced on the next call (that batch is masked).
+    threaded DDP rank process, no fork after threads) and reused by every call. ``num_workers=0``
+    scores in this process. A crashed pool is replaced and the batch retried once, then masked.
+
+    :meth:`score` waits for the labels. :meth:`submit` returns at once with a :class:`PendingLabels`
+    whose ``result()`` waits: the caller computes something else meanwhile (the training loop: the
+    generator's backward). Both give the same labels.
     """
 
     def __init__(self, num_workers: int):
@@ -68,38 +127,44 @@ class PesqLabeler:
         ``clean``/``enhanced``: (B, T) arrays (CPU numpy); ``lengths``: valid samples per item.
         Invalid items (silent, too short, PESQ error) get 0.0 and ``False``.
         """
+        return self.submit(clean, enhanced, lengths, sr).result()
+
+    def submit(self, clean, enhanced, lengths=None, sr: int = 16000) -> PendingLabels:
+        """Start labelling a batch (arguments as :meth:`score`) and return at once.
+
+        The items are copied first, so the caller may change its arrays (or the tensors whose
+        memory they share) right after the call.
+        """
         clean, enhanced = np.asarray(clean, dtype=np.float32), np.asarray(enhanced, dtype=np.float32)
         if clean.ndim != 2 or clean.shape != enhanced.shape:
             raise ValueError(f"expected two (B, T) arrays of one shape, got {clean.shape} and {enhanced.shape}")
         batch = clean.shape[0]
         lengths = np.full(batch, clean.shape[1]) if lengths is None else np.asarray(lengths).astype(int)
-        cleans = [clean[i, : lengths[i]] for i in range(batch)]
-        enhanceds = [enhanced[i, : lengths[i]] for i in range(batch)]
-        if self.num_workers == 0:
-            outcomes = [_pesq_or_reason(c, e, sr) for c, e in zip(cleans, enhanceds, strict=True)]
-        else:
-            outcomes = self._score_in_pool(cleans, enhanceds, sr)
+        cleans = [clean[i, : lengths[i]].copy() for i in range(batch)]
+        enhanceds = [enhanced[i, : lengths[i]].copy() for i in range(batch)]
+        return PendingLabels(self, cleans, enhanceds, sr)
+
+    def _submit_chunks(self, cleans: list, enhanceds: list, sr: int) -> list:
+        """One future per chunk of items (raises BrokenProcessPool when the pool is dead)."""
+        chunk = max(1, len(cleans) // (4 * self.num_workers))
+        pool = self._pool()
+        return [pool.submit(_pesq_chunk, cleans[i:i + chunk], enhanceds[i:i + chunk], sr)
+                for i in range(0, len(cleans), chunk)]
+
+    def _drop_pool(self, exc: BaseException, attempt: int) -> None:
+        log.warning("PESQ worker pool died (%s); starting a new one (attempt %d of 2)", type(exc).__name__, attempt)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        self._executor = None
+
+    def _count(self, outcomes: list[tuple[float, str | None]]) -> tuple[np.ndarray, np.ndarray]:
         raw = np.array([value for value, _ in outcomes], dtype=np.float64)
         valid = np.isfinite(raw)
-        self.num_items += batch
-        self.num_failed += int(batch - valid.sum())
+        self.num_items += len(outcomes)
+        self.num_failed += int(len(outcomes) - valid.sum())
         self.failure_reasons.update(reason for _, reason in outcomes if reason is not None)
         labels = np.where(valid, (np.where(valid, raw, 1.0) - 1.0) / 3.5, 0.0).astype(np.float32)
         return labels, valid
-
-    def _score_in_pool(self, cleans: list, enhanceds: list, sr: int) -> list[tuple[float, str | None]]:
-        """Map over the pool; a dead pool is replaced and the batch retried once, then masked."""
-        batch = len(cleans)
-        chunk = max(1, batch // (4 * self.num_workers))
-        for attempt in (1, 2):
-            try:
-                return list(self._pool().map(_pesq_or_reason, cleans, enhanceds, [sr] * batch, chunksize=chunk))
-            except BrokenProcessPool as exc:
-                log.warning("PESQ worker pool died (%s); starting a new one (attempt %d of 2)",
-                            type(exc).__name__, attempt)
-                self._executor.shutdown(wait=False)
-                self._executor = None
-        return [(float("nan"), "pesq worker crashed")] * batch
 
     def close(self) -> None:
         if self._executor is not None:

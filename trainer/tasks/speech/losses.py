@@ -26,7 +26,7 @@ from torch import nn
 from trainer.audio import spectral
 from trainer.core.config import Config
 
-__all__ = ["generator_loss", "discriminator_loss"]
+__all__ = ["generator_loss", "discriminator_loss", "discriminator_scores", "discriminator_loss_from_scores"]
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -88,13 +88,24 @@ def discriminator_loss(disc: nn.Module, clean_mag: torch.Tensor, est_mag: torch.
     ``valid``: (B,) bool. Returns the loss and detached tensors ``clean_loss``, ``estimate_loss``,
     ``d_clean`` and ``d_estimate`` (batch means), ``num_valid`` and ``num_items``.
     """
-    num_items = clean_mag.shape[0]
-    valid = valid.to(device=clean_mag.device, dtype=torch.bool)
+    return discriminator_loss_from_scores(discriminator_scores(disc, clean_mag, est_mag), pesq_target, valid)
+
+
+def discriminator_scores(disc: nn.Module, clean_mag: torch.Tensor, est_mag: torch.Tensor) -> torch.Tensor:
+    """The discriminator's forward pass of :func:`discriminator_loss`: (2B,) float scores of (clean, clean)
+    then (clean, estimate), in one call (one power iteration per step). Needs no labels, so it can run
+    while they are computed."""
+    return disc(torch.cat([clean_mag, clean_mag]), torch.cat([clean_mag, est_mag.detach()])).float()
+
+
+def discriminator_loss_from_scores(both: torch.Tensor, pesq_target: torch.Tensor, valid: torch.Tensor
+                                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`discriminator_loss` given the scores of :func:`discriminator_scores`."""
+    num_items = both.shape[0] // 2
+    valid = valid.to(device=both.device, dtype=torch.bool)
     if pesq_target.shape != (num_items,) or valid.shape != (num_items,):
         raise ValueError(f"discriminator_loss: pesq_target {tuple(pesq_target.shape)} and valid "
                          f"{tuple(valid.shape)} must both be ({num_items},)")
-    # One forward over (clean, clean) and (clean, estimate): one power iteration per step.
-    both = disc(torch.cat([clean_mag, clean_mag]), torch.cat([clean_mag, est_mag.detach()])).float()
     d_clean, d_estimate = both[:num_items], both[num_items:]
     clean_loss = (d_clean - 1.0).square().mean()
     # where() keeps a NaN target of a failed item out of the graph (NaN * 0 would still be NaN).
@@ -105,5 +116,5 @@ def discriminator_loss(disc: nn.Module, clean_mag: torch.Tensor, est_mag: torch.
     info = {"clean_loss": clean_loss.detach(), "estimate_loss": estimate_loss.detach(),
             "d_clean": d_clean.detach().mean(), "d_estimate": d_estimate.detach().mean(),
             "num_valid": num_valid.detach().long(),
-            "num_items": torch.tensor(num_items, device=clean_mag.device)}
+            "num_items": torch.tensor(num_items, device=both.device)}
     return clean_loss + estimate_loss, info

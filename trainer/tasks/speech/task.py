@@ -8,6 +8,7 @@ Validation: reconstruction loss, D outputs, and PESQ/SSNR/STOI (+ composite) per
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import numpy as np
@@ -47,20 +48,42 @@ class SpeechTask(Task):
         out = generator(noisy)
         total, terms = losses.generator_loss(out, clean, self.cfg, gan_weight,
                                              discriminator if gan_weight > 0 else None, lengths=batch["lengths"])
-        context = {"clean": clean, "out": out, "lengths": batch["lengths"]}
+        context = {"clean": clean, "clean_cpu": batch["clean"], "out": out, "lengths": batch["lengths"]}
         return total, terms, context
 
+    def start_discriminator_labels(self, context: dict) -> None:
+        """Submit the detached estimates to the PESQ pool; :meth:`discriminator_step` collects the labels."""
+        context["labels"] = self._submit_labels(context)
+
+    def _submit_labels(self, context: dict):
+        estimate = context["out"]["wave"].detach()
+        return self.labeler.submit(context["clean_cpu"].float().numpy(), estimate.float().cpu().numpy(),
+                                   context["lengths"].numpy(), sr=self.cfg.data.sample_rate)
+
     def discriminator_step(self, discriminator, context: dict):
-        """Label the estimates with PESQ (failed items masked) and compute the D loss."""
+        """The D loss against the PESQ labels of the estimates (failed items masked).
+
+        Labels started by :meth:`start_discriminator_labels` are collected after the discriminator's
+        forward pass (which needs none); without them (the serial order) they are computed first.
+        The info's ``sec_label_wait``: how long this step waited for its labels.
+        """
         clean, out = context["clean"], context["out"]
-        estimate = out["wave"].detach()
-        scores, valid = self.labeler.score(clean.float().cpu().numpy(), estimate.float().cpu().numpy(),
-                                           context["lengths"].numpy(), sr=self.cfg.data.sample_rate)
+        pending = context.pop("labels", None)
+        started = time.perf_counter()
+        if pending is None:
+            scores, valid = self._submit_labels(context).result()
+            waited = time.perf_counter() - started
+        clean_mag = self.clean_magnitude(clean)
+        both = losses.discriminator_scores(discriminator, clean_mag, out["mag"].detach())
+        if pending is not None:
+            started = time.perf_counter()
+            scores, valid = pending.result()
+            waited = time.perf_counter() - started
         target = torch.as_tensor(scores, dtype=torch.float32, device=self.device)
         valid_mask = torch.as_tensor(valid, dtype=torch.bool, device=self.device)
-        clean_mag = self.clean_magnitude(clean)
-        loss, info = losses.discriminator_loss(discriminator, clean_mag, out["mag"].detach(), target, valid_mask)
-        return loss, {"num_valid": int(valid.sum()), "num_items": int(len(valid)), **_floats(info)}
+        loss, info = losses.discriminator_loss_from_scores(both, target, valid_mask)
+        return loss, {"num_valid": int(valid.sum()), "num_items": int(len(valid)), **_floats(info),
+                      "sec_label_wait": waited}
 
     def validation_metrics(self, validation_index: int, last: bool) -> tuple[str, ...]:
         """PESQ and SSNR always, STOI every ``valid.stoi_every`` validations and at the last."""

@@ -1,0 +1,228 @@
+"""Training throughput: where a step's time goes, with serial vs overlapped PESQ labelling in one run.
+
+    .venv/bin/python benchmarks/bench_throughput.py [--config configs/base.yaml] [--set k=v ...]
+        [--steps 8] [--rounds 2] [--torch-threads 1] [--pesq-workers 1] [--modes serial,overlapped,none]
+        [--device cpu|cuda] [--amp] [--json OUT.json]
+
+Drives the training loop's own step (``Trainer._train_step``, the real task, models, optimizers and
+PESQ pool; no checkpoints) on the demo corpus, one ``Trainer`` per mode, the modes taking turns in
+``--rounds`` blocks of ``--steps`` measured steps (one unmeasured warm-up step per block) so that
+the load of a shared machine falls on all of them alike:
+
+- ``serial``: ``train.overlap_labels=false``, the labels computed before the backwards;
+- ``overlapped``: the default: labels in the pool while the generator's backward runs;
+- ``none``: no PESQ at all (constant labels): the floor, to see what the labelling adds.
+
+Per mode: the median seconds per step of data, generator (forward, backward, clip, optimizer step),
+label WAIT (the part of the labelling the step waited for: all of it when serial), discriminator,
+and the rest (flags all-reduce, records); the median step, samples per second, the best and median
+of the per-block mean step (the spread the shared machine adds), and peak memory per mode (CPU
+RSS high-water mark of this process, reset per block; CUDA max allocated). Then the ratios.
+The defaults give the pool its own core(s): torch on ``--torch-threads`` threads, ``--pesq-workers``
+PESQ processes, the data loaded in this process (``data.num_workers=0``). ``--set`` overrides come
+last (e.g. ``--set data.num_workers=2``). The generator is picked by ``--config``/``--set model.*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from trainer.core.config import load_config  # noqa: E402
+from trainer.core.env import read_env  # noqa: E402
+from trainer.core.loop import Trainer  # noqa: E402
+
+MODES = ("serial", "overlapped", "none")
+PHASES = ("data", "generator", "label_wait", "discriminator", "other")
+
+
+class _FreeLabels:
+    """Stands in for the PESQ labeller in mode ``none``: every item valid, label 0.5, no work."""
+
+    def __init__(self, batch: int):
+        self._batch = batch
+
+    def submit(self, clean, enhanced, lengths=None, sr: int = 16000):
+        return self
+
+    def result(self):
+        return np.full(self._batch, 0.5, np.float32), np.ones(self._batch, bool)
+
+    def close(self) -> None:
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    try:  # Linux: writing 5 resets this process's VmHWM
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Runner:
+    """One mode: its Trainer, an endless iterator over its training loader, and its measurements."""
+
+    def __init__(self, mode: str, cfg, run_dir: Path, env):
+        self.mode, self.trainer = mode, Trainer(cfg, run_dir, env)
+        if mode == "none":
+            self.trainer.task.labeler.close()
+            self.trainer.task.labeler = _FreeLabels(cfg.data.batch_size)
+        self.trainer.sync_phase_timing = True
+        self.weight = self.trainer.task.gan_weight(0)
+        self.epoch, self.batches = 0, None
+        self.steps: list[dict] = []
+        self.block_means: list[float] = []
+        self.peak_rss_mib = 0.0
+        self.peak_cuda_mib = 0.0
+
+    def _next_batch(self) -> dict:
+        while True:
+            if self.batches is None:
+                self.trainer.sampler.set_epoch(self.epoch)
+                self.trainer.sampler.start_at(0)
+                self.batches = iter(self.trainer.train_loader)
+            try:
+                return next(self.batches)
+            except StopIteration:
+                self.batches, self.epoch = None, self.epoch + 1
+
+    def step(self) -> dict:
+        started = self.trainer._clock()
+        batch = self._next_batch()
+        loaded = self.trainer._clock()
+        _, record = self.trainer._train_step(batch, self.weight)
+        total = self.trainer._clock() - started
+        phases = {"data": loaded - started, "generator": record["sec_generator"],
+                  "label_wait": record.get("sec_label_wait", 0.0), "discriminator": record["sec_discriminator"]}
+        phases["other"] = total - sum(phases.values())
+        return {**phases, "total": total, "loss": record["loss"]}
+
+    def block(self, steps: int, device: torch.device) -> None:
+        self.step()  # warm-up: caches after the other modes' blocks, pool start, allocator
+        rss_reset = _reset_peak_rss()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        measured = [self.step() for _ in range(steps)]
+        self.steps += measured
+        self.block_means.append(statistics.mean(s["total"] for s in measured))
+        if rss_reset or not self.peak_rss_mib:
+            self.peak_rss_mib = max(self.peak_rss_mib, _peak_rss_mib())
+        if device.type == "cuda":
+            self.peak_cuda_mib = max(self.peak_cuda_mib, torch.cuda.max_memory_allocated(device) / 2**20)
+
+    def summary(self, batch_size: int) -> dict:
+        median = {name: statistics.median(s[name] for s in self.steps) for name in (*PHASES, "total")}
+        return {"ms_per_step_median": {k: 1000 * v for k, v in median.items()},
+                "samples_per_sec": batch_size / median["total"],
+                "block_mean_step_ms": [1000 * m for m in self.block_means],
+                "step_ms_best_block": 1000 * min(self.block_means),
+                "step_ms_median_block": 1000 * statistics.median(self.block_means),
+                "steps_measured": len(self.steps), "peak_rss_mib": self.peak_rss_mib,
+                "peak_cuda_allocated_mib": self.peak_cuda_mib or None}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/base.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--steps", type=int, default=8, help="measured steps per block")
+    parser.add_argument("--rounds", type=int, default=2, help="blocks per mode, the modes taking turns")
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--pesq-workers", type=int, default=1)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA), as train.amp")
+    parser.add_argument("--json", help="also write the numbers here")
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes: a comma-separated subset of {','.join(MODES)}")
+    common = ["data.demo=true", "data.batch_size=4", "data.crop_seconds=2.0", "data.num_workers=0",
+              "loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0", "checkpoint.every_steps=0",
+              "checkpoint.every_minutes=0", "train.log_every=1000000", f"train.device={args.device}",
+              f"train.amp={str(args.amp).lower()}", f"train.pesq_workers={args.pesq_workers}"]
+    env = read_env()
+    runners = []
+    with tempfile.TemporaryDirectory(prefix="bench_throughput_") as work:
+        for mode in modes:
+            overlap = "false" if mode == "serial" else "true"
+            cfg = load_config(args.config, [*common, f"train.overlap_labels={overlap}", *args.overrides])
+            runners.append(Runner(mode, cfg, Path(work) / mode, env))
+        torch.set_num_threads(args.torch_threads)
+        device = runners[0].trainer.device
+        try:
+            for _ in range(args.rounds):
+                for runner in runners:
+                    runner.block(args.steps, device)
+        finally:
+            for runner in runners:
+                runner.trainer.close()
+    batch_size, crop = cfg.data.batch_size, cfg.data.crop_seconds
+    params = sum(p.numel() for p in runners[0].trainer.generator.parameters())
+    results = {r.mode: r.summary(batch_size) for r in runners}
+    print(f"config {' '.join([args.config, *args.overrides])}; generator {cfg.model.name} ({params / 1e6:.2f} M "
+          f"params); batch {batch_size} x {crop} s; device {device}{' bf16' if args.amp else ''}; "
+          f"torch threads {torch.get_num_threads()}, PESQ workers {args.pesq_workers}, "
+          f"{os.cpu_count()} cores; {args.rounds} blocks x {args.steps} steps per mode")
+    print(f"{'mode':<11}" + "".join(f"{p:>14}" for p in (*PHASES, "step")) + f"{'samples/s':>11}"
+          + f"{'best/med blk':>15}{'peak RSS':>10}" + (f"{'peak CUDA':>11}" if device.type == "cuda" else ""))
+    for mode, res in results.items():
+        ms = res["ms_per_step_median"]
+        print(f"{mode:<11}" + "".join(f"{ms[p]:>12.1f}ms" for p in (*PHASES, "total"))
+              + f"{res['samples_per_sec']:>11.2f}"
+              + f"{res['step_ms_best_block']:>8.0f}/{res['step_ms_median_block']:<6.0f}"
+              + f"{res['peak_rss_mib']:>7.0f}MiB"
+              + (f"{res['peak_cuda_allocated_mib']:>8.0f}MiB" if device.type == "cuda" else ""))
+    ratios = {}
+    total = {mode: res["ms_per_step_median"]["total"] for mode, res in results.items()}
+    if "serial" in total and "overlapped" in total:
+        ratios["serial_over_overlapped"] = _ratio(total["serial"], total["overlapped"])
+        ratios["label_wait_overlapped_over_serial"] = _ratio(
+            results["overlapped"]["ms_per_step_median"]["label_wait"],
+            results["serial"]["ms_per_step_median"]["label_wait"])
+    for mode in ("serial", "overlapped"):
+        if mode in total and "none" in total:
+            ratios[f"{mode}_over_none"] = _ratio(total[mode], total["none"])
+    if ratios:
+        print("ratios (median step): " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+        for mode in ("serial", "overlapped"):
+            if f"{mode}_over_none" in ratios:
+                print(f"  {mode}: the labelling adds {100 * (ratios[f'{mode}_over_none'] - 1):+.0f}% to the step")
+    report = {"config": args.config, "overrides": args.overrides, "device": str(device), "amp": args.amp,
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "generator": cfg.model.name, "generator_params": params, "batch_size": batch_size,
+              "crop_seconds": crop, "steps_per_block": args.steps, "rounds": args.rounds,
+              "torch_threads": torch.get_num_threads(), "pesq_workers": args.pesq_workers,
+              "cpu_cores": os.cpu_count(), "modes": results, "ratios": ratios}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
