@@ -7,8 +7,9 @@ Step protocol (identical on every rank, so a failure on one rank can never hang 
    while they are computed;
 2. the discriminator's loss on the detached estimates (``task.discriminator_step``; waits for the labels);
 3. one all-reduce of [G loss non-finite, D loss non-finite, stop requested, checkpoint due];
-4. both backwards (the generator's unless already run) and optimizer steps unless a loss was non-finite on any rank (then skipped,
-   counted; ``train.max_nonfinite_steps`` in a row stops the run, keeping the last good checkpoint);
+4. both backwards (the generator's unless already run) and optimizer steps unless a loss was
+   non-finite on any rank (then skipped, counted; ``train.max_nonfinite_steps`` in a row stops the
+   run, keeping the last good checkpoint);
    a non-finite gradient norm (the same on every rank after DDP's all-reduce) skips that step too;
 5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42.
 
