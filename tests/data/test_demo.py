@@ -22,7 +22,7 @@ def demo(tmp_path_factory):
 
 def test_layout_sizes_and_speaker_split(demo):
     train, valid = ShardIndex(demo["train"]), ShardIndex(demo["valid"])
-    assert (len(train), len(valid)) == (40, 8)
+    assert (len(train), len(valid)) == (40, 64)
     test_names = sorted(os.listdir(demo["test_clean"]))
     assert len(test_names) == 8 and test_names == sorted(os.listdir(demo["test_noisy"]))
     test_speakers = {n.split("_")[0] for n in test_names}
@@ -71,4 +71,4 @@ def test_demo_config_uses_the_corpus(demo, tmp_path, monkeypatch):
     loader, sampler = build_train_loader(cfg, 0, 1)
     batch = next(iter(loader))
     assert len(sampler) == 10 and batch["noisy"].shape == (4, int(cfg.data.crop_seconds * 16000))
-    assert len(build_eval_loader(None, cfg, 0, 1)) == 8
+    assert len(build_eval_loader(None, cfg, 0, 1)) == 64
