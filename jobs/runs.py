@@ -129,12 +129,25 @@ def resume_step(run_dir: Path) -> int:
     return step or 0
 
 
-RUN_DIR_MARKS = ("state.json", "attempts.jsonl", "config.yaml", "metrics.jsonl", "checkpoints", "slurm")
+RUN_DIR_MARKS = ("state.json", "attempts.jsonl", "config.yaml", "metrics.jsonl", "checkpoints",
+                 "slurm/submitted_config.yaml", "slurm/JOB_*")
+
+
+def _slurm_job_files(run_dir: Path) -> list[str]:
+    """Names in RUN_DIR/slurm/ that a job left (JOB_submitted.pkl, JOB_0_log.out, JOB_sbatch.out, ...)."""
+    try:
+        names = [p.name for p in slurm_folder(run_dir).iterdir()]
+    except OSError:
+        return []
+    return [name for name in names if name.split("_", 1)[0].split(".", 1)[0].isdigit() and not name.isdigit()]
 
 
 def is_run_dir(path: Path) -> bool:
     """Does ``path`` look like a run directory (something the trainer or launcher wrote is in it)?"""
-    return Path(path).is_dir() and any((Path(path) / mark).exists() for mark in RUN_DIR_MARKS)
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return any((path / mark).exists() for mark in RUN_DIR_MARKS[:-1]) or bool(_slurm_job_files(path))
 
 
 def attempts_path(run_dir: Path) -> Path:
@@ -164,14 +177,7 @@ def job_ids_of(run_dir: Path) -> set[str]:
     run_dir = Path(run_dir).resolve()
     ids = {sub["job_id"] for sub in submissions() if Path(sub["run_dir"]).resolve() == run_dir}
     ids |= {str(a["job_id"]) for a in read_attempts(run_dir) if a.get("job_id")}
-    try:
-        names = [p.name for p in slurm_folder(run_dir).iterdir()]
-    except OSError:
-        names = []
-    for name in names:
-        head = name.split("_", 1)[0].split(".", 1)[0]
-        if head.isdigit() and head != name:
-            ids.add(head)
+    ids |= {name.split("_", 1)[0].split(".", 1)[0] for name in _slurm_job_files(run_dir)}
     return ids
 
 
