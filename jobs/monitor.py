@@ -116,7 +116,7 @@ def status(target: str | None) -> int:
         lines.append(_end_line(end, record.get("State")))
     for index, record in enumerate(history):  # attempts Slurm ended without one of ours (e.g. cancelled while pending)
         if (job_id, index) not in recorded and record.get("State", "").split(" ")[0] not in slurm.ACTIVE:
-            started = record.get("Start") not in ("None", "Unknown", "")
+            started = not slurm.never_started(record)
             lines.append(f"    job {job_id} restart {index}: sacct {record.get('State')} "
                          f"{'after ' + record.get('Elapsed', '?') if started else 'before it started'}, "
                          "no attempt record (not requeued by us)")

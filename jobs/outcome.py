@@ -71,7 +71,7 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
         return Outcome("completed", f"the job completed but the run is {status or 'not started'} at step "
                        f"{step if step is not None else '-'}", False)
     if word == "CANCELLED":
-        while_pending = (acct or {}).get("Start") in ("None", "Unknown", "")
+        while_pending = slurm.never_started(acct or {})
         when = " while it waited to be requeued" if while_pending and ends else (" before it started" if while_pending
                                                                                   else "")
         return Outcome("cancelled", f"cancelled{when} ({acct_state.lower()}); {_resume_phrase(resume_step)}: "

@@ -130,8 +130,7 @@ def classify_ending(run_dir: Path, job_id: str, restart: int) -> Ending | None:
         return Ending("requeued", f"requeued by someone else (sacct {acct or '-'}, e.g. scontrol requeue): "
                       "Slurm runs it again; it resumes from the last save", True)
     if word == "CANCELLED" or state.startswith("CANCELLED"):
-        by = f" ({acct.lower()})" if " by " in acct else ""
-        return Ending("cancelled", f"cancelled{by} with scancel; not requeued")
+        return Ending("cancelled", f"cancelled with scancel (sacct {acct or state}); not requeued")
     if word == "TIMEOUT" or info.get("Reason") == "TimeLimit" or state == "TIMEOUT":
         return Ending("timeout", "the time limit passed before the save finished (sacct TIMEOUT); not requeued: "
                       "raise --signal-lead above the time a save takes, then resubmit")

@@ -106,6 +106,12 @@ def _sacct(job_ids: list[str], duplicates: bool) -> list[dict[str, str]] | None:
     return rows
 
 
+def never_started(record: dict[str, str]) -> bool:
+    """Did this sacct record's attempt never run (cancelled while pending)? No node was assigned;
+    Start is None, or equal to End when the job was cancelled while it waited for its BeginTime."""
+    return record.get("NodeList") in ("None assigned", "") or record.get("Start") in ("None", "Unknown", "")
+
+
 def accounting(job_id: str) -> dict[str, str] | None:
     """sacct's latest record of the job (State, ExitCode, Elapsed, Start, End, Reason, NodeList),
     or None without accounting."""

@@ -162,7 +162,8 @@ def test_outcome_headline_is_the_final_state_not_the_last_attempt_record():
     last attempt record says 'requeue 1 of 5' and state.json 'checkpointed'."""
     requeued = {"event": "end", "job_id": JOB, "restart": 0, "exit_code": 42, "step_start": 0, "step_end": 40,
                 "action": "requeue", "reason": "stop requested (timeout or preemption); requeue 1 of 5"}
-    acct = {"State": "CANCELLED by 0", "Start": "None", "ExitCode": "0:0"}
+    acct = {"State": "CANCELLED by 0", "Start": "2026-01-01T00:00:03", "End": "2026-01-01T00:00:03",
+            "NodeList": "None assigned", "ExitCode": "0:0"}
     result = describe(JOB, None, None, acct, {"status": "checkpointed", "step": 40}, [requeued], 40)
     assert result.state == "cancelled" and not result.active
     assert result.headline.startswith("cancelled while it waited to be requeued (cancelled by 0)")
@@ -170,5 +171,5 @@ def test_outcome_headline_is_the_final_state_not_the_last_attempt_record():
     waiting = describe(JOB, "PENDING", "BeginTime", None, {"status": "checkpointed", "step": 40}, [requeued], 40)
     assert waiting.state == "requeued" and waiting.active and "it resumes at step 40" in waiting.headline
     stopped = dict(requeued, action="stop", reason="requeue budget spent (5 requeues); resubmit to continue")
-    done = describe(JOB, None, None, {"State": "COMPLETED", "Start": "x"}, {"status": "checkpointed"}, [stopped], 40)
+    done = describe(JOB, None, None, {"State": "COMPLETED", "NodeList": "n1"}, {"status": "checkpointed"}, [stopped], 40)
     assert (done.state, done.headline) == ("stopped", f"stopped, not requeued: {stopped['reason']}")

@@ -118,3 +118,17 @@ def records(path: Path, **match) -> list[dict]:
         if all(rec.get(k) == v for k, v in match.items()):
             out.append(rec)
     return out
+
+
+def nodes_of(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+
+
+def node_state(node: str) -> str:
+    return subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def resume_node(node: str) -> None:
+    """Return a node set DOWN by a test to service (ReturnToService=2 may have done so already)."""
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True, text=True)
+    wait_for(lambda: re.match(r"idle|mixed|allocated", node_state(node)), 60, f"node {node} back in service")
