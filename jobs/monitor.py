@@ -88,8 +88,8 @@ def status(target: str | None) -> int:
     history: list[dict] = []
     if job_id and slurm.available():
         queue = slurm.queue_state_reason(job_id)
-        acct = slurm.accounting(job_id)
-        history = slurm.attempt_records(job_id)
+        history = slurm.attempt_records(job_id)  # one record per attempt; the last is sacct's latest
+        acct = history[-1] if history else None
     result = outcome.gather(job_id, run_dir, queue_state=queue, acct=acct, ask_slurm=False)
     lines.append(f"  state:  {result.headline}")  # the headline: how the job stands or ended
     if queue:
@@ -112,7 +112,7 @@ def status(target: str | None) -> int:
     recorded = {(str(e.get("job_id")), e.get("restart")) for e in ends}
     for end in ends[-5:]:
         same_job = str(end.get("job_id")) == job_id and isinstance(end.get("restart"), int)
-        record = history[end["restart"]] if same_job and end["restart"] < len(history) else {}
+        record = history[end["restart"]] if same_job and 0 <= end["restart"] < len(history) else {}
         lines.append(_end_line(end, record.get("State")))
     for index, record in enumerate(history):  # attempts Slurm ended without one of ours (e.g. cancelled while pending)
         if (job_id, index) not in recorded and record.get("State", "").split(" ")[0] not in slurm.ACTIVE:

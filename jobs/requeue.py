@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import datetime
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -236,7 +237,7 @@ def trainer_exit_code(raw: int, run_dir: Path, stop_requested: bool, since: str 
         return EXIT_DIVERGED
     if status == "finished":
         return EXIT_FINISHED
-    return EXIT_CRASHED if raw != EXIT_REQUEUE else raw
+    return EXIT_CRASHED  # a crash, or a bad-input exit 2 that torchrun hides (retried within the crash budget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.launcher == "torchrun":
         start = _start_record(args.run_dir, args.job_id, args.restart)
         code = trainer_exit_code(code, args.run_dir, args.stop_requested, start.get("time") if start else None)
+    for signum in (signal.SIGTERM, signal.SIGUSR2):  # record the decision whatever arrives now
+        signal.signal(signum, signal.SIG_IGN)
     record = end_attempt(args.run_dir, args.job_id, args.restart, code, policy, step_start=args.step_start)
     sys.stdout.write(describe_end(record) + "\n")
     failure = None

@@ -94,8 +94,10 @@ def signal_lead(value: int, time_s: int, label: str = "--signal-lead") -> int:
     if not 1 <= value <= MAX_SIGNAL_LEAD_S:
         raise LaunchError(f"{label} {value}: Slurm takes 1 to {MAX_SIGNAL_LEAD_S} seconds before the time limit")
     if value >= time_s:
-        raise LaunchError(f"{label} {value}s is not shorter than --time {time_s}s; give a lead of a few minutes "
-                          "(the time a save takes, with margin)")
+        from jobs.profiles import format_slurm_time
+
+        raise LaunchError(f"{label} {value}s is not shorter than the time limit {format_slurm_time(time_s)}; give "
+                          "a lead of a few minutes (the time a save takes, with margin)")
     return value
 
 

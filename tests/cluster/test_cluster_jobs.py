@@ -190,8 +190,9 @@ def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
     # the batch shell writes its last line after Slurm reports CANCELLED (it waits for the ranks first)
     last = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end")[1:], 60, "the second end record")[0]
-    assert (last["action"], last["ending"]) == ("stop", "cancelled") and "with scancel; not requeued" in last["reason"]
-    wait_for(lambda: "with scancel; not requeued =====" in log.read_text(), 60, "the batch shell's not-requeued line")
+    assert (last["action"], last["ending"]) == ("stop", "cancelled"), last
+    assert last["reason"] == "cancelled with scancel (sacct CANCELLED by 0); not requeued"
+    wait_for(lambda: f"stop: {last['reason']} =====" in log.read_text(), 60, "the batch shell's not-requeued line")
     assert not release_if_waiting(job)
     starts = records(run_dir / "attempts.jsonl", event="start")
     assert [(s["restart"], s["step"]) for s in starts] == [(0, 0), (1, saved["step"])]
