@@ -32,6 +32,11 @@ def cluster_problem() -> str | None:
     part, err = out("sinfo", "-h", "-p", "gpu", "-o", "%a %T")
     if not part or not part.startswith("up") or not re.search(r"idle|mixed|allocated", part):
         return f"partition gpu not usable ({part or err!r}); bash tests/cluster/up.sh"
+    nodes, err = out("sinfo", "-h", "-N", "-p", "gpu", "-o", "%N|%T|%E")
+    for line in (nodes or "").splitlines():
+        node, state, reason = (line.split("|") + ["", ""])[:3]
+        if re.search(r"drain|down|fail", state):
+            return f"node {node} is {state} ({reason}); bash tests/cluster/up.sh returns it to service"
     acct, err = out("sacctmgr", "-n", "-P", "list", "account", ACCOUNT, "format=account")
     if not acct or ACCOUNT not in acct:
         return f"account {ACCOUNT} missing ({err}); bash tests/cluster/up.sh"

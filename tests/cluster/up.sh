@@ -117,6 +117,7 @@ PreemptMode=REQUEUE
 ReturnToService=2
 GresTypes=gpu
 KillWait=15
+UnkillableStepTimeout=180
 MinJobAge=600
 SchedulerParameters=sched_interval=2,bf_interval=2
 AccountingStorageType=accounting_storage/slurmdbd
@@ -129,6 +130,9 @@ NodeName=n2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17002 CPUs=$NODE_CPUS Rea
 PartitionName=gpu Nodes=n1,n2 Default=YES MaxTime=12:00:00 State=UP PriorityTier=1
 PartitionName=urgent Nodes=n1,n2 MaxTime=12:00:00 State=UP PriorityTier=10 PreemptMode=OFF
 EOF
+# UnkillableStepTimeout: on a loaded shared test machine a 4-rank torch step has taken more than the
+# default 60 s to die after SIGKILL; Slurm then drains the node ("Kill task failed") and every later
+# test that needs it waits until its own timeout.
 # A changed node layout (e.g. a cluster left by an older up.sh) needs the daemons restarted.
 if [ -s "$CONF_DIR/slurm.conf" ] && ! cmp -s "$new_conf" "$CONF_DIR/slurm.conf" && alive "$STATE/run/slurmctld.pid"; then
   say "slurm.conf changed: restarting slurmctld and slurmd"
