@@ -9,11 +9,8 @@ ids to run directories for ``logs``/``status``/``list`` (``SEGAN_JOB_INDEX`` mov
 
 from __future__ import annotations
 
-import collections
 import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 from jobs.profiles import ROOT
@@ -91,29 +88,35 @@ class _Opaque:
         pass
 
 
-class _PeekUnpickler(pickle.Unpickler):
-    """Builds only plain containers; any other class becomes :class:`_Opaque` (nothing is run)."""
-
-    def find_class(self, module, name):
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        return _Opaque
-
-    def persistent_load(self, pid):
-        return None
-
-
 def checkpoint_step(run_dir: Path) -> int | None:
     """The step stored in ``checkpoints/last.pt`` (where a restart resumes), read without torch;
-    None when there is no such checkpoint or it cannot be read this way."""
+    None when there is no such checkpoint or it cannot be read this way.
+
+    torch.save writes a zip archive whose ``*/data.pkl`` holds the state dict; it is unpickled with
+    every class replaced by :class:`_Opaque` and tensor storages by None, so nothing is run."""
     path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not path.is_file():
+        return None
+    import collections
+    import pickle
+    import zipfile  # imported here: login-node commands that never peek stay fast
+
+    class PeekUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            return _Opaque
+
+        def persistent_load(self, pid):
+            return None
+
     try:
         with zipfile.ZipFile(path) as archive:
             name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
             if name is None:
                 return None
             with archive.open(name) as fh:
-                state = _PeekUnpickler(fh).load()
+                state = PeekUnpickler(fh).load()
     except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError,
             AttributeError, IndexError, KeyError):
         return None
