@@ -86,7 +86,7 @@ def test_preemption_is_reported_the_job_resumes_and_a_cancel_while_pending_is_th
     job = probe_job(run_dir, env, "--gpus-per-node", "2")
     wait_for(lambda: step(run_dir) >= 3, 120, "the first steps")
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-A", ACCOUNT, "-w", nodes_of(job), "--exclusive",
-                             "--wrap", "sleep 2"], capture_output=True, text=True)
+                             "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"], capture_output=True, text=True)
     assert urgent.returncode == 0, urgent.stderr
     urgent_job = urgent.stdout.strip().split(";")[0]
     try:
