@@ -123,7 +123,7 @@ def test_a_save_that_misses_the_time_limit_is_reported_as_a_timeout(tmp_path, en
     run_dir = tmp_path / "timeout"
     job = probe_job(run_dir, {**env, "SEGAN_PROBE_IGNORE_USR2": "1"}, "--time", "00:01:00", "--signal-lead", "30",
                     "--gpus-per-node", "1")
-    assert wait_for(lambda: final_state(job), 240, "the time limit") == "TIMEOUT"
+    assert wait_for(lambda: final_state(job), 480, "the time limit") == "TIMEOUT"
     last = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 60, "rank 0's end record")[-1]
     assert (last["exit_code"], last["action"], last["ending"]) == (42, "stop", "timeout"), last
     assert "time limit passed before the save finished (sacct TIMEOUT)" in last["reason"]
