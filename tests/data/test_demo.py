@@ -22,7 +22,7 @@ def demo(tmp_path_factory):
 
 def test_layout_sizes_and_speaker_split(demo):
     train, valid = ShardIndex(demo["train"]), ShardIndex(demo["valid"])
-    assert (len(train), len(valid)) == (40, 8)
+    assert (len(train), len(valid)) == (40, 64)
     test_names = sorted(os.listdir(demo["test_clean"]))
     assert len(test_names) == 8 and test_names == sorted(os.listdir(demo["test_noisy"]))
     test_speakers = {n.split("_")[0] for n in test_names}
@@ -48,6 +48,25 @@ def test_second_call_reuses_the_corpus(demo):
         ensure_demo_corpus(demo["root"], sample_rate=8000)
 
 
+def test_an_older_version_is_rebuilt_in_place(tmp_path):
+    import json
+
+    from trainer.data.demo import ensure_creative_demo_corpus
+
+    root = tmp_path / "creative"
+    ensure_creative_demo_corpus(root)
+    marker = root / MARKER
+    info = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**info, "demo_version": 0}))  # as an older checkout left it
+    (root / "stale.txt").write_text("from the old version")
+    assert ensure_creative_demo_corpus(root)["train"] == str(root / "train")
+    assert json.loads(marker.read_text())["demo_version"] == info["demo_version"]
+    assert not (root / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["creative"]
+    marker.write_text(json.dumps({**info, "demo_version": 99}))  # a newer one is not ours to replace
+    with pytest.raises(FileExistsError, match="another version"):
+        ensure_creative_demo_corpus(root)
+
+
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch, caplog):
     real_write, calls = trainer.data.demo.write_pairs, []
 
@@ -71,4 +90,4 @@ def test_demo_config_uses_the_corpus(demo, tmp_path, monkeypatch):
     loader, sampler = build_train_loader(cfg, 0, 1)
     batch = next(iter(loader))
     assert len(sampler) == 10 and batch["noisy"].shape == (4, int(cfg.data.crop_seconds * 16000))
-    assert len(build_eval_loader(None, cfg, 0, 1)) == 8
+    assert len(build_eval_loader(None, cfg, 0, 1)) == 64

@@ -1,15 +1,17 @@
 """The built-in demo corpus: small, made once on this machine, no download.
 
-``ensure_demo_corpus()`` speaks the sentences of :mod:`trainer.speech` with its voices
+``ensure_demo_corpus()`` speaks the sentences of :mod:`trainer.data.synth` with its voices
 (espeak-ng; the speech-like generator when espeak-ng is absent), adds coloured noise at SNRs
-between 0 and 15 dB, and packs a speaker-held-out split with :func:`trainer.prepare.prepare`:
-4 voices x 10 sentences for ``train``, 1 voice x 8 for ``valid``, and 1 more voice x 8 as a wav
-test set (``test/clean``, ``test/noisy``). The voice is the speaker (file names
+between 0 and 15 dB, and packs a speaker-held-out split with :func:`trainer.data.pack.prepare`:
+4 voices x 10 sentences for ``train``, 1 voice x 8 sentences x 8 takes (pitch, noise and SNR drawn
+anew for each take) = 64 utterances for ``valid`` (enough for the per-epoch correlation between the
+discriminator's output and the true PESQ to mean something), and 1 more voice x 8 as a wav test set
+(``test/clean``, ``test/noisy``). The voice is the speaker (file names
 ``<voice>_<nn>.wav``). It is built in a temporary folder and renamed into place when complete,
 so an interrupted build leaves nothing half-made and concurrent ranks agree on one copy.
 
 ``ensure_creative_demo_corpus()`` does the same for the creative-agent variant with synthetic
-(input, target) pairs: click tracks and chords (:func:`trainer.creative.synthetic_pairs`).
+(input, target) pairs: click tracks and chords (:func:`trainer.data.synth.synthetic_pairs`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from trainer.core.log import get_logger
 from trainer.core.registry import resolve, task_spec
 from trainer.data.synth import SENTENCES, VOICES, babble_like_noise, have_espeak, mix_at_snr, synthesize_speech
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # speech corpus; 2: 64 validation utterances (was 8)
+CREATIVE_DEMO_VERSION = 1
 MARKER = "corpus.json"
 NUM_TRAIN_VOICES, NUM_TRAIN_SENTENCES, NUM_HELDOUT_SENTENCES = 4, 10, 8
+NUM_VALID_TAKES = 8  # validation: each held-out sentence spoken 8 times, each with its own noise and SNR
 MAX_SENTENCE_CHARS = 60  # longer sentences take over 4 s at the demo speaking rate
 NUM_CREATIVE_TRAIN, NUM_CREATIVE_VALID, CREATIVE_SECONDS = 24, 6, 2.0
 
@@ -71,7 +75,7 @@ def build_demo_corpus(root: Path, sample_rate: int) -> None:
     wav = root / "wav"
     for seed, voice in enumerate(train_voices):
         write_pairs(wav, voice, sentences[:NUM_TRAIN_SENTENCES], sample_rate, seed)
-    write_pairs(wav, valid_voice, sentences[-NUM_HELDOUT_SENTENCES:], sample_rate, len(VOICES))
+    write_pairs(wav, valid_voice, sentences[-NUM_HELDOUT_SENTENCES:] * NUM_VALID_TAKES, sample_rate, len(VOICES))
     write_pairs(root / "test", test_voice, sentences[:NUM_HELDOUT_SENTENCES], sample_rate, len(VOICES) + 1)
     prepare(wav / "clean", wav / "noisy", root, sample_rate=sample_rate, shard_size_mb=2,
             valid_speakers=[valid_voice], workers=1, progress=False)
@@ -84,7 +88,7 @@ def build_demo_corpus(root: Path, sample_rate: int) -> None:
 
 def write_creative_pairs(folder: Path, num: int, seconds: float, sample_rate: int, seed: int,
                          speaker: str) -> list[str]:
-    """Synthetic (input, target) pieces (:func:`trainer.creative.synthetic_pairs`: a click track and
+    """Synthetic (input, target) pieces (:func:`trainer.data.synth.synthetic_pairs`: a click track and
     a chord) as ``folder/{input,target}/<speaker>_<nnn>.wav``; returns the file names."""
     from trainer.data.synth import synthetic_pairs
 
@@ -107,20 +111,34 @@ def build_creative_demo_corpus(root: Path, sample_rate: int) -> None:
     prepare(wav / "target", wav / "input", root, signals=("target", "input"), sample_rate=sample_rate,
             shard_size_mb=2, valid_speakers=["valid"], workers=1, progress=False)
     shutil.rmtree(wav)
-    info = {"demo_version": DEMO_VERSION, "sample_rate": sample_rate,
+    info = {"demo_version": CREATIVE_DEMO_VERSION, "sample_rate": sample_rate,
             "pieces": "synthetic click tracks (input) and chords (target)"}
     (root / MARKER).write_text(json.dumps(info, indent=1) + "\n")
 
 
-def _ensure(root: Path, sample_rate: int, build, what: str) -> dict[str, str]:
+def _retire(root: Path, old_version: int) -> None:
+    """Move an older demo corpus out of the way (atomically; a concurrent caller may win) and delete it."""
+    aside = root.with_name(f".{root.name}.v{old_version}.{os.getpid()}.old")
+    try:
+        os.rename(root, aside)
+    except FileNotFoundError:
+        return
+    log.info("%s was demo corpus version %d: rebuilding it", root, old_version)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _ensure(root: Path, sample_rate: int, build, what: str, version: int) -> dict[str, str]:
     """Build once (idempotent, atomic: a temporary folder renamed into place); returns the paths."""
     marker = root / MARKER
     if marker.is_file():
         info = json.loads(marker.read_text())
-        if info.get("demo_version") == DEMO_VERSION and info.get("sample_rate") == sample_rate:
+        if info.get("demo_version") == version and info.get("sample_rate") == sample_rate:
             return demo_paths(root)
-        raise FileExistsError(f"{root}: a demo corpus of another version or sample rate; delete the folder "
-                              f"or pass another root (found {info}, want sample_rate {sample_rate})")
+        if info.get("sample_rate") != sample_rate or not isinstance(info.get("demo_version"), int) \
+                or info["demo_version"] > version:
+            raise FileExistsError(f"{root}: a demo corpus of another version or sample rate; delete the folder or "
+                                  f"pass another root (found {info}, want version {version}, sample_rate {sample_rate})")
+        _retire(root, info["demo_version"])  # an older version of our own cache: rebuild it
     root.parent.mkdir(parents=True, exist_ok=True)
     log.info("building the %s in %s", what, root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
@@ -140,12 +158,14 @@ def _ensure(root: Path, sample_rate: int, build, what: str) -> dict[str, str]:
 def ensure_demo_corpus(root: str | Path = "logs/demo_corpus", sample_rate: int = 16000) -> dict[str, str]:
     """The speech demo corpus (built once); returns its paths (train, valid, test_clean, test_noisy)."""
     speech = "espeak-ng" if have_espeak() else "the speech-like generator (espeak-ng is not installed)"
-    return _ensure(Path(root), sample_rate, build_demo_corpus, f"demo corpus with speech from {speech}")
+    return _ensure(Path(root), sample_rate, build_demo_corpus, f"demo corpus with speech from {speech}",
+                   DEMO_VERSION)
 
 
 def ensure_creative_demo_corpus(root: str | Path = "logs/demo_creative", sample_rate: int = 16000) -> dict[str, str]:
     """The creative variant's demo pairs (built once); returns its paths (train, valid)."""
-    return _ensure(Path(root), sample_rate, build_creative_demo_corpus, "creative demo pairs")
+    return _ensure(Path(root), sample_rate, build_creative_demo_corpus, "creative demo pairs",
+                   CREATIVE_DEMO_VERSION)
 
 
 def demo_for(cfg) -> dict[str, str]:
