@@ -116,6 +116,13 @@ class TrainConfig(Section):
     overlap_labels: bool = setting(True, "start the discriminator's labels (PESQ) as soon as the generator's forward "
                                          "pass has produced the estimates and run the generator's backward while "
                                          "they are computed; false = the serial order (the same losses)")
+    compile: bool = setting(False, "torch.compile the generator's training forward/backward (the weights, "
+                                   "checkpoints, validation and inference stay eager); pays a compile at the "
+                                   "start of every job; losses equal eager within float rounding, not bit for bit")
+    compile_backend: str = setting("inductor", "train.compile's backend: inductor (fused kernels: Triton on CUDA, "
+                                               "C++ on CPU, needs a working compiler), aot_eager (graph capture "
+                                               "and AOT autograd, no code generation: a check, no speed-up)",
+                                   choices=("inductor", "aot_eager"))
     max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1)
     init_from: str | None = setting(None, "start a NEW run from this checkpoint's generator (and discriminator, "
                                           "when it has one) weights with fresh optimizers: fine-tuning, not resume "

@@ -74,6 +74,8 @@ class Trainer:
             self.d_ddp = DistributedDataParallel(self.discriminator, device_ids=ids)
         else:
             self.g_ddp, self.d_ddp = self.generator, self.discriminator
+        if cfg.train.compile:  # the training step's generator only; checkpoints keep the eager module's keys
+            self.g_ddp = torch.compile(self.g_ddp, backend=cfg.train.compile_backend)
 
         self.train_loader, self.sampler = build_train_loader(cfg, env.rank, env.world_size)
         self.valid_loader = build_eval_loader(None, cfg, env.rank, env.world_size,
