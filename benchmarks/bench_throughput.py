@@ -188,6 +188,8 @@ class Runner:
             self.machine_idle.append((idle_after - idle_before) / (total_after - total_before))
         self.steps += measured
         self.block_means.append(statistics.mean(s["total"] for s in measured))
+        print(f"  {self.mode}: block of {steps} steps, mean step {1000 * self.block_means[-1]:.0f} ms "
+              f"(load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         if rss_reset or not self.peak_rss_mib:
             self.peak_rss_mib = max(self.peak_rss_mib, _peak_rss_mib())
         if device.type == "cuda":
@@ -231,9 +233,11 @@ def main() -> None:
         parser.error(f"--modes: a comma-separated subset of {','.join(MODES)}")
     common = ["data.demo=true", "data.batch_size=4", "data.crop_seconds=2.0", "data.num_workers=0",
               "loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0", "checkpoint.every_steps=0",
-              "checkpoint.every_minutes=0", "train.log_every=1000000", f"train.device={args.device}",
+              "checkpoint.every_minutes=0", "train.log_every=1000000", "train.tensorboard=false",
+              f"train.device={args.device}",
               f"train.amp={str(args.amp).lower()}", f"train.pesq_workers={args.pesq_workers}"]
     env = read_env()
+    load_start = os.getloadavg()[0]
     runners = []
     with tempfile.TemporaryDirectory(prefix="bench_throughput_") as work:
         for mode in modes:
@@ -250,7 +254,8 @@ def main() -> None:
     print(f"config {' '.join([args.config, *args.overrides])}; generator {cfg.model.name} ({params / 1e6:.2f} M "
           f"params); batch {batch_size} x {crop} s; device {device}{' bf16' if args.amp else ''}; "
           f"torch threads {args.torch_threads}, PESQ workers {args.pesq_workers}, "
-          f"{os.cpu_count()} cores; {args.rounds} blocks x {args.steps} steps per mode")
+          f"{os.cpu_count()} cores; {args.rounds} blocks x {args.steps} steps per mode; "
+          f"1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"{'mode':<11}" + "".join(f"{p:>14}" for p in (*PHASES, "step", "step CPU", "pool CPU"))
           + f"{'samples/s':>11}"
           + f"{'best/med blk':>15}{'peak RSS':>10}" + (f"{'peak CUDA':>11}" if device.type == "cuda" else "")
@@ -300,7 +305,7 @@ def main() -> None:
               "generator": cfg.model.name, "generator_params": params, "batch_size": batch_size,
               "crop_seconds": crop, "steps_per_block": args.steps, "rounds": args.rounds,
               "torch_threads": args.torch_threads, "pesq_workers": args.pesq_workers,
-              "cpu_cores": os.cpu_count(), "modes": results, "ratios": ratios}
+              "cpu_cores": os.cpu_count(), "load_average_start_end": [load_start, os.getloadavg()[0]], "modes": results, "ratios": ratios}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
