@@ -150,6 +150,10 @@ def train_smoke_run(run_dir: Path) -> None:
         raise RuntimeError(f"training the smoke run failed: {proc.stderr[-2000:]}")
 
 
+def _progress(what: str, seconds: float) -> None:
+    print(f"  {what}: {seconds:.1f} s (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+
+
 def _stats(values: list[float], best=min) -> str:
     return f"{best(values):.2f}/{statistics.median(values):.2f}"
 
@@ -165,7 +169,7 @@ def main() -> None:
     from trainer.data.demo import demo_for
 
     counts = sorted({1, len(ALL_CORES)})
-    results: dict = {"cores": counts, "validation": {}, "evaluate_in_process": {}, "evaluate_command": {}}
+    results: dict = {"cores": counts, "load_average_start": os.getloadavg()[0], "validation": {}, "evaluate_in_process": {}, "evaluate_command": {}}
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         work = Path(tmp)
         cfg = load_config(args.config, ["data.demo=true", "checkpoint.every_steps=0", "checkpoint.every_minutes=0",
@@ -181,9 +185,12 @@ def main() -> None:
             for _ in range(args.repeats):  # the core counts take turns, so a busy spell hits both
                 for n in counts:
                     results["validation"].setdefault(n, []).append(time_validation(trainer, n))
+                    _progress(f"validation on {n} core(s)", results["validation"][n][-1]["total"])
                     results["evaluate_in_process"].setdefault(n, []).append(
                         time_evaluate_in_process(run_dir, clean, noisy, n))
+                    _progress(f"evaluation in process on {n} core(s)", results["evaluate_in_process"][n][-1]["total"])
                     results["evaluate_command"].setdefault(n, []).append(time_evaluate_command(run_dir, n, work))
+                    _progress(f"evaluation command on {n} core(s)", results["evaluate_command"][n][-1]["wall"])
         finally:
             trainer.close()
     audio_seconds = sum(float(b["lengths"][0]) for b in trainer.valid_loader) / cfg.data.sample_rate
@@ -208,6 +215,9 @@ def main() -> None:
                         for k in ("total", "read", "load", "enhance", "score"))
               + f"{_stats([r['files'] / r['total'] for r in inproc], max):>14}")
     print("files/s: in-process enhance + score of every column; 'command' adds Python start, imports and output")
+    results["load_average_end"] = os.getloadavg()[0]
+    print(f"1-min load average {results['load_average_start']:.1f} at the start, "
+          f"{results['load_average_end']:.1f} at the end ({len(ALL_CORES)} cores)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
 
