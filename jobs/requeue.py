@@ -295,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         failure = requeue(args.run_dir, args.job_id)
         if failure:
             sys.stdout.write(f"===== {failure} =====\n")
+    elif record["action"] == "stop" and not args.no_requeue:  # no evaluation of a run that did not finish
+        from jobs.evaluation import cancel_dependent
+
+        line = cancel_dependent(args.run_dir, args.job_id, record["reason"])
+        if line:
+            sys.stdout.write(line + "\n")
     sys.stdout.flush()
     return job_exit_code(record["action"], code, failure is not None)
 

@@ -13,6 +13,8 @@ are converted to tensors).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import platform
 import random
 import shutil
@@ -43,6 +45,19 @@ class CheckpointError(BadInput):
 
 def versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "numpy": str(np.__version__), "python": platform.python_version()}
+
+
+def code_version() -> dict | None:
+    """The code this process runs, as the launcher recorded it at submission (``SEGAN_CODE``: git
+    revision, dirty flag, snapshot path; see jobs/snapshot.py); None outside such a job."""
+    try:
+        value = json.loads(os.environ.get("SEGAN_CODE") or "null")
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {key: value.get(key) for key in ("revision", "dirty", "snapshot")
+            if isinstance(value.get(key), (str, bool, type(None)))}
 
 
 def capture_rng() -> dict[str, Any]:
@@ -163,6 +178,7 @@ def training_state(cfg: Config, parts: dict[str, Any], sampler, progress: Progre
         "best": dict(progress.best),
         "num_nonfinite_total": progress.num_nonfinite_total,
         "versions": versions(),
+        "code": code_version(),  # optional: older checkpoints lack it
         **extra,
     }
 
