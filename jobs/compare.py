@@ -49,9 +49,15 @@ class Run:
     state: str = "-"
     total_epochs: object = None
     test: dict | None = None  # test_scores.json's summaries (checkpoint -> metrics)
+    _best: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def best(self, metric: str) -> tuple[float, int] | None:
         """(best value, its epoch) of ``valid_<metric>``; None when no epoch record has it."""
+        if metric not in self._best:
+            self._best[metric] = self._find_best(metric)
+        return self._best[metric]
+
+    def _find_best(self, metric: str) -> tuple[float, int] | None:
         key, lower = f"valid_{metric}", lower_is_better(metric)
         found = None
         for record in self.epochs:

@@ -88,7 +88,7 @@ def find_sweep(target: str | None) -> tuple[Path, dict] | None:
         if record is not None:
             return candidate.resolve(), record
     for root in dict.fromkeys(sub["sweep"] for sub in reversed(submissions()) if isinstance(sub.get("sweep"), str)):
-        if target.isdigit() or Path(root).name == target or "/" not in target:
+        if "/" not in target:
             record = read_sweep(Path(root))
             if record is not None and target in (record.get("name"), str(record.get("array_job_id")),
                                                  str((record.get("evaluation") or {}).get("array_job_id"))):
