@@ -50,11 +50,13 @@ def queue_of(job):
 
 
 def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_path, env):
-    """Four probe elements of 4 ranks (one node's GPUs each, at most 2 at once). The node of element 0
-    is taken by an `urgent` job: Slurm preempts and requeues that element only (ARRAYID_0); every element
-    finishes at its exact step (no step twice, none lost), and status, list and compare show all four."""
+    """Four probe elements of 4 ranks (one node's GPUs each, at most 2 at once). Element 1 is asked to
+    save (USR2, as before its time limit): the requeue policy of jobs/requeue.py requeues that element
+    alone (`scontrol requeue ARRAYID_1`). The node of element 0 is taken by an `urgent` job: Slurm
+    preempts and requeues that element only (ARRAYID_0). Every element finishes at its exact step (no
+    step twice, none lost), and status, list and compare show all four."""
     root = tmp_path / "sweep"
-    probe = {**env, "SEGAN_PROBE_STEPS": "40", "SEGAN_PROBE_STEP_SECONDS": "0.25"}
+    probe = {**env, "SEGAN_PROBE_STEPS": "60", "SEGAN_PROBE_STEP_SECONDS": "0.5"}
     proc = launch("sweep", "--cluster", "local", "--config", "configs/smoke.yaml", "--entry", "jobs.probe",
                   "--grid", "loss.w_gan=0.05,0.1", "--grid", "loss.gan_start_fraction=0.5,0.6", "--name", "wf-sweep",
                   "--run-dir", str(root), "--gpus-per-node", "4", "--max-parallel", "2", env=probe)
@@ -72,13 +74,19 @@ def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_pat
     frozen = (dirs[3] / "slurm" / "submitted_config.yaml").read_text()
     assert "w_gan: 0.1\n" in frozen and "gan_start_fraction: 0.6\n" in frozen  # each element its own config
 
-    first = f"{array}_0"
+    first, second = f"{array}_0", f"{array}_1"
     wait_for(lambda: state(dirs[0]).get("step", 0) >= 3, 300, "element 0's first steps")
+    wait_for(lambda: state(dirs[1]).get("step", 0) >= 3, 300, "element 1's first steps")
     node = subprocess.run(["squeue", "-h", "-j", first, "-o", "%N"], capture_output=True, text=True).stdout.strip()
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-A", ACCOUNT, "-w", node, "--exclusive",
                              "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"], capture_output=True, text=True)
     assert urgent.returncode == 0, urgent.stderr
     urgent_job = urgent.stdout.strip().split(";")[0]
+    # Our own requeue, element 1 only. Slurm 22.05's scancel --signal on an element of an array that
+    # still has pending elements delivers the signal, then may retry for many seconds and exit non-zero
+    # ("Job can not be altered now": the element is being requeued); the end record below is what
+    # counts, so it runs in the background.
+    signal = subprocess.Popen(["scancel", "--signal=USR2", second], stderr=subprocess.DEVNULL)
     try:
         end = wait_for(lambda: records(dirs[0] / "attempts.jsonl", event="end"), 180, "element 0's end record")[0]
         assert (end["job_id"], end["exit_code"], end["action"], end["ending"]) == (first, 42, "slurm-requeue",
@@ -86,29 +94,36 @@ def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_pat
         assert wait_for(lambda: final_state(urgent_job), 180, "the preempting job") == "COMPLETED"
     finally:
         subprocess.run(["scancel", urgent_job])
+    own = wait_for(lambda: records(dirs[1] / "attempts.jsonl", event="end"), 180, "element 1's end record")[0]
+    signal.wait(timeout=120)
+    assert (own["job_id"], own["exit_code"], own["action"]) == (second, 42, "requeue"), own
 
     def all_done():
         release_if_waiting(first)
+        release_if_waiting(second)
         return all(final_state(f"{array}_{i}") for i in range(4))
 
     wait_for(all_done, 900, "all four elements to finish", poll=2)
     for i, run_dir in dirs.items():
         assert final_state(f"{array}_{i}") == "COMPLETED"
-        assert (state(run_dir)["status"], state(run_dir)["step"]) == ("finished", 40)
-        assert [r["step"] for r in step_records(run_dir)] == list(range(1, 41)), f"element {i}"
+        assert (state(run_dir)["status"], state(run_dir)["step"]) == ("finished", 60)
+        assert [r["step"] for r in step_records(run_dir)] == list(range(1, 61)), f"element {i}"
         assert state(run_dir)["source"] == str(root / "slurm" / "code" / "jobs" / "probe.py")
         ends = records(run_dir / "attempts.jsonl", event="end")
-        if i == 0:  # the preempted element resumed where it saved
-            assert [(e["action"], e["job_id"]) for e in ends] == [("slurm-requeue", first), ("finish", first)]
+        if i in (0, 1):  # the preempted element and the one we requeued resumed where they saved
+            saved = end if i == 0 else own
+            assert [(e["action"], e["job_id"]) for e in ends] == [(saved["action"], saved["job_id"]),
+                                                                  ("finish", saved["job_id"])]
             starts = records(run_dir / "attempts.jsonl", event="start")
-            assert [s["step"] for s in starts] == [0, end["step_end"]] and 0 < end["step_end"] < 40
+            assert [s["step"] for s in starts] == [0, saved["step_end"]] and 0 < saved["step_end"] < 60
+            assert [s["restart"] for s in starts] == [0, 1]  # that element's own restart count
         else:  # nobody else was requeued
             assert [(e["action"], e["job_id"], e["restart"]) for e in ends] == [("finish", f"{array}_{i}", 0)]
 
     status = launch("status", str(root), env=env).stdout.splitlines()
     assert status[0].startswith(f"sweep wf-sweep  array job {array}  4 elements")
     rows = [line.split() for line in status if line.strip().startswith("w_gan=")]
-    assert [(r[1], r[2], r[3], r[6]) for r in rows] == [(f"{array}_{i}", "finished", "40", "2" if i == 0 else "1")
+    assert [(r[1], r[2], r[3], r[6]) for r in rows] == [(f"{array}_{i}", "finished", "60", "2" if i < 2 else "1")
                                                        for i in range(4)]
     listed = launch("list", env=env).stdout.splitlines()
     assert listed[1].startswith(f"sweep wf-sweep: array {array}, 4 runs (4 finished)")
