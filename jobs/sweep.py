@@ -113,6 +113,10 @@ def sbatch_script(spec: submit.JobSpec, count: int, parallel: int, folder: Path)
     return _make_sbatch_string(command=command, folder=folder, map_count=count, **executor_parameters(spec, parallel))
 
 
+def _ranks(count: int) -> str:
+    return f"{count} rank" if count == 1 else f"{count} ranks"
+
+
 def describe_elements(elements: list[grid.Element]) -> list[str]:
     width = max(len(e.name) for e in elements)
     return [f"  {e.index:>3}  {e.name.ljust(width)}  --set " + " --set ".join(e.overrides) for e in elements]
@@ -126,7 +130,7 @@ def dry_run(args, profile, axes, elements, configs, specs, root, name, evaluatio
     spec = submit.with_code(specs[0], code)
     out = [f"# sweep {name}: {len(elements)} elements ({' x '.join(str(len(a.values)) for a in axes)}) under {root}; "
            f"one job array 0-{len(elements) - 1}, at most {min(parallel, len(elements))} at once; each element "
-           f"{spec.num_ranks} ranks, time {format_slurm_time(spec.time_s)} (cluster profile {profile.name})",
+           f"{_ranks(spec.num_ranks)}, time {format_slurm_time(spec.time_s)} (cluster profile {profile.name})",
            "# element  run directory  overrides (on top of --config and --set)", *describe_elements(elements),
            f"# {snapshot.describe(code)}",
            "# ---- sbatch script (one job array; task i runs element i's jobs.job.TrainingJob) ----",
@@ -218,7 +222,7 @@ def describe_submission(name, root, elements, job_ids, eval_ids, spec, parallel,
     array_id = job_ids[0].split("_", 1)[0]
     width = max(len(e.name) for e in elements)
     lines = [f"submitted sweep {name}: job array {array_id} with {len(elements)} elements (at most "
-             f"{min(parallel, len(elements))} at once; each {spec.num_ranks} ranks, partition {spec.partition}, "
+             f"{min(parallel, len(elements))} at once; each {_ranks(spec.num_ranks)}, partition {spec.partition}, "
              f"time {format_slurm_time(spec.time_s)})",
              f"sweep root:    {root}  (sweep.json; logs in {runs.slurm_folder(root)})"]
     for element, job_id in zip(elements, job_ids, strict=True):
