@@ -189,6 +189,10 @@ def expand_targets(targets: list[str]) -> list[Path]:
     """Run directories of the targets: a sweep (root, name or array job id) gives all its elements."""
     found: list[Path] = []
     for target in targets:
+        path = Path(target)
+        if "/" in target and path.is_dir() and not runs.is_sweep_root(path) and runs.is_run_dir(path):
+            found.append(path)  # a run directory given as a path: no index lookup
+            continue
         swept = runs.sweep_target(target)
         if swept is not None:
             found += [Path(e["run_dir"]) for e in swept[1]["elements"] if isinstance(e, dict) and e.get("run_dir")]

@@ -51,10 +51,28 @@ def record_submission(job_id: str, run_dir: Path, name: str, cluster: str, **ext
                                 "cluster": cluster, "submitted": now_iso(), **extra})
 
 
+_INDEX_CACHE: dict[tuple, list[dict]] = {}
+
+
 def submissions() -> list[dict]:
-    """The index's records (a line that is not a record with a job id and run directory is skipped)."""
-    return [r for r in read_jsonl(index_path()) if isinstance(r, dict) and isinstance(r.get("job_id"), str)
-            and isinstance(r.get("run_dir"), str)]
+    """The index's records (a line that is not a record with a job id and run directory is skipped).
+
+    Read once per process while the file is unchanged (same size and mtime): ``compare`` of 50 runs
+    asks for each of them."""
+    path = index_path()
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _INDEX_CACHE:
+        return list(_INDEX_CACHE[key])
+    records = [r for r in read_jsonl(path) if isinstance(r, dict) and isinstance(r.get("job_id"), str)
+               and isinstance(r.get("run_dir"), str)]
+    if key is not None:
+        _INDEX_CACHE.clear()
+        _INDEX_CACHE[key] = records
+    return list(records)
 
 
 def training_submissions() -> list[dict]:
@@ -87,12 +105,13 @@ def find_sweep(target: str | None) -> tuple[Path, dict] | None:
         record = read_sweep(candidate)
         if record is not None:
             return candidate.resolve(), record
+    if "/" in target:  # a path that holds no sweep.json
+        return None
     for root in dict.fromkeys(sub["sweep"] for sub in reversed(submissions()) if isinstance(sub.get("sweep"), str)):
-        if "/" not in target:
-            record = read_sweep(Path(root))
-            if record is not None and target in (record.get("name"), str(record.get("array_job_id")),
-                                                 str((record.get("evaluation") or {}).get("array_job_id"))):
-                return Path(root), record
+        record = read_sweep(Path(root))
+        if record is not None and target in (record.get("name"), str(record.get("array_job_id")),
+                                             str((record.get("evaluation") or {}).get("array_job_id"))):
+            return Path(root), record
     return None
 
 
