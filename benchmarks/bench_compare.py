@@ -8,6 +8,7 @@ run), a metrics.jsonl of ``--epochs`` epoch records and ``--step-records`` step 
 test_scores.json. Prints, as the median of ``--repeats``:
 
 - the whole command, ``python launch.py compare`` as a user runs it (interpreter start-up included),
+  in wall time and in CPU time (user+sys: what the command costs where the machine is shared),
   against the start-up baseline ``python launch.py --help`` (the same interpreter and imports,
   no run read): the ratio says what the 50 runs add to starting the CLI;
 - the same table in-process (``jobs.compare``), against a baseline that parses every line of every
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,6 +91,18 @@ def make_runs(folder: Path, num_runs: int, epochs: int, step_records: int) -> li
     return paths
 
 
+def child_cpu_seconds(command: list[str], env: dict, repeats: int) -> float:
+    """Median user+sys CPU seconds of the command (on a machine shared with other work, wall time
+    includes waiting for a core; CPU time does not)."""
+    times = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(command, cwd=ROOT, capture_output=True, env=env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(times)
+
+
 def median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -119,6 +133,8 @@ def main() -> int:
         help_command = [sys.executable, str(ROOT / "launch.py"), "compare", "--help"]
         startup = median_seconds(lambda: subprocess.run(help_command, cwd=ROOT, capture_output=True, env=env),
                                  args.repeats)
+        whole_cpu = child_cpu_seconds(command, env, args.repeats)
+        startup_cpu = child_cpu_seconds(help_command, env, args.repeats)
 
         def in_process():
             with contextlib.redirect_stdout(io.StringIO()):
@@ -131,6 +147,8 @@ def main() -> int:
         print(f"launch.py compare (whole command, start-up included): {whole:.3f} s")
         print(f"  baseline, launch.py compare --help (start-up only): {startup:.3f} s "
               f"(the command takes {whole / max(startup, 1e-9):.2f}x its start-up)")
+        print(f"  CPU time (user+sys), whole command vs --help:       {whole_cpu:.3f} s vs {startup_cpu:.3f} s "
+              f"({whole_cpu / max(startup_cpu, 1e-9):.2f}x)")
         print(f"  in-process table:                                   {inside:.3f} s")
         print(f"  baseline, json.loads of every line (reading only):  {naive:.3f} s "
               f"({naive / max(inside, 1e-9):.1f}x the in-process table)")
