@@ -191,3 +191,16 @@ def test_status_list_logs_and_compare_of_a_sweep(repo_root, tmp_path):
     rows = compare.stdout.splitlines()
     assert rows[1].split()[:2] == ["RUN", "optim.lr"]
     assert [r.split()[:4] for r in rows[2:]] == [["lr=2e-3", "2e-3", "2.750", "(1)"], ["lr=1e-3", "1e-3", "1.750", "(1)"]]
+
+
+def test_the_index_is_read_again_once_it_changes(tmp_path, monkeypatch):
+    """submissions() keeps the index's records while the file is unchanged (compare asks once per run),
+    and a submission recorded meanwhile is seen at once."""
+    monkeypatch.setenv("SEGAN_JOB_INDEX", str(tmp_path / "submissions.jsonl"))
+    assert runs.submissions() == []
+    runs.record_submission("11", tmp_path / "a", "a", "local")
+    assert [s["job_id"] for s in runs.submissions()] == ["11"]
+    runs.record_submission("12_0", tmp_path / "b", "b", "local", sweep=str(tmp_path))
+    assert [s["job_id"] for s in runs.submissions()] == ["11", "12_0"]
+    runs.submissions().clear()  # a caller changing its list does not change the next answer
+    assert len(runs.submissions()) == 2
