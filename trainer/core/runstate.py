@@ -3,10 +3,16 @@
 Login-node commands (``launch.py status/list/logs``) and ``trainer.plot`` read these files;
 only rank 0 of the training job writes them.
 
-- ``state.json`` (atomic): status (running | checkpointed | finished | failed | diverged),
-  step, epoch, epochs, best (metric -> value), updated (ISO time), job_id, world_size.
+- ``state.json`` (atomic): status (running | checkpointed | finished | failed | diverged | stopped),
+  step, epoch, epochs, best (metric -> value; only values whose ``best_*`` checkpoint was written),
+  updated (ISO time), job_id, world_size. ``stopped``: ended by Ctrl-C (not requeued; run the same
+  command to continue from ``last``).
 - ``metrics.jsonl``: one JSON object per line; step records carry ``kind: "step"``, ``step`` and
   ``loss``; epoch records carry ``kind: "epoch"``, ``epoch``, ``step`` and the validation metrics.
+
+Step logs hold one record per step: a (re)start calls :func:`truncate_logs` with the step of the
+checkpoint it starts from (0 for a fresh start), which cuts ``metrics.jsonl`` and every writer
+registered with :func:`register_log_truncator` (e.g. a TensorBoard writer) back to that step.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainer.core.io import atomic_write_text
+from trainer.core.io import append_line, atomic_write_text
 
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.jsonl"
-STATUSES = ("running", "checkpointed", "finished", "failed", "diverged")
+STATUSES = ("running", "checkpointed", "finished", "failed", "diverged", "stopped")
+FINAL_STATUSES = ("finished", "failed", "diverged", "stopped")  # nothing runs and nothing is requeued
 
 
 def _clean(value: Any) -> Any:
@@ -53,11 +61,12 @@ def write_state(run_dir: str | Path, **fields: Any) -> dict:
 def read_state(run_dir: str | Path) -> dict:
     path = Path(run_dir) / STATE_FILE
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return {"status": "unknown", "error": f"{path} is not valid JSON"}
+    return state if isinstance(state, dict) else {"status": "unknown", "error": f"{path} is not a JSON object"}
 
 
 class MetricsLog:
@@ -73,8 +82,7 @@ class MetricsLog:
             return
         if self._fh is None:
             self._fh = open(self.path, "a")
-        self._fh.write(json.dumps(_clean(record)) + "\n")
-        self._fh.flush()
+        append_line(self._fh, self.path, json.dumps(_clean(record)) + "\n")
 
     def truncate_after(self, step: int) -> int:
         """Drop records from after ``step`` (work an interrupted run did past its last checkpoint).
@@ -84,13 +92,14 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return 0
         kept, num_dropped = [], 0
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a crash mid-write
                 num_dropped += 1
                 continue
-            if record.get("step", 0) > step:
+            record_step = record.get("step", 0) if isinstance(record, dict) else None
+            if not isinstance(record_step, (int, float)) or record_step > step:
                 num_dropped += 1
             else:
                 kept.append(line)
@@ -100,8 +109,32 @@ class MetricsLog:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # e.g. a full disk: every record was flushed (or reported) when written
+                pass
             self._fh = None
+
+
+_log_truncators: list[Callable[[Path, int], int]] = []
+
+
+def register_log_truncator(truncate: Callable[[Path, int], int]) -> Callable[[], None]:
+    """Add a step-log writer's ``truncate(run_dir, step) -> records dropped`` to :func:`truncate_logs`
+    (e.g. a TensorBoard writer's). Returns a function that unregisters it."""
+    _log_truncators.append(truncate)
+    return lambda: _log_truncators.remove(truncate) if truncate in _log_truncators else None
+
+
+def truncate_logs(run_dir: str | Path, step: int) -> int:
+    """Cut every step log of ``run_dir`` to what a run starting at ``step`` has seen: records from
+    after ``step`` were written by an attempt that died before saving them (0: a fresh start keeps
+    nothing). Only the process that writes the logs (rank 0) calls it. Returns records dropped."""
+    run_dir = Path(run_dir)
+    dropped = MetricsLog(run_dir).truncate_after(step)
+    for truncate in list(_log_truncators):
+        dropped += truncate(run_dir, step)
+    return dropped
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -110,7 +143,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:

@@ -10,7 +10,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from trainer.core.log import get_logger
-from trainer.core.signals import ignore_stop_signals
+from trainer.core.signals import helper_signals, ignore_signals
 from trainer.metrics.quality import MetricInputError, pesq_score, prepare_pair
 
 log = get_logger("metrics")
@@ -35,9 +35,10 @@ def process_pool(num_workers: int):
     from joblib.externals.loky import ProcessPoolExecutor
 
     one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    # SLURM signals every process of the job step; the pool's workers ignore the stop signals so
-    # that they outlive the rank's save (trainer.signals).
-    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread, initializer=ignore_stop_signals)
+    # SLURM signals every process of the job step; the pool's workers ignore the stop signals (and a
+    # terminal's Ctrl-C when the trainer handles it) so that they outlive the rank's save (trainer.signals).
+    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread, initializer=ignore_signals,
+                               initargs=(helper_signals(),))
 
 
 class PesqLabeler:
