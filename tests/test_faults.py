@@ -32,8 +32,9 @@ def temporaries(run_dir):
     return [p for p in run_dir.rglob(".*.tmp")]
 
 
-def check_at_rest(run_dir):
-    """What must hold whenever no process works on the run directory."""
+def check_at_rest(run_dir, whole=False):
+    """What must hold whenever no process works on the run directory (``whole``: also no record cut
+    short at the end of metrics.jsonl, which a resume drops)."""
     last = run_dir / "checkpoints/last.pt"
     if last.exists():
         ckpt.load(last)  # verified: checksum, finiteness, keys
@@ -43,6 +44,7 @@ def check_at_rest(run_dir):
         text = (run_dir / "metrics.jsonl").read_text()
         for line in text.split("\n")[:-1]:  # every complete line is one JSON object
             json.loads(line)
+        assert not whole or text.endswith("\n") or not text
     steps = [s for s, *_ in step_losses(run_dir)]
     assert steps == sorted(set(steps)), f"a step logged twice: {steps}"
     assert len(temporaries(run_dir)) <= 1, temporaries(run_dir)  # at most the one being written when killed
@@ -53,7 +55,7 @@ def _kill_group(proc):
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()
+    return proc.communicate()[1]
 
 
 @pytest.mark.slow
@@ -62,7 +64,7 @@ def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path):
     assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
     run_dir, rng = tmp_path / "faulted", random.Random(20261127)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    kills = 0
+    kills, left_behind = 0, []
     while kills < NUM_KILLS:
         seen = max([s for s, *_ in step_losses(run_dir)], default=0)
         proc = subprocess.Popen(train_cmd(run_dir, *FAULT_RUN), cwd=repo_root, env=env, stdout=subprocess.DEVNULL,
@@ -79,13 +81,16 @@ def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path):
             _, err = proc.communicate()
             assert proc.returncode == EXIT_FINISHED, err[-3000:]
             break
-        _kill_group(proc)
+        err = _kill_group(proc)
         kills += 1
+        if "resumed" in err or "new run" in err:  # got past its start: the previous kill's leftovers are gone
+            assert not [p for p in left_behind if p.exists()], (left_behind, err[-2000:])
         check_at_rest(run_dir)
+        left_behind = temporaries(run_dir)
     assert kills >= NUM_KILLS // 2, f"the run finished after only {kills} kills"
     final = run_train(repo_root, run_dir, *FAULT_RUN)
     assert final.returncode == EXIT_FINISHED, final.stderr[-3000:]
-    check_at_rest(run_dir)
+    check_at_rest(run_dir, whole=True)
     assert not temporaries(run_dir) and not (run_dir / "train.lock").exists()
     assert step_losses(run_dir) == step_losses(tmp_path / "straight")
     assert ckpt.load(run_dir / "checkpoints/last.pt")["step"] == 12
