@@ -127,7 +127,8 @@ def _run(cfg: Config, run_dir: Path, env, setup_logging) -> int:
     try:
         if env.is_main:
             setup_logging(env.rank, log_file=run_dir / "train.log")
-            removed, freed = remove_stale_temporaries([run_dir, run_dir / "checkpoints"], lock.mtime)
+            removed, freed = remove_stale_temporaries([run_dir, run_dir / "checkpoints", run_dir / "tensorboard"],
+                                                      lock.mtime)
             if removed:
                 log.info("removed %d stale temporary file(s) (%d bytes) left by an interrupted write", removed, freed)
         trainer = Trainer(cfg, run_dir, env)
