@@ -75,7 +75,7 @@ def test_training_on_a_full_disk_exits_with_the_do_not_requeue_code(repo_root, s
     assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
     assert ckpt.load(run_dir / "checkpoints/last.pt")["step"] == before["step"] == 4
     state = read_state(run_dir)
-    assert state["status"] == "failed"
+    assert state["status"] == "failed" and state["exit_code"] == EXIT_DISK_FULL  # for the launcher behind torchrun
     for metric, value in state["best"].items():  # every best value listed has its checkpoint
         assert ckpt.load(run_dir / f"checkpoints/best_{metric}.pt")["best"][metric] == value
     assert not list(run_dir.rglob("*.tmp"))

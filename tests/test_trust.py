@@ -110,7 +110,7 @@ def test_ctrl_c_saves_at_the_next_step_boundary_and_is_not_a_requeue(repo_root, 
     assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     state = read_state(run_dir)
-    assert state["status"] == "stopped", state
+    assert state["status"] == "stopped" and state["exit_code"] == EXIT_INTERRUPTED, state
     assert ckpt.load(run_dir / "checkpoints/last.pt")["step"] == state["step"] >= 2
     resumed = run_train(repo_root, run_dir, "train.epochs=2")
     assert resumed.returncode == EXIT_FINISHED, resumed.stderr[-3000:]

@@ -166,9 +166,9 @@ def _ended(log, trainer, run_dir: Path, env, error: BaseException | None, status
         return code
     try:
         if trainer is not None:
-            trainer.mark(status)
+            trainer.mark(status, exit_code=code)
         elif read_state(run_dir).get("status") not in (None, *FINAL_STATUSES):  # left "running" by a killed run
-            write_state(run_dir, status=status)
+            write_state(run_dir, status=status, exit_code=code)
     except Exception as exc:  # the exit code must survive a failing state write
         log.warning("could not record status %r in %s (%s)", status, run_dir / "state.json", exc)
     return code

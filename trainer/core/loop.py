@@ -150,7 +150,7 @@ class Trainer:
 
     def fit(self) -> int:
         cfg, p = self.cfg, self.progress
-        self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
+        self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size, exit_code=None)
         while p.epoch < cfg.train.epochs:
             self._set_lr()
             weight = self.task.gan_weight(p.epoch)
@@ -190,7 +190,7 @@ class Trainer:
     def _requeue_exit(self) -> int:
         interrupted = dist.any_rank(signals.interrupted())  # collective: a Ctrl-C on any rank ends the run
         code = stop_exit_code(interrupted)
-        self.mark("stopped" if interrupted else "checkpointed")
+        self.mark("stopped" if interrupted else "checkpointed", exit_code=code)
         log.info("stop requested (%s): saved last at step %d; exiting with %d %s", signals.stop_reason() or
                  "another rank", self.progress.step, code,
                  "(Ctrl-C: no requeue; run the same command to continue)" if interrupted else "so the job is requeued")

@@ -5,8 +5,9 @@ only rank 0 of the training job writes them.
 
 - ``state.json`` (atomic): status (running | checkpointed | finished | failed | diverged | stopped),
   step, epoch, epochs, best (metric -> value; only values whose ``best_*`` checkpoint was written),
-  updated (ISO time), job_id, world_size. ``stopped``: ended by Ctrl-C (not requeued; run the same
-  command to continue from ``last``).
+  updated (ISO time), job_id, world_size, and ``exit_code`` when an attempt stopped or failed (the
+  trainer's own code, which torchrun hides behind its 1; ``trainer/core/exitcodes.py``).
+  ``stopped``: ended by Ctrl-C (not requeued; run the same command to continue from ``last``).
 - ``metrics.jsonl``: one JSON object per line; step records carry ``kind: "step"``, ``step`` and
   ``loss``; epoch records carry ``kind: "epoch"``, ``epoch``, ``step`` and the validation metrics.
 
