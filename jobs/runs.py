@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from jobs.profiles import ROOT
-from trainer.core.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
+from trainer.core.runstate import load_state, now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
 
 class LaunchError(ValueError):
@@ -45,25 +45,6 @@ def submissions() -> list[dict]:
     """The index's records (a line that is not a record with a job id and run directory is skipped)."""
     return [r for r in read_jsonl(index_path()) if isinstance(r, dict) and isinstance(r.get("job_id"), str)
             and isinstance(r.get("run_dir"), str)]
-
-
-def load_state(run_dir: Path) -> tuple[dict, str | None]:
-    """(state.json as a dict, problem): ({}, None) when there is none yet; ({}, 'why') when it
-    cannot be used (unreadable, not JSON, not a JSON object)."""
-    path = Path(run_dir) / "state.json"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}, None
-    except OSError as exc:
-        return {}, f"{path} cannot be read ({exc.strerror})"
-    try:
-        state = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return {}, f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})"
-    if not isinstance(state, dict):
-        return {}, f"{path} holds a JSON {type(state).__name__}, not an object"
-    return state, None
 
 
 def read_state(run_dir: Path) -> dict:

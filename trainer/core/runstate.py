@@ -59,15 +59,30 @@ def write_state(run_dir: str | Path, **fields: Any) -> dict:
     return state
 
 
-def read_state(run_dir: str | Path) -> dict:
+def load_state(run_dir: str | Path) -> tuple[dict, str | None]:
+    """(state.json as a dict, problem): ({}, None) when there is none yet; ({}, 'why') when it
+    cannot be used (unreadable, not JSON, not a JSON object)."""
     path = Path(run_dir) / STATE_FILE
     try:
-        state = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
-        return {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {"status": "unknown", "error": f"{path} is not valid JSON"}
-    return state if isinstance(state, dict) else {"status": "unknown", "error": f"{path} is not a JSON object"}
+        return {}, None
+    except OSError as exc:
+        return {}, f"{path} cannot be read ({exc.strerror})"
+    try:
+        state = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        return {}, f"{path} is not valid JSON ({where})"
+    if not isinstance(state, dict):
+        return {}, f"{path} holds a JSON {type(state).__name__}, not an object"
+    return state, None
+
+
+def read_state(run_dir: str | Path) -> dict:
+    """state.json, or ``{"status": "unknown", "error": why}`` when it cannot be used."""
+    state, problem = load_state(run_dir)
+    return {"status": "unknown", "error": problem} if problem else state
 
 
 class MetricsLog:
