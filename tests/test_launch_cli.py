@@ -206,8 +206,11 @@ def test_a_finished_run_is_not_resubmitted_unless_epochs_are_raised(repo_root, t
 
 def test_status_refuses_a_folder_that_is_not_a_run_directory(repo_root, tmp_path):
     _, env = make_run(tmp_path)
-    err = one_line_error(launch(repo_root, "status", "../../etc", env={**env, **OFFLINE}))
-    assert "/etc is not a run directory" in err
+    plain = tmp_path / "plain"
+    (plain / "sub").mkdir(parents=True)
+    relative = os.path.relpath(plain / "sub" / "..", repo_root)  # resolved relative to the checkout
+    err = one_line_error(launch(repo_root, "status", relative, env={**env, **OFFLINE}))
+    assert f"{plain.resolve()} is not a run directory" in err
 
 
 @pytest.mark.parametrize("text,problem", [("{not json", "is not valid JSON"), ("[1, 2]", "holds a JSON list, not an object"),
