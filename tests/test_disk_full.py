@@ -62,23 +62,31 @@ def test_checkpoint_save_on_a_full_disk_keeps_last_and_names_the_bytes(small_dis
 
 
 @pytest.mark.slow
-def test_training_on_a_full_disk_exits_with_the_do_not_requeue_code(repo_root, small_disk):
+@pytest.mark.parametrize("tensorboard", [False, True])
+def test_training_on_a_full_disk_exits_with_the_do_not_requeue_code(repo_root, small_disk, tensorboard):
+    """With TensorBoard on, its validation audio takes the last free bytes before the checkpoint
+    save: it turns itself off with one warning, the save names the full disk, and state.json may
+    be impossible to write (then the exit code alone says it)."""
     run_dir = small_disk / "run"
-    first = run_train(repo_root, run_dir, "train.epochs=1")
+    tb = f"train.tensorboard={str(tensorboard).lower()}"
+    first = run_train(repo_root, run_dir, "train.epochs=1", tb)
     assert first.returncode == EXIT_FINISHED, first.stderr[-3000:]
     before = ckpt.load(run_dir / "checkpoints/last.pt")
     filler = fill(small_disk, 128 * 1024)  # room for log lines and state.json, not for a checkpoint
-    proc = run_train(repo_root, run_dir, "train.epochs=2")
+    proc = run_train(repo_root, run_dir, "train.epochs=2", tb)
     assert proc.returncode == EXIT_DISK_FULL, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "bytes" in errors[0] and str(run_dir / "checkpoints") in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
     assert ckpt.load(run_dir / "checkpoints/last.pt")["step"] == before["step"] == 4
     state = read_state(run_dir)
-    assert state["status"] == "failed" and state["exit_code"] == EXIT_DISK_FULL  # for the launcher behind torchrun
+    if tensorboard:
+        assert "tensorboard: No space left on device" in proc.stderr
+    else:
+        assert state["status"] == "failed" and state["exit_code"] == EXIT_DISK_FULL  # for the launcher behind torchrun
     for metric, value in state["best"].items():  # every best value listed has its checkpoint
         assert ckpt.load(run_dir / f"checkpoints/best_{metric}.pt")["best"][metric] == value
     assert not list(run_dir.rglob("*.tmp"))
     filler.unlink()
-    again = run_train(repo_root, run_dir, "train.epochs=2")
+    again = run_train(repo_root, run_dir, "train.epochs=2", tb)
     assert again.returncode == EXIT_FINISHED, again.stderr[-3000:]
