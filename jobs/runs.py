@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from jobs.profiles import ROOT
-from trainer.core.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
+from trainer.core.runstate import load_state, now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
 
 class LaunchError(ValueError):
@@ -120,25 +120,6 @@ def sweep_target(target: str | None) -> tuple[Path, dict] | None:
     if not target or (JOB_ID.fullmatch(target) and any(s["job_id"] == target for s in submissions())):
         return None
     return find_sweep(target)
-
-
-def load_state(run_dir: Path) -> tuple[dict, str | None]:
-    """(state.json as a dict, problem): ({}, None) when there is none yet; ({}, 'why') when it
-    cannot be used (unreadable, not JSON, not a JSON object)."""
-    path = Path(run_dir) / "state.json"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}, None
-    except OSError as exc:
-        return {}, f"{path} cannot be read ({exc.strerror})"
-    try:
-        state = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return {}, f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})"
-    if not isinstance(state, dict):
-        return {}, f"{path} holds a JSON {type(state).__name__}, not an object"
-    return state, None
 
 
 def read_state(run_dir: Path) -> dict:
