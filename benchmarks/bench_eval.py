@@ -215,6 +215,15 @@ def main() -> None:
                         for k in ("total", "read", "load", "enhance", "score"))
               + f"{_stats([r['files'] / r['total'] for r in inproc], max):>14}")
     print("files/s: in-process enhance + score of every column; 'command' adds Python start, imports and output")
+    if len(counts) > 1:
+        one, every = counts[0], counts[-1]
+        speedups = {what: statistics.median(r[key] for r in results[what][one])
+                    / statistics.median(r[key] for r in results[what][every])
+                    for what, key in (("validation", "total"), ("evaluate_in_process", "total"),
+                                      ("evaluate_command", "wall"))}
+        results["speedup_all_cores_over_one"] = speedups
+        print(f"ratios ({every} cores over 1, median time): "
+              + ", ".join(f"{what} {value:.2f}x" for what, value in speedups.items()))
     results["load_average_end"] = os.getloadavg()[0]
     print(f"1-min load average {results['load_average_start']:.1f} at the start, "
           f"{results['load_average_end']:.1f} at the end ({len(ALL_CORES)} cores)")

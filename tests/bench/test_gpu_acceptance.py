@@ -47,5 +47,8 @@ def test_throughput_step_compares_the_labelling_modes_on_cpu(repo_root, tmp_path
         for mode in result["modes"].values():
             assert mode["steps_measured"] == 2 and mode["samples_per_sec"] > 0
             assert set(mode["ms_per_step_median"]) == {"data", "generator", "label_wait", "discriminator",
-                                                      "other", "total"}
-        assert {"serial_over_overlapped", "serial_over_none", "overlapped_over_none"} <= set(result["ratios"])
+                                                      "other", "total", "cpu", "pool_cpu"}
+            assert mode["own_cores_step_ms_estimate"] > 0
+        assert {"serial_over_overlapped", "serial_over_none", "overlapped_over_none",
+                "overlapped_over_none_own_cores_estimate"} <= set(result["ratios"])
+        assert result["modes"]["none"]["ms_per_step_median"]["pool_cpu"] == 0
