@@ -75,7 +75,7 @@ def main() -> None:
                                           batch["lengths"].numpy())
             t_pesq = time.perf_counter()
             with autocast:
-                loss, _ = discriminator_loss(discriminator, task.clean_magnitude(clean), out["mag"].detach(),
+                loss, _ = discriminator_loss(discriminator, task.clean_magnitude(clean), task.estimate_magnitude(out),
                                              torch.as_tensor(scores, device=device),
                                              torch.as_tensor(valid, device=device))
             opt_d.zero_grad()

@@ -14,8 +14,9 @@ On a machine with CUDA it checks, each step timed and written to the JSON report
    the largest difference is reported either way).
 4. ``evaluate``: ``trainer.evaluate --run-dir`` (enhance the demo test set on the GPU with every
    kept checkpoint, then score), timed.
-5. ``throughput``: ``benchmarks/bench_train_step.py`` on the GPU for the full-size preset
-   (batch 4 x 2 s, bf16 and fp32): ms per phase, samples/s, peak CUDA memory.
+5. ``throughput``: ``benchmarks/bench_train_step.py`` on the GPU for the full-size BSRNN preset
+   (batch 4 x 2 s, bf16 and fp32) and the published CMGAN and MP-SENet presets (``configs/cmgan.yaml``,
+   ``configs/mpsenet.yaml``: batch 4 x 2 s, bf16): ms per phase, samples/s, peak CUDA memory.
 
 Without CUDA it prints ``skipped: no CUDA device`` and exits 0 (``--allow-cpu`` runs the same
 steps on the CPU, to test this script). Exit 1 if any step failed; the report says which and why.
@@ -197,15 +198,20 @@ def check_evaluate(run_dir: Path, device: str, out: Path) -> dict:
             "pesq": {name: s["pesq"] for name, s in summary["summaries"].items()}, "table": _tail(proc.stdout, 12)}
 
 
+# (name, preset, extra arguments): the BSRNN base in bf16 and fp32, the published presets in bf16.
+THROUGHPUT = (("base_bf16", "configs/base.yaml", ["--amp"]), ("base_fp32", "configs/base.yaml", []),
+              ("cmgan_bf16", "configs/cmgan.yaml", ["--amp"]), ("mpsenet_bf16", "configs/mpsenet.yaml", ["--amp"]))
+
+
 def check_throughput(device: str, work: Path) -> dict:
     results = {}
-    common = ["--config", "configs/base.yaml", "--set", "data.demo=true", "--set", "data.batch_size=4",
-              "--set", "data.crop_seconds=2.0", "--steps", "20", "--device", device,
+    common = ["--set", "data.demo=true", "--set", "data.train_dir=", "--set", "data.valid_dir=",
+              "--set", "data.batch_size=4", "--set", "data.crop_seconds=2.0", "--steps", "20", "--device", device,
               "--pesq-workers", str(min(4, os.cpu_count() or 1))]
-    for name, extra in (("base_bf16", ["--amp"]), ("base_fp32", [])):
+    for name, config, extra in THROUGHPUT:
         out = work / f"throughput_{name}.json"
-        proc = _run([sys.executable, "benchmarks/bench_train_step.py", *common, *extra, "--json", str(out)],
-                    timeout=600)
+        proc = _run([sys.executable, "benchmarks/bench_train_step.py", "--config", config, *common, *extra,
+                     "--json", str(out)], timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"{name}: exit {proc.returncode}: {_tail(proc.stderr)}")
         results[name] = json.loads(out.read_text())

@@ -1,4 +1,4 @@
-"""CMGAN generator (trainer_new.cmgan): sizes, checkpoint layout, contract, STFT front-end.
+"""CMGAN generator (trainer/tasks/speech/models/cmgan.py): sizes, checkpoint layout, contract, STFT front-end.
 
 Equality with the authors' code is shown by benchmarks/check_reference_equivalence.py (it
 needs a checkout of the reference); these tests need nothing but torch. To stay fast on two
@@ -11,9 +11,10 @@ import math
 import pytest
 import torch
 
-from trainer_new import cmgan
+from trainer.tasks.speech.models import cmgan
 
 SR = 16000
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""MP-SENet generator (trainer_new.mpsenet): sizes, checkpoint layout, contract, STFT front-end.
+"""MP-SENet generator (trainer/tasks/speech/models/mpsenet.py): sizes, checkpoint layout, contract, STFT front-end.
 
 Equality with the authors' code is shown by benchmarks/check_reference_equivalence.py. To stay
 fast on two CPU cores, the published size runs one short forward; the behaviour tests use a
@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 
-from trainer_new import mpsenet
+from trainer.tasks.speech.models import mpsenet
 
 SR = 16000
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
