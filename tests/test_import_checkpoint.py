@@ -146,3 +146,28 @@ def test_wrong_or_mismatched_files_are_refused_in_one_line(tmp_path, repo_root, 
                            str(tmp_path / "none"), "--out", str(tmp_path / "x.pt")], cwd=repo_root,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip() == f"import_checkpoint: error: {tmp_path / 'none'}: no such file"
+
+
+@pytest.mark.parametrize("fmt", ["cmgan", "mpsenet"])
+def test_train_init_from_takes_an_imported_checkpoint(tmp_path, fmt):
+    """What the training loop does with ``train.init_from`` (trainer/core/loop.py): the new run's networks
+    built from its config, the imported generator loaded into them, the discriminator left fresh."""
+    from trainer.core.config import load_config
+    from trainer.core.registry import build_generator
+    from trainer.tasks.speech.models import build_discriminator
+
+    net = save_official(fmt, tmp_path / "official", seed=2)
+    out = tmp_path / "imported.pt"
+    assert import_checkpoint.main(["--format", fmt, str(tmp_path / "official"), "--out", str(out),
+                                   "--config", SMOKE[fmt]]) == 0
+    cfg = load_config(SMOKE[fmt], [f"train.init_from={out}", "optim.lr=1e-4"])  # fine-tuning may change the lr
+    generator, discriminator = build_generator(cfg), build_discriminator(cfg)
+    fresh_d = {k: v.clone() for k, v in discriminator.state_dict().items()}
+    loaded = ckpt.init_weights_from(out, cfg, generator, discriminator)
+    assert loaded == "generator (the checkpoint has no discriminator: it starts fresh)"
+    for key, value in net.state_dict().items():
+        assert torch.equal(generator.state_dict()["net." + key], value), key
+    assert all(torch.equal(discriminator.state_dict()[k], v) for k, v in fresh_d.items())
+    other = load_config(SMOKE[fmt], ["model.num_layers=2"])
+    with pytest.raises(ckpt.CheckpointError, match="model.num_layers: checkpoint 1, config 2"):
+        ckpt.init_weights_from(out, other, build_generator(other), build_discriminator(other))
