@@ -101,32 +101,34 @@ def run_command(command: str, args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from jobs import submit
+    from jobs import slurm, submit
     from trainer.core.config import load_config
 
     if not args.config:
         raise LaunchError("--config is required to submit (e.g. --config configs/se_balanced.yaml)")
     cfg = load_config(args.config, args.overrides)
     profile = load_profile(args.cluster or default_cluster())
-    spec = submit.build_spec(args, profile, cfg)
+    spec = submit.build_spec(args, profile, cfg)  # every value checked (jobs.validate)
     if args.local:
-        submit.check_run_dir(spec.run_dir)
+        submit.check_run_dir_free(spec, cfg, create=True)
         return submit.run_local(spec, args.gpus_per_node or 1)
     if args.emit_sbatch:
         from jobs import template
 
         submit.check_spec(spec, profile, ask_slurm=False)
+        submit.check_run_dir_free(spec, cfg, create=False)
         try:  # Slurm opens the script's --output in RUN_DIR/slurm before it runs: it must exist
             (spec.run_dir / "slurm").mkdir(parents=True, exist_ok=True)
         except OSError:
             sys.stderr.write(f"launch.py: note: create {spec.run_dir / 'slurm'} before sbatch (the job log goes there)\n")
         sys.stdout.write(template.render(spec))
         return 0
-    have_slurm = submit.have_sbatch()
+    have_slurm = slurm.available()
     if not have_slurm and not args.dry_run:
         sys.stderr.write(submit.sbatch_missing_message() + "\n")
         return 2
     submit.check_spec(spec, profile, ask_slurm=have_slurm)
+    submit.check_run_dir_free(spec, cfg, create=not args.dry_run)
     if args.dry_run:
         sys.stdout.write(f"# cluster profile {profile.name}; run directory {spec.run_dir}; "
                          f"{spec.num_ranks} ranks; time {format_slurm_time(spec.time_s)}\n")
@@ -136,7 +138,6 @@ def run_submit(args: argparse.Namespace) -> int:
         sys.stdout.write("# ---- resolved config ----\n")
         sys.stdout.write(dump_yaml(cfg))
         return 0
-    submit.check_run_dir(spec.run_dir)
     spec = submit.freeze_config(spec, cfg)
     job_id = submit.submit(spec)
     sys.stdout.write(submit.describe_submission(spec, job_id) + "\n")

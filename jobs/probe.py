@@ -6,7 +6,8 @@ It honours the trainer's contract: ``main(argv) -> exit code``, flag-only USR2/T
 (``trainer.signals``), resume from ``RUN_DIR/state.json``, ``metrics.jsonl`` step records,
 EXIT_REQUEUE after a stop request at a step boundary. Rank 0 writes the files. Environment:
 SEGAN_PROBE_STEPS (total steps, default 20), SEGAN_PROBE_STEP_SECONDS (default 0.5),
-SEGAN_PROBE_CRASH=1 (raise at start: a crash loop).
+SEGAN_PROBE_CRASH=1 (raise at start: a crash loop), SEGAN_PROBE_IGNORE_USR2=1 (only SIGTERM stops
+it: a job whose save cannot finish before its time limit).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -29,6 +31,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args(argv)
     signals.install()
+    if os.environ.get("SEGAN_PROBE_IGNORE_USR2") == "1":
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        if signals.stop_reason() == "SIGUSR2":  # an early USR2 caught by the job wrapper's handler
+            signals.reset()
     run_dir = Path(args.run_dir)
     is_main = os.environ.get("RANK", "0") == "0"
     num_steps = int(os.environ.get("SEGAN_PROBE_STEPS", "20"))

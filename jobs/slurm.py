@@ -12,9 +12,13 @@ import subprocess
 from jobs.profiles import parse_slurm_time
 
 TIMEOUT_S = 10
+# Job states in which a job is queued, running, or about to run again.
+ACTIVE = frozenset({"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
+                    "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED"})
 
 
 def available() -> bool:
+    """Is this a Slurm login node (sbatch on PATH)?"""
     return shutil.which("sbatch") is not None
 
 
@@ -68,25 +72,78 @@ def job_info(job_id: str) -> dict[str, str] | None:
     return parse_key_values(proc.stdout.splitlines()[0])
 
 
-def queue_state(job_id: str) -> str | None:
-    """State from squeue (PENDING, RUNNING, COMPLETING, ...) or None when not in the queue."""
-    proc = run(["squeue", "-h", "-j", str(job_id), "-o", "%T"])
+def queue_state_reason(job_id: str) -> tuple[str, str] | None:
+    """(state, reason) from squeue (PENDING/BeginTime, RUNNING/None, ...), None when not in the queue."""
+    proc = run(["squeue", "-h", "-j", str(job_id), "-o", "%T|%r"])
     if proc is None or proc.returncode != 0:
         return None
-    lines = proc.stdout.split()
-    return lines[0] if lines else None
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if not lines:
+        return None
+    state, _, reason = lines[0].partition("|")
+    return state.strip(), reason.strip()
+
+
+def queue_state(job_id: str) -> str | None:
+    """State from squeue (PENDING, RUNNING, COMPLETING, ...) or None when not in the queue."""
+    found = queue_state_reason(job_id)
+    return found[0] if found else None
+
+
+ACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "Start", "End", "Reason", "NodeList")
+
+
+def _sacct(job_ids: list[str], duplicates: bool) -> list[dict[str, str]] | None:
+    args = ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", ",".join(ACCT_FIELDS)]
+    proc = run(args + (["--duplicates"] if duplicates else []))
+    if proc is None or proc.returncode != 0:
+        return None
+    rows = []
+    for line in proc.stdout.splitlines():
+        cells = line.split("|")
+        if len(cells) >= len(ACCT_FIELDS):
+            rows.append(dict(zip(ACCT_FIELDS, cells, strict=False)))
+    return rows
+
+
+def never_started(record: dict[str, str]) -> bool:
+    """Did this sacct record's attempt never run (cancelled while pending)? No node was assigned;
+    Start is None, or equal to End when the job was cancelled while it waited for its BeginTime."""
+    return record.get("NodeList") in ("None assigned", "") or record.get("Start") in ("None", "Unknown", "")
 
 
 def accounting(job_id: str) -> dict[str, str] | None:
-    """State, exit code and elapsed time from sacct, or None without accounting."""
-    proc = run(["sacct", "-X", "-n", "-P", "-j", str(job_id), "-o", "JobID,State,ExitCode,Elapsed,Start,End"])
+    """sacct's latest record of the job (State, ExitCode, Elapsed, Start, End, Reason, NodeList),
+    or None without accounting."""
+    rows = _sacct([str(job_id)], duplicates=False)
+    return rows[-1] if rows else None
+
+
+def accounting_many(job_ids: list[str]) -> dict[str, dict[str, str]]:
+    """The latest sacct record of each job, in one call ({} without accounting)."""
+    rows = _sacct([str(j) for j in job_ids], duplicates=False) if job_ids else None
+    return {row["JobID"]: row for row in rows or []}
+
+
+def attempt_records(job_id: str) -> list[dict[str, str]]:
+    """sacct's record of every attempt of the job, oldest first (``--duplicates``: a requeued job
+    keeps one record per run, whose State says how it ended: REQUEUED, PREEMPTED, NODE_FAIL, ...)."""
+    return _sacct([str(job_id)], duplicates=True) or []
+
+
+def queue() -> list[dict[str, str]] | None:
+    """Every job squeue shows (all users, all partitions): JobID, State, Reason, StdOut (the log
+    path pattern, e.g. RUN_DIR/slurm/%j_0_log.out). None when squeue cannot answer."""
+    proc = run(["squeue", "-h", "-a", "-O", "JobID:|,State:|,Reason:|,StdOut:|"])
     if proc is None or proc.returncode != 0:
         return None
-    rows = [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
-    if not rows:
-        return None
-    job, state, exit_code, elapsed, start, end = rows[-1][:6]
-    return {"JobID": job, "State": state, "ExitCode": exit_code, "Elapsed": elapsed, "Start": start, "End": end}
+    jobs = []
+    for line in proc.stdout.splitlines():
+        cells = line.split("|", 3)
+        if len(cells) == 4:
+            jobs.append({"JobID": cells[0].strip(), "State": cells[1].strip(), "Reason": cells[2].strip(),
+                         "StdOut": cells[3].rstrip().removesuffix("|")})
+    return jobs
 
 
 def job_state(job_id: str) -> tuple[str | None, str]:
@@ -95,7 +152,7 @@ def job_state(job_id: str) -> tuple[str | None, str]:
     if state:
         return state, "squeue"
     acct = accounting(job_id)
-    if acct:
+    if acct and acct["State"]:
         return acct["State"].split()[0], "sacct"
     return None, ""
 

@@ -1,8 +1,9 @@
 """Submission: profile + flags -> a checked :class:`JobSpec` -> submitit (or --local / --dry-run).
 
 Every check runs before anything is submitted; a failure is one :class:`LaunchError` line.
-Trainer arguments travel as an argv list inside submitit's pickle and are never interpreted
-by a shell.
+Values are checked in :mod:`jobs.validate` (what Slurm accepts), the run directory here (a
+directory, not finished, not in use by a live job). Trainer arguments travel as an argv list
+inside submitit's pickle and are never interpreted by a shell.
 """
 
 from __future__ import annotations
@@ -10,24 +11,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from jobs import runs, slurm
-from jobs.job import RequeuePolicy, TrainingJob
-from jobs.profiles import ROOT, ClusterProfile, format_slurm_time, parse_slurm_time
+import yaml
+
+from jobs import runs, slurm, validate
+from jobs.job import PORT_VARIABLE, TrainingJob
+from jobs.profiles import ROOT, ClusterProfile, format_slurm_time
+from jobs.requeue import RequeuePolicy
 from jobs.runs import LaunchError
 from trainer.core.config import Config
 from trainer.core.io import atomic_write_text
 from trainer.core.settings import dump_yaml
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 @dataclasses.dataclass
@@ -61,35 +60,56 @@ class JobSpec:
 
 
 def build_spec(args, profile: ClusterProfile, cfg: Config) -> JobSpec:
-    name = args.name or cfg.run.name
-    if not _SAFE_NAME.match(name):
-        raise LaunchError(f"--name {name!r}: use letters, digits, '.', '_' or '-' only (no spaces or shell "
-                          "metacharacters)")
-    if not _MODULE.match(args.entry):
-        raise LaunchError(f"--entry {args.entry!r}: expected a module name such as trainer.train")
-    time_text = args.time or profile.time
-    try:
-        time_s = parse_slurm_time(time_text)
-    except ValueError as exc:
-        raise LaunchError(f"--time {time_text!r}: not a Slurm time; use HH:MM:SS or D-HH:MM:SS") from exc
+    """Flags over profile -> a JobSpec whose every value Slurm reads as meant (:mod:`jobs.validate`)."""
+    from_profile: set[str] = set()
+
+    def pick(field: str, flag_value, profile_value):
+        if flag_value is None:
+            from_profile.add(field)
+            return profile_value
+        return flag_value
+
+    name = validate.job_name(args.name if args.name is not None else cfg.run.name,
+                             "--name" if args.name is not None else "run.name of the config (or give --name)")
+    time_text = pick("time", args.time, profile.time)
+    time_s = validate.time(time_text, "--time" if args.time is not None else
+                           f"time of cluster profile {profile.name!r}")
+    constraint = pick("constraint", args.constraint, profile.constraint)
     run_dir = Path(args.run_dir) if args.run_dir else cfg.run_dir()
-    return JobSpec(
-        cluster=profile.name, name=name, partition=args.partition or profile.partition,
-        account=args.account or profile.account, nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node or profile.gpus_per_node,
-        cpus_per_task=args.cpus_per_task or profile.cpus_per_task, time_s=time_s,
-        constraint=args.constraint if args.constraint is not None else profile.constraint,
-        signal_lead_s=args.signal_lead if args.signal_lead is not None else profile.signal_lead_s,
+    spec = JobSpec(
+        cluster=profile.name, name=name, partition=pick("partition", args.partition, profile.partition),
+        account=pick("account", args.account, profile.account), nodes=args.nodes,
+        gpus_per_node=pick("gpus_per_node", args.gpus_per_node, profile.gpus_per_node),
+        cpus_per_task=pick("cpus_per_task", args.cpus_per_task, profile.cpus_per_task), time_s=time_s,
+        constraint=constraint or None,  # --constraint '' drops the profile's
+        signal_lead_s=pick("signal_lead_s", args.signal_lead, profile.signal_lead_s),
         run_dir=run_dir.resolve(), config=Path(args.config).resolve(), overrides=list(args.overrides),
         setup=list(profile.setup),
-        policy=RequeuePolicy(max_requeues=profile.max_requeues if args.max_requeues is None else args.max_requeues,
+        policy=RequeuePolicy(max_requeues=pick("max_requeues", args.max_requeues, profile.max_requeues),
                              max_crash_requeues=profile.max_crash_requeues,
                              max_stalled_restarts=profile.max_stalled_restarts),
         entry=args.entry,
     )
+    validate.check_spec(spec, profile, from_profile)
+    return spec
 
 
-def check_run_dir(run_dir: Path) -> None:
+def check_run_dir(run_dir: Path, create: bool = True) -> None:
+    """The run directory is (or can become) a writable directory. ``create=False`` (dry run,
+    --emit-sbatch) checks without creating anything."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LaunchError(f"run directory {run_dir} is a file, not a directory; choose another --run-dir")
+    if not create:
+        ancestor = run_dir
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise LaunchError(f"run directory {run_dir} is not writable ({ancestor} is a file, not a directory); "
+                              "choose another --run-dir")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise LaunchError(f"run directory {run_dir} is not writable ({ancestor} is not writable); "
+                              "choose another with --run-dir")
+        return
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
@@ -99,19 +119,77 @@ def check_run_dir(run_dir: Path) -> None:
                           "choose another with --run-dir") from None
 
 
+def finished_epochs(run_dir: Path) -> int | None:
+    """The epochs a finished run was trained for (state.json, else its config.yaml); None while
+    the run is not finished (or was never started)."""
+    state = runs.read_state(run_dir)
+    if state.get("status") != "finished":
+        return None
+    epochs = state.get("epochs")
+    if not isinstance(epochs, int):
+        try:
+            epochs = ((yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train") or {}).get("epochs")
+        except (OSError, yaml.YAMLError, AttributeError):
+            epochs = None
+    return epochs if isinstance(epochs, int) else None
+
+
+def check_not_finished(run_dir: Path, cfg: Config) -> None:
+    """Resubmitting a finished run would take an allocation only to print 'finished'."""
+    done = finished_epochs(run_dir)
+    if done is not None and cfg.train.epochs <= done:
+        step = runs.state_step(runs.read_state(run_dir))
+        raise LaunchError(f"run directory {run_dir} has already finished its {done} epochs (step {step}); "
+                          f"to train it further raise train.epochs (e.g. --set train.epochs={done + max(1, done // 2)}), "
+                          "or choose another --run-dir")
+
+
+def live_jobs(run_dir: Path) -> list[tuple[str, str]]:
+    """(job id, state) of every queued or running job on this run directory: jobs whose log goes
+    to RUN_DIR/slurm/ (both the submitit path and the plain sbatch template), and jobs this run
+    directory or the submission index knows. [] when Slurm cannot be asked."""
+    queue = slurm.queue() if slurm.available() else None
+    if not queue:
+        return []
+    folder = runs.slurm_folder(run_dir.resolve())
+    known = runs.job_ids_of(run_dir)
+    found = []
+    for job in queue:
+        if job["State"] not in slurm.ACTIVE:
+            continue
+        log_dir = Path(os.path.normpath(job["StdOut"])).parent if job["StdOut"].startswith("/") else None
+        if log_dir == folder or job["JobID"] in known:
+            found.append((job["JobID"], job["State"]))
+    return found
+
+
+def check_no_live_job(run_dir: Path) -> None:
+    """Two jobs training in one run directory would overwrite each other's checkpoints."""
+    jobs = live_jobs(run_dir)
+    if jobs:
+        job_id, state = jobs[0]
+        others = f" (and {', '.join(j for j, _ in jobs[1:])})" if len(jobs) > 1 else ""
+        raise LaunchError(f"run directory {run_dir} is in use by job {job_id}{others}, which is still "
+                          f"{state.lower()}: two jobs must not train in one run directory; wait until it has "
+                          f"ended (python launch.py status {job_id}) or cancel it: python launch.py cancel {job_id} "
+                          f"(or scancel {job_id})")
+
+
+def check_run_dir_free(spec: JobSpec, cfg: Config, create: bool) -> None:
+    """Every run-directory check before a job may train in it (file, finished, live job, writable)."""
+    check_run_dir(spec.run_dir, create=False)
+    check_not_finished(spec.run_dir, cfg)
+    check_no_live_job(spec.run_dir)
+    if create:
+        check_run_dir(spec.run_dir)
+
+
 def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> None:
-    """The bad-input checks that need no submission; raises LaunchError."""
+    """The checks that ask Slurm (or the profile offline); raises LaunchError. Values were
+    checked when the spec was built (:mod:`jobs.validate`)."""
     if spec.account is None and profile.account_required:
         raise LaunchError(f"--account is required on cluster {profile.name!r} (every job is charged to a "
                           "project); add --account YOUR_PROJECT")
-    if spec.nodes < 1:
-        raise LaunchError(f"--nodes {spec.nodes}: must be at least 1")
-    if spec.gpus_per_node > profile.max_gpus_per_node:
-        raise LaunchError(f"--gpus-per-node {spec.gpus_per_node}: a node of {profile.name!r} has "
-                          f"{profile.max_gpus_per_node} GPUs; use more --nodes instead")
-    if spec.signal_lead_s >= spec.time_s:
-        raise LaunchError(f"--signal-lead {spec.signal_lead_s}s is not shorter than --time "
-                          f"{format_slurm_time(spec.time_s)}")
     limit_s, where = profile.max_time_s, f"profile {profile.name!r}"
     info = slurm.partition_info(spec.partition) if ask_slurm else None
     known = slurm.partition_names() if ask_slurm and info is None else []
@@ -134,6 +212,13 @@ def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> No
                           f"limit of {where}; the job requeues itself, so ask for at most the limit")
 
 
+def port_setup_line() -> str:
+    """The batch shell runs on the job's first node, where rank 0 hosts the rendezvous: it probes a
+    free port there (jobs.ports) and srun hands it to every task (jobs.job.PORT_VARIABLE)."""
+    return (f"{PORT_VARIABLE}=$({shlex.quote(sys.executable)} -m jobs.ports) && export {PORT_VARIABLE}"
+            "  # a free MASTER_PORT on the first node")
+
+
 def executor_parameters(spec: JobSpec) -> dict:
     extra = {"requeue": True, "chdir": str(ROOT)}
     if spec.account:
@@ -141,7 +226,8 @@ def executor_parameters(spec: JobSpec) -> dict:
     params = dict(job_name=spec.name, partition=spec.partition, nodes=spec.nodes,
                   ntasks_per_node=spec.gpus_per_node, gpus_per_node=spec.gpus_per_node,
                   cpus_per_task=spec.cpus_per_task, time=max(1, math.ceil(spec.time_s / 60)),
-                  signal_delay_s=spec.signal_lead_s, setup=spec.setup or None, additional_parameters=extra)
+                  signal_delay_s=spec.signal_lead_s, setup=[*spec.setup, port_setup_line()],
+                  additional_parameters=extra)
     if spec.constraint:
         params["constraint"] = spec.constraint
     return params
@@ -219,6 +305,3 @@ def describe_submission(spec: JobSpec, job_id: str) -> str:
         f"status:        python launch.py status {job_id}",
     ])
 
-
-def have_sbatch() -> bool:
-    return shutil.which("sbatch") is not None

@@ -142,3 +142,86 @@ def test_check_off_cluster_reports_each_problem_on_its_own_line(repo_root, tmp_p
     assert "[ok  ] import submitit" in proc.stdout and "[ok  ] import torch, torchaudio" in proc.stdout
     assert "[ok  ] run directory" in proc.stdout and "[ok  ] signal lead vs save" in proc.stdout
     assert "[skip] SLURM: no sbatch on PATH" in proc.stdout
+
+
+# ----- values Slurm would misread: refused in one line, nothing written (jobs/validate.py) ----------------
+MISREAD = [
+    (["--constraint", "a\n#SBATCH --nodes=64"], r"--constraint 'a\n#SBATCH --nodes=64'"),
+    (["--account", "ab1234\n#SBATCH --nodes=64"], r"--account 'ab1234\n#SBATCH --nodes=64'"),
+    (["--partition", "gpu\n#SBATCH --nodes=64"], r"--partition 'gpu\n#SBATCH --nodes=64'"),
+    (["--constraint", "a100 80"], "--constraint 'a100 80'"),
+    (["--gpus-per-node", "0"], "--gpus-per-node 0: must be at least 1"),
+    (["--cpus-per-task", "0"], "--cpus-per-task 0: must be at least 1"),
+    (["--nodes", "0"], "--nodes 0: must be at least 1"),
+    (["--signal-lead", "-5"], "--signal-lead -5: Slurm takes 1 to 65535 seconds"),
+    (["--max-requeues", "-1"], "--max-requeues -1: must be at least 0"),
+    (["--time", "99:99:99"], "--time '99:99:99': minutes must be 0-59"),
+    (["--time", "11:59:60"], "--time '11:59:60': seconds must be 0-59"),
+    (["--time", "0"], "--time '0': must be longer than 0"),
+    (["--run-dir", "/tmp/my runs/a"], "--run-dir '/tmp/my runs/a': a space or newline"),
+    (["--run-dir", "/tmp/runs/%j"], "--run-dir '/tmp/runs/%j': Slurm reads '%'"),
+    (["--set", "optim.lr=1e-4\n#SBATCH --nodes=64"], r"--set 'optim.lr=1e-4\n#SBATCH --nodes=64': contains a control"),
+]
+
+
+@pytest.mark.parametrize("mode", ["--dry-run", "--emit-sbatch"])
+@pytest.mark.parametrize("extra,expected", MISREAD, ids=[" ".join(e).replace("\n", "\\n") for e, _ in MISREAD])
+def test_values_slurm_would_misread_are_refused_in_one_line(repo_root, tmp_path, mode, extra, expected):
+    run_dir = ["--run-dir", str(tmp_path / "run")] if "--run-dir" not in extra else []
+    proc = launch(repo_root, *SUBMIT, "--account", "ab1234", mode, *run_dir, *extra, env=OFFLINE)
+    assert expected in one_line_error(proc)
+    assert proc.stdout == "" and not (tmp_path / "run").exists()
+
+
+def test_a_value_from_the_cluster_profile_is_named_as_such(repo_root, tmp_path):
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(f"base: {repo_root / 'configs/clusters/local.yaml'}\nname: bad\nconstraint: \"a\\n#SBATCH -N 9\"\n")
+    err = one_line_error(launch(repo_root, "--cluster", str(profile), "--config", "configs/smoke.yaml", "--dry-run",
+                                env=OFFLINE))
+    assert r"constraint of cluster profile 'bad' 'a\n#SBATCH -N 9'" in err
+
+
+@pytest.mark.parametrize("mode", ["--dry-run", "--emit-sbatch", "--local"])
+def test_a_run_directory_that_is_a_file_is_refused(repo_root, tmp_path, mode):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    err = one_line_error(launch(repo_root, *SUBMIT, "--account", "ab1234", mode, "--run-dir", str(blocker),
+                                env=OFFLINE))
+    assert f"run directory {blocker} is a file, not a directory" in err
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("mode", ["--dry-run", "--emit-sbatch", "--local"])
+def test_a_finished_run_is_not_resubmitted_unless_epochs_are_raised(repo_root, tmp_path, mode):
+    run_dir, env = make_run(tmp_path)  # finished after 4 of 4 epochs (configs/smoke.yaml: 4 epochs)
+    err = one_line_error(launch(repo_root, *SUBMIT, "--account", "ab1234", mode, "--entry", "jobs.probe",
+                                "--run-dir", str(run_dir), env={**env, **OFFLINE}))
+    assert f"run directory {run_dir} has already finished its 4 epochs (step 120)" in err
+    assert "--set train.epochs=6" in err
+    if mode != "--local":
+        more = launch(repo_root, *SUBMIT, "--account", "ab1234", mode, "--run-dir", str(run_dir),
+                      "--set", "train.epochs=6", env={**env, **OFFLINE})
+        assert more.returncode == 0, more.stderr
+
+
+def test_status_refuses_a_folder_that_is_not_a_run_directory(repo_root, tmp_path):
+    _, env = make_run(tmp_path)
+    plain = tmp_path / "plain"
+    (plain / "sub").mkdir(parents=True)
+    relative = os.path.relpath(plain / "sub" / "..", repo_root)  # resolved relative to the checkout
+    err = one_line_error(launch(repo_root, "status", relative, env={**env, **OFFLINE}))
+    assert f"{plain.resolve()} is not a run directory" in err
+
+
+@pytest.mark.parametrize("text,problem", [("{not json", "is not valid JSON"), ("[1, 2]", "holds a JSON list, not an object"),
+                                          ('"finished"', "holds a JSON str, not an object")])
+def test_status_and_list_say_what_is_wrong_with_state_json(repo_root, tmp_path, text, problem):
+    run_dir, env = make_run(tmp_path)
+    (run_dir / "state.json").write_text(text)
+    status = launch(repo_root, "status", str(run_dir), env={**env, **OFFLINE})
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    assert f"run:    {run_dir / 'state.json'} {problem}" in status.stdout
+    assert "no state.json yet" not in status.stdout
+    listed = launch(repo_root, "list", env={**env, **OFFLINE})
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert f"note: job 4242: {run_dir / 'state.json'} {problem}" in listed.stdout

@@ -32,6 +32,11 @@ def cluster_problem() -> str | None:
     part, err = out("sinfo", "-h", "-p", "gpu", "-o", "%a %T")
     if not part or not part.startswith("up") or not re.search(r"idle|mixed|allocated", part):
         return f"partition gpu not usable ({part or err!r}); bash tests/cluster/up.sh"
+    nodes, err = out("sinfo", "-h", "-N", "-p", "gpu", "-o", "%N|%T|%E")
+    for line in (nodes or "").splitlines():
+        node, state, reason = (line.split("|") + ["", ""])[:3]
+        if re.search(r"drain|down|fail", state):
+            return f"node {node} is {state} ({reason}); bash tests/cluster/up.sh returns it to service"
     acct, err = out("sacctmgr", "-n", "-P", "list", "account", ACCOUNT, "format=account")
     if not acct or ACCOUNT not in acct:
         return f"account {ACCOUNT} missing ({err}); bash tests/cluster/up.sh"
@@ -118,3 +123,17 @@ def records(path: Path, **match) -> list[dict]:
         if all(rec.get(k) == v for k, v in match.items()):
             out.append(rec)
     return out
+
+
+def nodes_of(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+
+
+def node_state(node: str) -> str:
+    return subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def resume_node(node: str) -> None:
+    """Return a node set DOWN by a test to service (ReturnToService=2 may have done so already)."""
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True, text=True)
+    wait_for(lambda: re.match(r"idle|mixed|allocated", node_state(node)), 60, f"node {node} back in service")

@@ -181,18 +181,57 @@ def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     finally:
         subprocess.run(["scancel", job])
     text = log.read_text()
-    assert f"saved at step {saved['step']}: requeue 1 of" in text
+    # the batch shell ran the requeue policy of jobs/requeue.py: same records, same words as the submitit path
+    first = records(run_dir / "attempts.jsonl", event="end")[0]
+    assert (first["exit_code"], first["action"], first["step_end"]) == (42, "requeue", saved["step"]), first
+    assert first["reason"] == "stop requested (timeout or preemption); requeue 1 of 5"
+    assert f"step 0 -> {saved['step']}; requeue: stop requested (timeout or preemption); requeue 1 of 5" in text
     assert "batch shell: USR2 received" in text
     assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
     # the batch shell writes its last line after Slurm reports CANCELLED (it waits for the ranks first)
-    wait_for(lambda: "cancelled, or past its time limit): not requeued" in log.read_text(), 60,
-             "the batch shell's not-requeued line")
+    last = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end")[1:], 60, "the second end record")[0]
+    assert (last["action"], last["ending"]) == ("stop", "cancelled"), last
+    assert last["reason"] == "cancelled with scancel (sacct CANCELLED by 0); not requeued"
+    wait_for(lambda: f"stop: {last['reason']} =====" in log.read_text(), 60, "the batch shell's not-requeued line")
     assert not release_if_waiting(job)
+    starts = records(run_dir / "attempts.jsonl", event="start")
+    assert [(s["restart"], s["step"]) for s in starts] == [(0, 0), (1, saved["step"])]
+    status = launch("status", str(run_dir), env=env)
+    assert status.returncode == 0, status.stderr
+    assert f"job {job}  run directory" in status.stdout and "  state:  cancelled" in status.stdout
+
+
+def test_plain_sbatch_template_stops_a_crash_loop_at_the_crash_budget(tmp_path, env):
+    """Crash budget in the plain template too: torchrun exits 1 for any failed rank, the trainer wrote
+    nothing, so jobs.requeue counts a crash; 2 requeues (configs/clusters/local.yaml), then stop."""
+    run_dir = tmp_path / "plain_crash"
+    emitted = launch("--cluster", "local", "--emit-sbatch", "--config", "configs/smoke.yaml", "--entry",
+                     "jobs.probe", "--run-dir", str(run_dir), "--gpus-per-node", "1", env=env)
+    assert emitted.returncode == 0, emitted.stderr
+    script = tmp_path / "crash.sbatch"
+    script.write_text(emitted.stdout)
+    proc = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True,
+                          env={**os.environ, "SEGAN_PROBE_CRASH": "1"})
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip().split(";")[0]
+
+    def ended():
+        release_if_waiting(job)
+        return final_state(job)
+
+    try:
+        assert wait_for(ended, 300, "the crash loop to stop", poll=2) == "FAILED"
+    finally:
+        subprocess.run(["scancel", job])
+    ends = records(run_dir / "attempts.jsonl", event="end")
+    assert [(e["exit_code"], e["action"]) for e in ends] == [(1, "requeue"), (1, "requeue"), (1, "stop")], ends
+    assert "crashed 3 times (crash budget 2 requeues)" in ends[-1]["reason"]
+    assert len(records(run_dir / "attempts.jsonl", event="start")) == 3
 
 
 def test_plain_scancel_is_not_requeued(tmp_path, env):
     """scancel sends SIGTERM: the ranks save and ask for a requeue, but the job is COMPLETING and
-    sacct says CANCELLED, so rank 0 records a stop instead."""
+    sacct says CANCELLED (by uid 0), so rank 0 records a stop instead."""
     run_dir = tmp_path / "scancel"
     job = submit("--config", "configs/smoke.yaml", "--entry", "jobs.probe", "--run-dir", str(run_dir),
                  "--gpus-per-node", "2", env={**env, "SEGAN_PROBE_STEPS": "100000", "SEGAN_PROBE_STEP_SECONDS": "0.2"})
@@ -201,7 +240,8 @@ def test_plain_scancel_is_not_requeued(tmp_path, env):
     subprocess.run(["scancel", job], check=True)
     assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
     last = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 60, "the end record")[-1]
-    assert (last["exit_code"], last["action"]) == (42, "stop") and "cancelled by the user" in last["reason"]
+    assert (last["exit_code"], last["action"], last["ending"]) == (42, "stop", "cancelled"), last
+    assert last["reason"] == "cancelled with scancel (sacct CANCELLED by 0); not requeued"
     assert json.loads(state.read_text())["status"] == "checkpointed"
     assert not release_if_waiting(job)
 

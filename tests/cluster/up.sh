@@ -2,7 +2,9 @@
 # Bring up a one-machine SLURM test cluster (Debian 12, Slurm 22.05) as root, idempotently:
 # munge, MariaDB + slurmdbd (accounting, AccountingStorageEnforce=associations), slurmctld and
 # two slurmd nodes `n1`, `n2` (one `slurmd -N` each, on its own port), each with Gres=gpu:4
-# (character devices, no real GPUs), in partition `gpu`.
+# (character devices, no real GPUs), in partition `gpu`. Partition `urgent` (same nodes, higher
+# PriorityTier) preempts jobs of `gpu` with PreemptMode=REQUEUE and no grace time, as a cluster's
+# preemptible partition does; only tests that submit to `urgent` ever preempt anything.
 # An account `testacct` holds root, so `sbatch --account testacct` works and a job without a
 # valid account is refused, as on Levante. Re-running starts only what is not running.
 #   bash tests/cluster/up.sh        tear down with: bash tests/cluster/down.sh
@@ -110,9 +112,12 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 JobRequeue=1
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 ReturnToService=2
 GresTypes=gpu
 KillWait=15
+UnkillableStepTimeout=180
 MinJobAge=600
 SchedulerParameters=sched_interval=2,bf_interval=2
 AccountingStorageType=accounting_storage/slurmdbd
@@ -122,8 +127,12 @@ AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/none
 NodeName=n1 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001 CPUs=$NODE_CPUS RealMemory=64000 Gres=gpu:4 State=UNKNOWN
 NodeName=n2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17002 CPUs=$NODE_CPUS RealMemory=64000 Gres=gpu:4 State=UNKNOWN
-PartitionName=gpu Nodes=n1,n2 Default=YES MaxTime=12:00:00 State=UP
+PartitionName=gpu Nodes=n1,n2 Default=YES MaxTime=12:00:00 State=UP PriorityTier=1
+PartitionName=urgent Nodes=n1,n2 MaxTime=12:00:00 State=UP PriorityTier=10 PreemptMode=OFF
 EOF
+# UnkillableStepTimeout: on a loaded shared test machine a 4-rank torch step has taken more than the
+# default 60 s to die after SIGKILL; Slurm then drains the node ("Kill task failed") and every later
+# test that needs it waits until its own timeout.
 # A changed node layout (e.g. a cluster left by an older up.sh) needs the daemons restarted.
 if [ -s "$CONF_DIR/slurm.conf" ] && ! cmp -s "$new_conf" "$CONF_DIR/slurm.conf" && alive "$STATE/run/slurmctld.pid"; then
   say "slurm.conf changed: restarting slurmctld and slurmd"
@@ -196,4 +205,4 @@ for _ in $(seq 30); do
   sleep 1
 done
 nodes_ready || die "nodes not ready: $(sinfo -h -N -o '%N %T %E' | tr '\n' ';') (logs in $STATE/log)"
-say "ready: partition gpu, nodes ${NODES[*]} (Gres=gpu:4 each), account $ACCOUNT; conf $CONF_DIR/slurm.conf"
+say "ready: partitions gpu and urgent (preempts gpu), nodes ${NODES[*]} (Gres=gpu:4 each), account $ACCOUNT; conf $CONF_DIR/slurm.conf"

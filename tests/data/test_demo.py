@@ -48,6 +48,25 @@ def test_second_call_reuses_the_corpus(demo):
         ensure_demo_corpus(demo["root"], sample_rate=8000)
 
 
+def test_an_older_version_is_rebuilt_in_place(tmp_path):
+    import json
+
+    from trainer.data.demo import ensure_creative_demo_corpus
+
+    root = tmp_path / "creative"
+    ensure_creative_demo_corpus(root)
+    marker = root / MARKER
+    info = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**info, "demo_version": 0}))  # as an older checkout left it
+    (root / "stale.txt").write_text("from the old version")
+    assert ensure_creative_demo_corpus(root)["train"] == str(root / "train")
+    assert json.loads(marker.read_text())["demo_version"] == info["demo_version"]
+    assert not (root / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["creative"]
+    marker.write_text(json.dumps({**info, "demo_version": 99}))  # a newer one is not ours to replace
+    with pytest.raises(FileExistsError, match="another version"):
+        ensure_creative_demo_corpus(root)
+
+
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch, caplog):
     real_write, calls = trainer.data.demo.write_pairs, []
 

@@ -121,12 +121,18 @@ class TrainConfig(Section):
                                           "when it has one) weights with fresh optimizers: fine-tuning, not resume "
                                           "(ignored once the run has its own checkpoints/last.pt)")
     deterministic: bool = setting(True, "deterministic algorithms (bit-exact resume on CPU)")
+    tensorboard: bool = setting(True, "also write every metrics.jsonl scalar and the validation audio/images as "
+                                      "TensorBoard events to RUN_DIR/tensorboard (rank 0; needs pip install "
+                                      "tensorboard); false = no writer and no import of tensorboard")
 
 
 @dataclasses.dataclass(kw_only=True)
 class ValidConfig(Section):
     every_epochs: int = setting(1, "validate every this many epochs (always after the last)", min=1)
     max_utterances: int | None = setting(None, "cap the validation set (smoke tests)", min=1)
+    num_audio_samples: int = setting(4, "fixed validation utterances (evenly spaced over the split) whose audio "
+                                        "and spectrograms go to TensorBoard at each validation, to listen to "
+                                        "progress (0 = none; needs train.tensorboard)", min=0)
 
 
 @dataclasses.dataclass(kw_only=True)

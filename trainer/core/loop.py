@@ -33,6 +33,7 @@ from trainer.core.runtime import seed_all, setup_process
 from trainer.core.schedules import lr_factor
 from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
 from trainer.core.task import build_task
+from trainer.core.tracking import build_tracker
 from trainer.core.validation import improved_metrics, run_validation
 from trainer.data.shards import build_eval_loader, build_train_loader
 
@@ -55,6 +56,7 @@ class Trainer:
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
         self.device, cores, self.amp = setup_process(cfg, env)
         self.metrics = MetricsLog(self.run_dir, enabled=env.is_main)
+        self.tracker = build_tracker(cfg, self.run_dir, env.is_main)  # TensorBoard mirror of metrics.jsonl
         self.task = build_task(cfg, self.device, cores)
 
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
@@ -93,6 +95,7 @@ class Trainer:
             if self.cfg.train.init_from:
                 loaded = ckpt.init_weights_from(self.cfg.train.init_from, self.cfg, self.generator, self.discriminator)
                 log.info("fine-tuning: %s from %s, fresh optimizers", loaded, self.cfg.train.init_from)
+            self.tracker.start(0)  # a fresh run: old TensorBoard events go
             return
         state = ckpt.load(path)
         diffs = ckpt.architecture_mismatches(state["config"], to_dict(self.cfg))
@@ -101,6 +104,7 @@ class Trainer:
                                        + "; ".join(diffs) + " (use a new run directory for a new architecture)")
         self.progress = ckpt.restore_training_state(state, path, self._parts(), self.sampler, self.env)
         dropped = self.metrics.truncate_after(self.progress.step)
+        self.tracker.start(self.progress.step)  # TensorBoard events after the checkpoint go too
         p = self.progress
         log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch, p.step,
                  p.batches_done, f"; dropped {dropped} metrics records written after it" if dropped else "")
@@ -240,6 +244,7 @@ class Trainer:
                                samples_per_step=self.cfg.data.batch_size * self.env.world_size)
         record.update(self.task.window_extras(means))
         self.metrics.write(record)
+        self.tracker.write(record)
         log_window(record, grad_norm_threshold=self.cfg.optim.grad_norm_alert, log_every=self.cfg.train.log_every)
 
     def _end_epoch(self, totals: dict) -> None:
@@ -256,6 +261,7 @@ class Trainer:
             which = self.task.validation_metrics((p.epoch + 1) // cfg.valid.every_epochs, last_epoch)
             summary = run_validation(self.task, self.generator, self.discriminator, self.valid_loader, which=which)
             summary.update(self.task.window_extras(summary))
+            self.tracker.validation(self.task, self.generator, p.step)  # rank 0: audio, spectrograms
             record.update({f"valid_{k}": v for k, v in summary.items()})
             improved = improved_metrics(summary, p.best, cfg.checkpoint.keep_best, self.task.maximise)
             log.info("epoch %d validation: %s", p.epoch,
@@ -264,9 +270,11 @@ class Trainer:
         p.batches_done = 0
         record["checkpoints"] = self.save(improved)
         self.metrics.write(record)
+        self.tracker.write(record)
 
     def close(self) -> None:
         self.metrics.close()
+        self.tracker.close()
         self.task.close()
         for loader in (self.train_loader, self.valid_loader):
             loader.close()

@@ -7,13 +7,15 @@ from the registered :class:`~trainer.core.registry.TaskSpec` and calls, every st
 2. ``discriminator_step(discriminator, context) -> (loss, info)``;
 
 and at each validation ``validate_item`` per utterance, ``score`` per rank and ``summarise`` over
-all ranks. Everything a step returns is a tensor or float; ``terms``/``info`` go into the step
+all ranks; on rank 0, with TensorBoard on, ``media`` per fixed validation utterance (what to listen
+to and look at: :class:`Media`). Everything a step returns is a tensor or float; ``terms``/``info`` go into the step
 records of ``metrics.jsonl`` as they are. A task must make every rank run the same collectives
 whatever its data (e.g. mask failed items, never skip a backward).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -23,6 +25,26 @@ from torch import nn
 from trainer.core.config import Config
 from trainer.core.registry import resolve, task_spec
 from trainer.core.schedules import ramp_weight
+
+
+@dataclasses.dataclass
+class Media:
+    """What a task shows of one fixed validation utterance in TensorBoard (:meth:`Task.media`).
+
+    ``audio``, ``images``, ``scalars`` and ``text`` depend on the model and are written at every
+    validation; ``reference_audio`` and ``reference_images`` (the inputs and targets, e.g. noisy and
+    clean) do not, and are written once per run directory. Audio: 1-D float arrays at
+    ``sample_rate``, at the original level (values beyond [-1, 1] are clipped when written); images:
+    (H, W, 3) uint8 arrays, row 0 at the top (``trainer.audio.images``).
+    """
+
+    sample_rate: int
+    audio: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    reference_audio: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    images: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    reference_images: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    scalars: dict[str, float] = dataclasses.field(default_factory=dict)
+    text: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Task:
@@ -70,6 +92,14 @@ class Task:
     def summarise(self, rows: list[dict], which: tuple[str, ...]) -> dict:
         """All ranks' rows -> the validation summary (``valid_*`` fields of the epoch record)."""
         return mean_summary(rows, which)
+
+    def media(self, generator: nn.Module, batch: dict) -> Media | None:
+        """One fixed validation utterance (batch of 1; the generator in eval mode, no grad, called on
+        rank 0 only, so no collectives) -> what TensorBoard shows of it; None: nothing.
+
+        Must not draw from any random generator the training uses (the loop also restores the torch
+        RNG state around it)."""
+        return None
 
     # ----- lifetime ----------------------------------------------------------------------------------
     def state(self) -> dict:

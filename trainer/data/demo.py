@@ -116,6 +116,17 @@ def build_creative_demo_corpus(root: Path, sample_rate: int) -> None:
     (root / MARKER).write_text(json.dumps(info, indent=1) + "\n")
 
 
+def _retire(root: Path, old_version: int) -> None:
+    """Move an older demo corpus out of the way (atomically; a concurrent caller may win) and delete it."""
+    aside = root.with_name(f".{root.name}.v{old_version}.{os.getpid()}.old")
+    try:
+        os.rename(root, aside)
+    except FileNotFoundError:
+        return
+    log.info("%s was demo corpus version %d: rebuilding it", root, old_version)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _ensure(root: Path, sample_rate: int, build, what: str, version: int) -> dict[str, str]:
     """Build once (idempotent, atomic: a temporary folder renamed into place); returns the paths."""
     marker = root / MARKER
@@ -123,8 +134,11 @@ def _ensure(root: Path, sample_rate: int, build, what: str, version: int) -> dic
         info = json.loads(marker.read_text())
         if info.get("demo_version") == version and info.get("sample_rate") == sample_rate:
             return demo_paths(root)
-        raise FileExistsError(f"{root}: a demo corpus of another version or sample rate; delete the folder "
-                              f"or pass another root (found {info}, want version {version}, sample_rate {sample_rate})")
+        if info.get("sample_rate") != sample_rate or not isinstance(info.get("demo_version"), int) \
+                or info["demo_version"] > version:
+            raise FileExistsError(f"{root}: a demo corpus of another version or sample rate; delete the folder or "
+                                  f"pass another root (found {info}, want version {version}, sample_rate {sample_rate})")
+        _retire(root, info["demo_version"])  # an older version of our own cache: rebuild it
     root.parent.mkdir(parents=True, exist_ok=True)
     log.info("building the %s in %s", what, root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))

@@ -316,11 +316,13 @@ def build_train_loader(cfg, rank: int, world_size: int) -> tuple[DataLoader, Res
 
 
 def build_eval_loader(split_dir: str | Path | None, cfg, rank: int, world_size: int, *,
-                      max_seconds: float | None = None, max_utterances: int | None = None) -> DataLoader:
+                      max_seconds: float | None = None, max_utterances: int | None = None,
+                      num_workers: int | None = None) -> DataLoader:
     """Deterministic loader (batch size 1) over this rank's disjoint share of ``split_dir``.
 
     ``split_dir=None`` means the config's validation split. ``max_utterances`` keeps an evenly
     spaced subset (covering all speakers); ``max_seconds`` takes a centre crop of that length.
+    ``num_workers`` defaults to ``data.num_workers``.
     """
     if split_dir is None:
         split_dir = split_dirs(cfg)[1]
@@ -331,4 +333,5 @@ def build_eval_loader(split_dir: str | Path | None, cfg, rank: int, world_size: 
     crop = None if max_seconds is None else int(round(max_seconds * index.sample_rate))
     dataset = ShardDataset(index, train=False, crop_samples=crop, normalize=cfg.data.normalize)
     batches = [[int(i)] for i in items[rank::world_size]]
-    return _loader(dataset, batches, min(cfg.data.num_workers, len(batches)))
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    return _loader(dataset, batches, min(workers, len(batches)))

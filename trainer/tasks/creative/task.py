@@ -3,15 +3,18 @@
 Batches hold ``input`` and ``target`` (the signal names of a creative pack). The step logs the
 variant's diagnostics with every step record (mask means, raw balance loss, output->input and
 output->target correlation, complementarity, temporal diversity, D real/fake accuracy), and
-each log window and epoch gets the copy alert of its mean correlations.
+each log window and epoch gets the copy alert of its mean correlations. TensorBoard media: the
+input, target and output audio with their spectrograms, both masks over time, and the output's
+correlation with each source (with the copy alert).
 """
 
 from __future__ import annotations
 
 import torch
 
+from trainer.audio.images import matrix_image, peak_db, spectrogram_image
 from trainer.core.registry import build_generator
-from trainer.core.task import Task
+from trainer.core.task import Media, Task
 from trainer.tasks.creative import diagnostics, losses
 from trainer.tasks.creative.models import build_discriminator
 
@@ -59,3 +62,30 @@ class CreativeTask(Task):
                **{k: v for k, v in diag.items() if k != "alert"}}
         row["complementarity"] = row.pop("complementarity_pct")
         return row
+
+    @torch.no_grad()
+    def media(self, generator, batch: dict) -> Media:
+        """Input and target (references) and output audio with spectrograms on one colour scale
+        (the louder source's peak); the final masks (channels x frames, 0 black, 1 bright); the
+        output->input/target correlations and the copy alert of this mix."""
+        input_wave, target_wave = self._sources(batch)
+        out = generator(input_wave, target_wave)
+        length, scale = int(batch["lengths"][0]), float(batch["scale"][0])
+        waves = {name: wave[0, :length].float().cpu().numpy() / scale
+                 for name, wave in (("input", input_wave), ("target", target_wave), ("output", out["wave"]))}
+        n_fft, hop = self.cfg.stft.n_fft, self.cfg.stft.hop_length
+        ref = max(peak_db(waves["input"], n_fft, hop), peak_db(waves["target"], n_fft, hop))
+        diag = diagnostics.creative_diagnostics(out, input_wave, target_wave)
+        return Media(
+            sample_rate=self.cfg.data.sample_rate,
+            audio={"output": waves["output"]},
+            reference_audio={"input": waves["input"], "target": waves["target"]},
+            images={"spectrogram_output": spectrogram_image(waves["output"], n_fft, hop, ref_db=ref),
+                    "mask_input": matrix_image(out["mask_input"][0].float().cpu().numpy()),
+                    "mask_target": matrix_image(out["mask_target"][0].float().cpu().numpy())},
+            reference_images={f"spectrogram_{name}": spectrogram_image(waves[name], n_fft, hop, ref_db=ref)
+                              for name in ("input", "target")},
+            scalars={k: diag[k] for k in ("corr_input", "corr_target", "mask_input_mean", "mask_target_mean")},
+            text={"alert": f"{diag['alert']} (corr_input {diag['corr_input']:.3f}, "
+                           f"corr_target {diag['corr_target']:.3f})"},
+        )

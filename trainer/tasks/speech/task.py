@@ -4,6 +4,7 @@ Step: the generator's loss (reconstruction terms, plus the MetricGAN term once t
 in); the discriminator learns D(clean, clean) -> 1 and D(clean, estimate) -> normalised PESQ of
 the estimate, labelled by a persistent PESQ process pool (items whose PESQ fails are masked).
 Validation: reconstruction loss, D outputs, and PESQ/SSNR/STOI (+ composite) per utterance.
+TensorBoard media: noisy, clean and enhanced audio with their spectrograms.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from functools import partial
 import numpy as np
 import torch
 
+from trainer.audio.images import peak_db, spectrogram_image
 from trainer.core.registry import build_generator
-from trainer.core.task import Task, mean_summary
+from trainer.core.task import Media, Task, mean_summary
 from trainer.metrics.labeler import PesqLabeler, process_pool
 from trainer.metrics.quality import compute_metrics
 from trainer.tasks.speech import losses
@@ -101,6 +103,22 @@ class SpeechTask(Task):
             "clean": clean[0, :length].float().cpu().numpy(),
             "enhanced": out["wave"][0, :length].float().cpu().numpy(),
         }
+
+    @torch.no_grad()
+    def media(self, generator, batch: dict) -> Media:
+        """Noisy and clean (references) and enhanced audio at the original level, and their
+        spectrograms on one colour scale (the noisy input's peak)."""
+        length, scale = int(batch["lengths"][0]), float(batch["scale"][0])
+        out = generator(batch["noisy"].to(self.device))
+        waves = {name: wave[0, :length].float().cpu().numpy() / scale
+                 for name, wave in (("noisy", batch["noisy"]), ("clean", batch["clean"]), ("enhanced", out["wave"]))}
+        n_fft, hop = self.cfg.stft.n_fft, self.cfg.stft.hop_length
+        ref = peak_db(waves["noisy"], n_fft, hop)
+        images = {f"spectrogram_{name}": spectrogram_image(wave, n_fft, hop, ref_db=ref) for name, wave in waves.items()}
+        return Media(sample_rate=self.cfg.data.sample_rate, audio={"enhanced": waves["enhanced"]},
+                     reference_audio={"noisy": waves["noisy"], "clean": waves["clean"]},
+                     images={"spectrogram_enhanced": images["spectrogram_enhanced"]},
+                     reference_images={k: v for k, v in images.items() if k != "spectrogram_enhanced"})
 
     def score(self, rows: list[dict], which: tuple[str, ...]) -> list[dict]:
         """PESQ/STOI/... of each row's enhanced signal (in the metric pool); the signals are dropped."""

@@ -1,0 +1,124 @@
+"""What became of a job, in one word (``launch.py list``) and one sentence (``launch.py status``).
+
+Slurm's own records come first: squeue while the job is queued or running, then sacct's final
+state (CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL, ...), and only then the run directory
+(``attempts.jsonl``, ``state.json``), which says what the training did but not how the job ended:
+a job cancelled while it waited to be requeued still has "requeue 1 of 5" as its last attempt
+record and "checkpointed" in state.json. :func:`describe` is a pure function of those records
+(tested without a cluster); :func:`gather` asks Slurm for them. No torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from jobs import runs, slurm
+
+# sacct states after which Slurm will not run the job again by itself
+FINAL_WORDS = {
+    "COMPLETED": "completed", "CANCELLED": "cancelled", "TIMEOUT": "timeout", "FAILED": "failed",
+    "NODE_FAIL": "node_fail", "PREEMPTED": "preempted", "OUT_OF_MEMORY": "out_of_memory",
+    "BOOT_FAIL": "boot_fail", "DEADLINE": "deadline", "REVOKED": "revoked",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    state: str  # one word: pending, requeued, running, ending, finished, stopped, cancelled, timeout, ...
+    headline: str  # one sentence saying what happened and, where something is left to do, what
+    active: bool  # queued, running or about to run again
+
+
+def _resume_phrase(step: int | None) -> str:
+    return f"the run is saved at step {step}" if step else "nothing was saved yet"
+
+
+def describe(job_id: str | None, queue_state: str | None, queue_reason: str | None, acct: dict | None,
+             run_state: dict, ends: list[dict], resume_step: int | None) -> Outcome:
+    """The outcome from squeue's state and reason (None when the job is not in the queue), sacct's
+    latest record (None without accounting), state.json, this job's ``end`` attempt records and
+    the step a restart resumes from."""
+    last = ends[-1] if ends else {}
+    status = run_state.get("status")
+    step = runs.state_step(run_state)
+    acct_state = (acct or {}).get("State", "") or ""
+    word = acct_state.split()[0] if acct_state else ""
+    if queue_state is None and word in slurm.ACTIVE:  # sacct knows more than squeue (e.g. just requeued)
+        queue_state, queue_reason = word, (acct or {}).get("Reason")
+    if queue_state:
+        reason = f", {queue_reason}" if queue_reason and queue_reason != "None" else ""
+        if queue_state == "PENDING":
+            if last.get("action") in ("requeue", "slurm-requeue") or queue_reason == "BeginTime":
+                why = f" after {last.get('reason')}" if last.get("reason") else ""
+                return Outcome("requeued", f"requeued, waiting to start again (squeue PENDING{reason}){why}; "
+                               f"it resumes at step {resume_step or 0}", True)
+            return Outcome("pending", f"queued, not started yet (squeue PENDING{reason})", True)
+        if queue_state == "RUNNING":
+            return Outcome("running", f"running (squeue RUNNING); the run is at step {step if step is not None else 0}",
+                           True)
+        if queue_state == "COMPLETING":
+            return Outcome("ending", "ending: its processes are exiting (squeue COMPLETING)", True)
+        return Outcome(queue_state.lower(), f"squeue {queue_state}{reason}", True)
+
+    stopped = last.get("action") == "stop"
+    if word == "COMPLETED" or (not word and last.get("action") == "finish"):
+        if status == "finished" or last.get("action") == "finish":
+            epochs = f"{run_state.get('epochs')} epochs, " if run_state.get("epochs") is not None else ""
+            return Outcome("finished", f"finished: {epochs}step {step if step is not None else '-'}", False)
+        if stopped:
+            return Outcome("stopped", f"stopped, not requeued: {last.get('reason')}", False)
+        return Outcome("completed", f"the job completed but the run is {status or 'not started'} at step "
+                       f"{step if step is not None else '-'}", False)
+    if word == "CANCELLED":
+        while_pending = slurm.never_started(acct or {})
+        when = " while it waited to be requeued" if while_pending and ends else (" before it started" if while_pending
+                                                                                  else "")
+        return Outcome("cancelled", f"cancelled{when} ({acct_state.lower()}); {_resume_phrase(resume_step)}: "
+                       "resubmit with the same --run-dir to continue", False)
+    if word == "TIMEOUT":
+        return Outcome("timeout", "the time limit passed before a save and requeue (sacct TIMEOUT); "
+                       f"{_resume_phrase(resume_step)}: raise --signal-lead above the time a save takes and "
+                       "resubmit with the same --run-dir", False)
+    if word == "PREEMPTED":
+        return Outcome("preempted", "preempted and not requeued by Slurm (sacct PREEMPTED); "
+                       f"{_resume_phrase(resume_step)}: resubmit with the same --run-dir", False)
+    if word == "NODE_FAIL":
+        return Outcome("node_fail", "a node failed and Slurm did not requeue the job (sacct NODE_FAIL); "
+                       f"{_resume_phrase(resume_step)}: resubmit with the same --run-dir", False)
+    if word in FINAL_WORDS:
+        why = f": {last.get('reason')}" if last.get("reason") else ""
+        return Outcome(FINAL_WORDS[word], f"{word.lower()} (sacct {acct_state}, exit {(acct or {}).get('ExitCode', '-')})"
+                       f"{why}", False)
+    if word:
+        return Outcome(word.lower(), f"sacct {acct_state}", word in slurm.ACTIVE)
+
+    # Slurm does not know the job (no accounting, or long forgotten): the run directory's word
+    if stopped:
+        return Outcome("stopped", f"stopped, not requeued: {last.get('reason')}", False)
+    if last.get("action") in ("requeue", "slurm-requeue"):
+        return Outcome("requeued", f"requeued ({last.get('reason')}), but Slurm no longer shows the job; "
+                       f"{_resume_phrase(resume_step)}", False)
+    if status in ("finished", "failed", "diverged"):
+        return Outcome(status, f"{status} at step {step if step is not None else '-'} (state.json; Slurm no "
+                       "longer knows the job)", False)
+    if job_id is None:
+        return Outcome(status or "unknown", f"no job recorded; state.json says {status or 'nothing'}", False)
+    return Outcome(status or "submitted", f"Slurm does not know job {job_id} (no accounting here); state.json "
+                   f"says {status or 'nothing yet'}", False)
+
+
+def gather(job_id: str | None, run_dir: Path, queue_state: tuple[str, str] | None = None,
+           acct: dict | None = None, ask_slurm: bool = True, resume: bool = True) -> Outcome:
+    """:func:`describe` with the records read now (``queue_state``/``acct`` when already known;
+    ``resume=False`` skips reading the checkpoint's step, for the one word of ``list``)."""
+    if ask_slurm and job_id and slurm.available():
+        if queue_state is None:
+            queue_state = slurm.queue_state_reason(job_id)
+        if acct is None:
+            acct = slurm.accounting(job_id)
+    ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end" and a.get("job_id") == job_id]
+    state = runs.read_state(run_dir)
+    step = runs.resume_step(run_dir) if resume else runs.state_step(state)
+    queue_word, reason = queue_state or (None, None)
+    return describe(job_id, queue_word, reason, acct, state, ends, step)
