@@ -2,8 +2,11 @@
 
     launch.py --config CFG [--cluster NAME] [--partition P] [--account A] ...   submit (returns at once)
     launch.py --config CFG ... --dry-run | --local | --emit-sbatch
+    launch.py --config CFG ... --evaluate-after TEST_DIR     + a dependent job scoring the kept checkpoints
+    launch.py sweep --config CFG --grid section.key=v1,v2 [--grid ...] [--max-parallel N] ...   one job array
     launch.py logs [JOB|RUN] [--follow] [--rank R] [--err]
-    launch.py status [JOB|RUN] | list | cancel JOB | check [--partition P --account A]
+    launch.py status [JOB|RUN|SWEEP] | list | cancel JOB|SWEEP | check [--partition P --account A]
+    launch.py compare RUN_OR_SWEEP... [--metric pesq] [--plot out.png] [--csv out.csv]
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from jobs.profiles import default_cluster, format_slurm_time, load_profile
 from jobs.runs import LaunchError
 from trainer.core.settings import ConfigError, dump_yaml
 
-COMMANDS = ("logs", "status", "list", "cancel", "check")
+COMMANDS = ("logs", "status", "list", "cancel", "check", "sweep", "compare")
 
 
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +29,7 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--account", help="project account to charge (required on Levante)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="launch.py",
-        description="Submit speech-enhancement GAN training jobs to SLURM (via submitit) and follow them. "
-                    f"Other commands: {', '.join(COMMANDS)} (launch.py COMMAND --help).",
-    )
+def _add_submit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training config YAML (e.g. configs/se_balanced.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (type-checked); repeatable")
@@ -41,19 +39,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-task", type=int, help="CPU cores per rank (default: the profile's)")
     parser.add_argument("--time", help="time limit, HH:MM:SS or D-HH:MM:SS (default: the profile's)")
     parser.add_argument("--constraint", help="node feature constraint, e.g. a100_80")
-    parser.add_argument("--name", help="job name (default: run.name of the config)")
-    parser.add_argument("--run-dir", help="run directory (default: run.dir or logs/runs/<run.name>); "
-                                          "an existing one is resumed")
     parser.add_argument("--signal-lead", type=int, metavar="SECONDS",
                         help="send USR2 this long before the time limit to save and requeue (default: the profile's)")
     parser.add_argument("--max-requeues", type=int, help="automatic requeue budget (default: the profile's)")
     parser.add_argument("--entry", default="trainer.train",
                         help="module whose main(argv) the job runs (default trainer.train)")
+    parser.add_argument("--evaluate-after", metavar="TEST_DIR",
+                        help="when training has finished for good, score every kept checkpoint on TEST_DIR/clean "
+                             "and TEST_DIR/noisy in a dependent job (RUN_DIR/test_scores.json)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py",
+        description="Submit speech-enhancement GAN training jobs to SLURM (via submitit) and follow them. "
+                    f"Other commands: {', '.join(COMMANDS)} (launch.py COMMAND --help).",
+    )
+    _add_submit_flags(parser)
+    parser.add_argument("--name", help="job name (default: run.name of the config)")
+    parser.add_argument("--run-dir", help="run directory (default: run.dir or logs/runs/<run.name>); "
+                                          "an existing one is resumed")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the sbatch script and resolved config; submit nothing")
     mode.add_argument("--local", action="store_true", help="run the same job here in the foreground (no SLURM)")
     mode.add_argument("--emit-sbatch", action="store_true",
                       help="print a plain sbatch script (srun + torchrun, no submitit) with the same requeue behaviour")
+    return parser
+
+
+def build_sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py sweep",
+        description="Submit one SLURM job array: one training run per combination of the --grid values, each "
+                    "in its own run directory RUN_ROOT/<key=value,...> with its own requeues.")
+    parser.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
+                        help="values of one config key (repeatable: every combination is one element)")
+    parser.add_argument("--max-parallel", type=int, metavar="N",
+                        help="run at most N elements at once (default: all)")
+    _add_submit_flags(parser)
+    parser.add_argument("--name", help="sweep (and job) name; the root is logs/runs/NAME (default: run.name)")
+    parser.add_argument("--run-dir", help="the sweep's root folder (default: logs/runs/NAME)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the combinations and the sbatch script; submit nothing")
     return parser
 
 
@@ -65,17 +92,31 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--rank", type=int, default=0, help="global rank whose log to show (default 0)")
         parser.add_argument("--err", action="store_true", help="show stderr (the training log) instead of stdout")
     elif command == "status":
-        parser.add_argument("target", nargs="?", help="job id, run directory or run name (default: the latest job)")
+        parser.add_argument("target", nargs="?", help="job id, run directory, run name or sweep (name, root or "
+                                                      "array job id: one line per element; default: the latest job)")
     elif command == "list":
         parser.add_argument("--limit", type=int, default=20, help="show this many recent runs")
     elif command == "cancel":
-        parser.add_argument("job", help="job id; the job is not requeued")
+        parser.add_argument("job", help="job id, or a sweep (name, root or array job id: every element); "
+                                        "cancelled jobs are not requeued")
     elif command == "check":
         parser.add_argument("--config", help="training config to check data and run directory for")
         parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
         parser.add_argument("--run-dir", help="run directory to check (default: from the config)")
         _add_cluster_flags(parser)
         parser.add_argument("--signal-lead", type=int, metavar="SECONDS", help="lead time to compare with a save")
+    elif command == "sweep":
+        return build_sweep_parser()
+    elif command == "compare":
+        parser.description = ("One row per run: the config values that differ between the runs, the best "
+                              "validation scores with their epochs, the last epoch, the state and the test "
+                              "scores, sorted by --metric.")
+        parser.add_argument("targets", nargs="+", metavar="RUN_OR_SWEEP",
+                            help="run directories, run names, job ids or sweeps (every element)")
+        parser.add_argument("--metric", default="pesq",
+                            help="validation metric to sort by (pesq, stoi, ssnr, composite, loss, ...; default pesq)")
+        parser.add_argument("--plot", metavar="PNG", help="also draw the validation curves of all runs into one PNG")
+        parser.add_argument("--csv", metavar="CSV", help="also write the table as CSV")
     return parser
 
 
@@ -95,13 +136,21 @@ def run_command(command: str, args: argparse.Namespace) -> int:
         return monitor.list_runs(args.limit)
     if command == "cancel":
         return monitor.cancel(args.job)
+    if command == "sweep":
+        from jobs import sweep
+
+        return sweep.run(args)
+    if command == "compare":
+        from jobs import compare
+
+        return compare.main(args.targets, args.metric, args.plot, args.csv)
     from jobs import preflight
 
     return preflight.check(args)
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from jobs import slurm, submit
+    from jobs import runs, slurm, snapshot, submit
     from trainer.core.config import load_config
 
     if not args.config:
@@ -109,6 +158,15 @@ def run_submit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     profile = load_profile(args.cluster or default_cluster())
     spec = submit.build_spec(args, profile, cfg)  # every value checked (jobs.validate)
+    plan = None
+    if args.evaluate_after is not None:
+        if args.local or args.emit_sbatch:
+            raise LaunchError("--evaluate-after submits a dependent Slurm job; with --local or --emit-sbatch score "
+                              "the run afterwards: python -m trainer.evaluate --run-dir RUN --clean-dir "
+                              "TEST/clean --noisy-dir TEST/noisy")
+        from jobs import evaluation
+
+        plan = evaluation.plan(args.evaluate_after, cfg.task, spec.name, profile)
     if args.local:
         submit.check_run_dir_free(spec, cfg, create=True)
         return submit.run_local(spec, args.gpus_per_node or 1)
@@ -130,17 +188,39 @@ def run_submit(args: argparse.Namespace) -> int:
     submit.check_spec(spec, profile, ask_slurm=have_slurm)
     submit.check_run_dir_free(spec, cfg, create=not args.dry_run)
     if args.dry_run:
+        code = snapshot.planned(runs.slurm_folder(spec.run_dir))
+        spec = submit.with_code(spec, code)
         sys.stdout.write(f"# cluster profile {profile.name}; run directory {spec.run_dir}; "
                          f"{spec.num_ranks} ranks; time {format_slurm_time(spec.time_s)}\n")
+        sys.stdout.write(f"# {snapshot.describe(code)}\n")
         sys.stdout.write("# ---- sbatch script (submitit runs jobs.job.TrainingJob in every task) ----\n")
         sys.stdout.write(submit.sbatch_script(spec) + "\n")
         sys.stdout.write(f"# ---- each task runs: python -m {spec.entry} {shlex.join(spec.trainer_argv())}\n")
+        if plan is not None:
+            from jobs import evaluation
+
+            sys.stdout.write("# ---- evaluation job, after the training job (afterok:JOBID) ----\n")
+            sys.stdout.write(evaluation.sbatch_script(plan, spec, "afterok:0", runs.slurm_folder(spec.run_dir))
+                             .replace("afterok:0", "afterok:JOBID") + "\n")
+            sys.stdout.write(f"# ---- it runs: python -m trainer.evaluate "
+                             f"{shlex.join(evaluation.make_job(plan, spec.run_dir).argv())}\n")
         sys.stdout.write("# ---- resolved config ----\n")
         sys.stdout.write(dump_yaml(cfg))
         return 0
     spec = submit.freeze_config(spec, cfg)
+    spec, code = submit.take_snapshot(spec)
     job_id = submit.submit(spec)
-    sys.stdout.write(submit.describe_submission(spec, job_id) + "\n")
+    lines = [submit.describe_submission(spec, job_id), snapshot.describe(code)]
+    if plan is not None:
+        from jobs import evaluation
+
+        try:
+            eval_id = evaluation.submit_after(plan, spec, job_id)
+        except LaunchError as exc:
+            slurm.run(["scancel", job_id])
+            raise LaunchError(f"{exc}; training job {job_id} was cancelled again, nothing is left queued") from None
+        lines.append(evaluation.describe_submission(eval_id, job_id, plan))
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 

@@ -10,7 +10,10 @@ trainer installs the same kind of handler itself, and at the next step boundary 
 ``last`` together and return EXIT_REQUEUE. Only then does global rank 0 decide, outside any
 signal handler, whether to ``scontrol requeue`` the job and records the attempt in
 ``RUN_DIR/attempts.jsonl``: the policy of :mod:`jobs.requeue`, which the plain sbatch template
-runs too. A job the user cancelled is never requeued.
+runs too. A job the user cancelled is never requeued. In a sweep's job array the job id is
+``ARRAYID_TASK``: the requeue (``scontrol requeue ARRAYID_TASK``) is that element's alone. When the
+decision is a final stop, the evaluation job chained after training (``--evaluate-after``) is
+cancelled (:func:`jobs.evaluation.cancel_dependent`).
 
 MASTER_PORT: the batch shell (first node) probes a free port with ``python -m jobs.ports`` and
 exports it as SEGAN_MASTER_PORT to every task (see ``jobs.submit``); without it, the port
@@ -91,3 +94,10 @@ class TrainingJob:
             failure = requeue(run_dir, job_id)
             if failure:
                 sys.stderr.write(f"===== {failure} =====\n")
+        elif record["action"] == "stop":  # ended for good without finishing: no evaluation (--evaluate-after)
+            from jobs.evaluation import cancel_dependent
+
+            line = cancel_dependent(run_dir, job_id, record["reason"])
+            if line:
+                sys.stderr.write(line + "\n")
+        sys.stderr.flush()

@@ -1,4 +1,8 @@
-"""Login-node commands: logs, status, list, cancel (no torch; each answers in about a second)."""
+"""Login-node commands: logs, status, list, cancel (no torch; each answers in about a second).
+
+A sweep (``launch.py sweep``) is named by its root, its name under logs/runs or its array job id:
+``status`` then shows one line per element, ``list`` groups its elements under one line, and
+``cancel`` cancels every element (and the evaluation array chained after them)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import outcome, runs, slurm
+from jobs import evaluation, outcome, runs, slurm
 from jobs.runs import LaunchError
 
 ACTIVE = slurm.ACTIVE
@@ -81,8 +85,25 @@ def _end_line(end: dict, sacct_state: str | None) -> str:
             f"{end.get('action')}: {end.get('reason')}{slurm_says}")
 
 
+def _evaluation_status(job_id: str, run_dir: Path) -> int:
+    record = evaluation.read_record(run_dir) or {}
+    found = evaluation.describe(run_dir)
+    lines = [f"job {job_id}  evaluation of run directory {run_dir} after training job {record.get('after', '-')}",
+             f"  state:  {found[1] if found else 'no evaluation record in ' + str(runs.slurm_folder(run_dir))}",
+             f"  test:   {record.get('test_dir', '-')}",
+             f"  log:    {runs.log_path(run_dir, job_id)}"]
+    _out("\n".join(lines) + "\n")
+    return 0
+
+
 def status(target: str | None) -> int:
+    found = runs.sweep_target(target)
+    if found is not None:
+        return sweep_status(*found)
     job_id, run_dir = runs.resolve(target)
+    kind = next((s.get("kind") for s in reversed(runs.submissions()) if s["job_id"] == job_id), None)
+    if kind == "evaluation":
+        return _evaluation_status(job_id, run_dir)
     lines = [f"job {job_id or '-'}  run directory {run_dir}"]
     queue = acct = None
     history: list[dict] = []
@@ -107,6 +128,11 @@ def status(target: str | None) -> int:
                      f"best pesq {_best_pesq(state)} updated {state.get('updated', '-')}")
     else:
         lines.append("  run:    no state.json yet (the trainer has not started)")
+    record = evaluation.read_record(run_dir)
+    if record is not None and str(record.get("after")) == str(job_id):
+        described = evaluation.describe(run_dir)
+        if described:
+            lines.append(f"  evaluation: {described[1]}")
     ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end"]
     lines.append(f"  attempts: {_attempt_counts(run_dir)}")
     recorded = {(str(e.get("job_id")), e.get("restart")) for e in ends}
@@ -124,19 +150,58 @@ def status(target: str | None) -> int:
     return 0
 
 
+def _slurm_views(job_ids: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, dict]]:
+    """squeue (one call, array elements one by one) and the latest sacct record of the other jobs (one call)."""
+    queue: dict[str, tuple[str, str]] = {}
+    accts: dict[str, dict] = {}
+    if job_ids and slurm.available():
+        for job in slurm.queue() or []:
+            queue[job["JobID"]] = (job["State"], job["Reason"])
+        accts = slurm.accounting_many([j for j in job_ids if j not in queue])
+    return queue, accts
+
+
+def _table(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+            for row in rows]
+
+
+def sweep_status(root: Path, sweep: dict) -> int:
+    elements = [e for e in sweep["elements"] if isinstance(e, dict) and e.get("run_dir")]
+    evals = [str(e["evaluation_job_id"]) for e in elements if e.get("evaluation_job_id")]
+    queue, accts = _slurm_views([str(e.get("job_id")) for e in elements] + evals)
+    axes = " x ".join(f"{a.get('key')}={','.join(map(str, a.get('values') or []))}" for a in sweep.get("grid") or [])
+    lines = [f"sweep {sweep.get('name')}  array job {sweep.get('array_job_id')}  {len(elements)} elements  "
+             f"root {root}", f"  grid: {axes}"]
+    rows = [("ELEMENT", "JOB", "STATE", "STEP", "EPOCH", "BEST_PESQ", "ATTEMPTS", "EVALUATION", "WHAT")]
+    for element in elements:
+        job_id, run_dir = str(element.get("job_id")), Path(element["run_dir"])
+        state, problem = runs.load_state(run_dir)
+        result = outcome.gather(job_id, run_dir, queue_state=queue.get(job_id), acct=accts.get(job_id),
+                                ask_slurm=False, resume=False)
+        eval_id = str(element.get("evaluation_job_id") or "")
+        described = evaluation.describe(run_dir, queue.get(eval_id), accts.get(eval_id), ask_slurm=False)
+        rows.append((str(element.get("name")), job_id, result.state, str(state.get("step", "-")),
+                     f"{state.get('epoch', '-')}/{state.get('epochs', '-')}", _best_pesq(state),
+                     str(_attempt_counts(run_dir)), described[0] if described else "-", problem or result.headline))
+    lines += _table(rows, "  ")
+    lines.append(f"  details of one element: python launch.py status JOB; compare: python launch.py compare {root}")
+    _out("\n".join(lines) + "\n")
+    return 0
+
+
 def list_runs(limit: int = 20) -> int:
     latest: dict[str, dict] = {}
-    for sub in runs.submissions():
+    for sub in runs.training_submissions():
         latest.pop(sub["run_dir"], None)
         latest[sub["run_dir"]] = sub
     subs = list(latest.values())[-limit:]
-    queue: dict[str, tuple[str, str]] = {}
-    accts: dict[str, dict] = {}
-    if subs and slurm.available():
-        for job in slurm.queue() or []:
-            queue[job["JobID"]] = (job["State"], job["Reason"])
-        accts = slurm.accounting_many([sub["job_id"] for sub in subs if sub["job_id"] not in queue])
-    rows = [("JOB", "NAME", "STATE", "STEP", "EPOCH", "BEST_PESQ", "ATTEMPTS", "RUN_DIR")]
+    queue, accts = _slurm_views([sub["job_id"] for sub in subs])
+    header = ("JOB", "NAME", "STATE", "STEP", "EPOCH", "BEST_PESQ", "ATTEMPTS", "RUN_DIR")
+    groups: list[tuple[str | None, list[tuple[str, ...]]]] = []  # (sweep root or None, rows), newest first
+    by_sweep: dict[str, list[tuple[str, ...]]] = {}
+    words: dict[str, list[str]] = {}
     notes = []
     for sub in reversed(subs):
         run_dir = Path(sub["run_dir"])
@@ -145,25 +210,76 @@ def list_runs(limit: int = 20) -> int:
                                 acct=accts.get(sub["job_id"]), ask_slurm=False, resume=False)
         if problem:
             notes.append(f"note: job {sub['job_id']}: {problem}")
-        rows.append((sub["job_id"], str(sub.get("name", "-")), result.state, str(state.get("step", "-")),
-                     f"{state.get('epoch', '-')}/{state.get('epochs', '-')}", _best_pesq(state),
-                     str(_attempt_counts(run_dir)), str(run_dir)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] + "\n")
+        root = sub.get("sweep")
+        name = run_dir.name if root else str(sub.get("name", "-"))
+        row = (sub["job_id"], name, result.state, str(state.get("step", "-")),
+               f"{state.get('epoch', '-')}/{state.get('epochs', '-')}", _best_pesq(state),
+               str(_attempt_counts(run_dir)), str(run_dir))
+        if root is None:
+            groups.append((None, [row]))
+            continue
+        if root not in by_sweep:
+            by_sweep[root], words[root] = [], []
+            groups.append((root, by_sweep[root]))
+        by_sweep[root].append(row)
+        words[root].append(result.state)
+    rows = [header] + [row for _, group in groups for row in group]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+
+    def line(row: tuple[str, ...], indent: str = "") -> str:
+        return indent + "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] + "\n"
+
+    _out(line(header))
+    for root, group in groups:
+        if root is None:
+            _out(line(group[0]))
+            continue
+        counts = ", ".join(f"{words[root].count(w)} {w}" for w in dict.fromkeys(words[root]))
+        sweep = runs.read_sweep(Path(root)) or {}
+        array = group[0][0].split("_", 1)[0]
+        _out(f"sweep {sweep.get('name', Path(root).name)}: array {array}, {len(group)} runs ({counts})  {root}\n")
+        for row in sorted(group, key=lambda r: int(r[0].split("_", 1)[-1]) if "_" in r[0] else 0):
+            _out(line(row, "  "))
     for note in notes:
         _out(note + "\n")
     return 0
 
 
-def cancel(job_id: str) -> int:
-    _, run_dir = runs.resolve(job_id)
-    runs.cancel_marker(run_dir, job_id).parent.mkdir(parents=True, exist_ok=True)
-    runs.cancel_marker(run_dir, job_id).write_text(runs.now_iso() + "\n")
+def _scancel(job_id: str) -> None:
     proc = slurm.run(["scancel", job_id])
     if proc is None:
         raise LaunchError("scancel is not available here (not a SLURM login node)")
     if proc.returncode != 0:
         raise LaunchError(f"scancel {job_id} failed: {(proc.stderr or proc.stdout).strip()}")
-    _out(f"cancelled job {job_id} (it will not be requeued); run directory {run_dir}\n")
+
+
+def cancel(target: str) -> int:
+    found = runs.sweep_target(target)
+    if found is not None:
+        root, sweep = found
+        elements = [e for e in sweep["elements"] if isinstance(e, dict) and e.get("run_dir") and e.get("job_id")]
+        for element in elements:  # the markers first: an element that saves now is not requeued
+            marker = runs.cancel_marker(Path(element["run_dir"]), str(element["job_id"]))
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(runs.now_iso() + "\n")
+        array = str(sweep.get("array_job_id"))
+        _scancel(array)
+        extra = ""
+        if (sweep.get("evaluation") or {}).get("array_job_id"):
+            _scancel(str(sweep["evaluation"]["array_job_id"]))
+            extra = f" and its evaluation array {sweep['evaluation']['array_job_id']}"
+        _out(f"cancelled sweep {sweep.get('name')}: job array {array} ({len(elements)} elements){extra}; "
+             f"none is requeued; root {root}\n")
+        return 0
+    job_id, run_dir = runs.resolve(target)
+    job_id = job_id or target
+    runs.cancel_marker(run_dir, job_id).parent.mkdir(parents=True, exist_ok=True)
+    runs.cancel_marker(run_dir, job_id).write_text(runs.now_iso() + "\n")
+    _scancel(job_id)
+    extra = ""
+    record = evaluation.read_record(run_dir)
+    if record is not None and str(record.get("after")) == job_id:
+        slurm.run(["scancel", str(record["job_id"])])
+        extra = f" and the evaluation job {record['job_id']} waiting for it"
+    _out(f"cancelled job {job_id}{extra} (it will not be requeued); run directory {run_dir}\n")
     return 0

@@ -7,7 +7,8 @@ It honours the trainer's contract: ``main(argv) -> exit code``, flag-only USR2/T
 EXIT_REQUEUE after a stop request at a step boundary. Rank 0 writes the files. Environment:
 SEGAN_PROBE_STEPS (total steps, default 20), SEGAN_PROBE_STEP_SECONDS (default 0.5),
 SEGAN_PROBE_CRASH=1 (raise at start: a crash loop), SEGAN_PROBE_IGNORE_USR2=1 (only SIGTERM stops
-it: a job whose save cannot finish before its time limit).
+it: a job whose save cannot finish before its time limit). ``state.json`` names the file that ran
+(``source``) and each step record carries ``loss`` 1/step.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main(argv: list[str]) -> int:
             atomic_write_text(state_path, json.dumps({
                 "status": status, "step": step, "epoch": 0, "epochs": 1, "best": {},
                 "job_id": os.environ.get("SLURM_JOB_ID"), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                "source": __file__,  # which copy of the code ran (the code snapshot of a submitted job)
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
 
     write_state("running")

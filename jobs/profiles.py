@@ -72,10 +72,15 @@ class ClusterProfile(Section):
                                         min=1)
     setup: list[str] = setting(default_factory=list, help="shell lines run in the batch script before "
                                                           "srun (module load, venv activation)")
+    evaluate_gpus: int = setting(1, "GPUs of the --evaluate-after job (0: a CPU-only job, where the "
+                                    "partition accepts one)", min=0)
+    evaluate_cpus: int = setting(8, "cores of the --evaluate-after job (its scoring processes)", min=1)
+    evaluate_time: str = setting("02:00:00", "time limit of the --evaluate-after job")
 
     def validate(self) -> None:
         parse_slurm_time(self.max_time)
         parse_slurm_time(self.time)
+        parse_slurm_time(self.evaluate_time)
 
     @property
     def max_time_s(self) -> int:

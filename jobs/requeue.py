@@ -32,7 +32,15 @@ import sys
 from pathlib import Path
 
 from jobs import runs
-from trainer.core.exitcodes import EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.exitcodes import (
+    EXIT_BAD_INPUT,
+    EXIT_CRASHED,
+    EXIT_DISK_FULL,
+    EXIT_DIVERGED,
+    EXIT_FINISHED,
+    EXIT_INTERRUPTED,
+    EXIT_REQUEUE,
+)
 
 ACTIONS = ("finish", "requeue", "slurm-requeue", "stop")  # slurm-requeue: Slurm requeued the job itself
 
@@ -58,6 +66,14 @@ class Ending:
         return self.reason
 
 
+NOT_RETRIED = {  # a requeue would fail the same way: a person has to act first
+    EXIT_BAD_INPUT: "bad input: the one-line error in train.log says what to fix",
+    EXIT_DIVERGED: "diverged: the last good checkpoint is kept; see train.log",
+    EXIT_DISK_FULL: "disk full or quota exceeded: free space, then resubmit",
+    EXIT_INTERRUPTED: "stopped with Ctrl-C: resubmit to continue",
+}
+
+
 def decide(exit_code: int, ends: list[dict], policy: RequeuePolicy,
            ending: Ending | str | None) -> tuple[str, str]:
     """-> (action, reason); action is one of :data:`ACTIONS`.
@@ -73,7 +89,8 @@ def decide(exit_code: int, ends: list[dict], policy: RequeuePolicy,
     if ending:
         return "stop", str(ending)
     if exit_code not in (EXIT_REQUEUE, EXIT_CRASHED):
-        return "stop", f"exit code {exit_code} is not retried (bad input or diverged; see train.log)"
+        why = NOT_RETRIED.get(exit_code, "see train.log")
+        return "stop", f"exit code {exit_code} is not retried ({why})"
     requeued = [e for e in ends[:-1] if e.get("action") == "requeue"]
     if len(requeued) >= policy.max_requeues:
         return "stop", f"requeue budget spent ({policy.max_requeues} requeues); resubmit to continue"
@@ -231,6 +248,9 @@ def trainer_exit_code(raw: int, run_dir: Path, stop_requested: bool, since: str 
     updated, started = _parse_time(state.get("updated")), _parse_time(since)
     fresh = updated is None or started is None or updated >= started.replace(microsecond=0)
     status = state.get("status") if fresh else None
+    recorded = state.get("exit_code") if fresh else None
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded not in (0, EXIT_REQUEUE):
+        return recorded  # the trainer's own code for a stop or failure (bad input, disk full, Ctrl-C, ...)
     if status == "checkpointed" and stop_requested:
         return EXIT_REQUEUE
     if status == "diverged":
@@ -295,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         failure = requeue(args.run_dir, args.job_id)
         if failure:
             sys.stdout.write(f"===== {failure} =====\n")
+    elif record["action"] == "stop" and not args.no_requeue:  # no evaluation of a run that did not finish
+        from jobs.evaluation import cancel_dependent
+
+        line = cancel_dependent(args.run_dir, args.job_id, record["reason"])
+        if line:
+            sys.stdout.write(line + "\n")
     sys.stdout.flush()
     return job_exit_code(record["action"], code, failure is not None)
 

@@ -2,19 +2,26 @@
 
 A run directory holds what the trainer writes (``state.json``, ``metrics.jsonl``, ...) and what
 the launcher adds: ``slurm/`` (submitit's folder: pickles and the per-rank logs
-``JOB_RANK_log.out|err``) and ``attempts.jsonl`` (one ``start`` and one ``end`` record per
-attempt, written by global rank 0 of the job). The index ``logs/submissions.jsonl`` maps job
-ids to run directories for ``logs``/``status``/``list`` (``SEGAN_JOB_INDEX`` moves it).
+``JOB_RANK_log.out|err``; the frozen config, ``code.json`` and the code snapshot) and
+``attempts.jsonl`` (one ``start`` and one ``end`` record per attempt, written by global rank 0 of
+the job). The index ``logs/submissions.jsonl`` maps job ids to run directories for
+``logs``/``status``/``list`` (``SEGAN_JOB_INDEX`` moves it); its records may add ``kind``
+(``evaluation`` for a job chained after training), ``sweep`` (the sweep's root) and ``after``.
+
+A sweep's root (``RUN_ROOT/sweep.json``) holds one run directory per element; the array's
+submitit files and logs (``ARRAY_TASK_RANK_log.out``) lie in the root's ``slurm/``: an element's
+job id is ``ARRAYID_TASK`` (:func:`job_folder`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from jobs.profiles import ROOT
-from trainer.core.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
+from trainer.core.runstate import load_state, now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
 
 class LaunchError(ValueError):
@@ -36,34 +43,83 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def record_submission(job_id: str, run_dir: Path, name: str, cluster: str) -> None:
+JOB_ID = re.compile(r"\d+(?:_\d+)?")  # a job, or one element of a job array: ARRAYID_TASK
+
+
+def record_submission(job_id: str, run_dir: Path, name: str, cluster: str, **extra) -> None:
     append_jsonl(index_path(), {"job_id": str(job_id), "run_dir": str(run_dir), "name": name,
-                                "cluster": cluster, "submitted": now_iso()})
+                                "cluster": cluster, "submitted": now_iso(), **extra})
+
+
+_INDEX_CACHE: dict[tuple, list[dict]] = {}
 
 
 def submissions() -> list[dict]:
-    """The index's records (a line that is not a record with a job id and run directory is skipped)."""
-    return [r for r in read_jsonl(index_path()) if isinstance(r, dict) and isinstance(r.get("job_id"), str)
-            and isinstance(r.get("run_dir"), str)]
+    """The index's records (a line that is not a record with a job id and run directory is skipped).
+
+    Read once per process while the file is unchanged (same size and mtime): ``compare`` of 50 runs
+    asks for each of them."""
+    path = index_path()
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _INDEX_CACHE:
+        return list(_INDEX_CACHE[key])
+    records = [r for r in read_jsonl(path) if isinstance(r, dict) and isinstance(r.get("job_id"), str)
+               and isinstance(r.get("run_dir"), str)]
+    if key is not None:
+        _INDEX_CACHE.clear()
+        _INDEX_CACHE[key] = records
+    return list(records)
 
 
-def load_state(run_dir: Path) -> tuple[dict, str | None]:
-    """(state.json as a dict, problem): ({}, None) when there is none yet; ({}, 'why') when it
-    cannot be used (unreadable, not JSON, not a JSON object)."""
-    path = Path(run_dir) / "state.json"
+def training_submissions() -> list[dict]:
+    """The index's training jobs (not the evaluation jobs chained after them)."""
+    return [r for r in submissions() if r.get("kind", "training") == "training"]
+
+
+SWEEP_FILE = "sweep.json"
+
+
+def read_sweep(root: Path) -> dict | None:
+    """``ROOT/sweep.json`` (the grid, and each element's run directory and job id), None if there is none."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}, None
-    except OSError as exc:
-        return {}, f"{path} cannot be read ({exc.strerror})"
-    try:
-        state = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return {}, f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})"
-    if not isinstance(state, dict):
-        return {}, f"{path} holds a JSON {type(state).__name__}, not an object"
-    return state, None
+        value = json.loads((Path(root) / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("elements"), list) else None
+
+
+def is_sweep_root(path: Path) -> bool:
+    return (Path(path) / SWEEP_FILE).is_file()
+
+
+def find_sweep(target: str | None) -> tuple[Path, dict] | None:
+    """A sweep named by its root, its name (under logs/runs, or in the index), or its array job id (or its
+    evaluation array's) -> (root, sweep.json); None when ``target`` is not a sweep."""
+    if not target:
+        return None
+    for candidate in (Path(target), ROOT / "logs" / "runs" / target, Path("logs") / "runs" / target):
+        record = read_sweep(candidate)
+        if record is not None:
+            return candidate.resolve(), record
+    if "/" in target:  # a path that holds no sweep.json
+        return None
+    for root in dict.fromkeys(sub["sweep"] for sub in reversed(submissions()) if isinstance(sub.get("sweep"), str)):
+        record = read_sweep(Path(root))
+        if record is not None and target in (record.get("name"), str(record.get("array_job_id")),
+                                             str((record.get("evaluation") or {}).get("array_job_id"))):
+            return Path(root), record
+    return None
+
+
+def sweep_target(target: str | None) -> tuple[Path, dict] | None:
+    """The sweep ``target`` names, unless it is the id of a job in the index (a job id wins)."""
+    if not target or (JOB_ID.fullmatch(target) and any(s["job_id"] == target for s in submissions())):
+        return None
+    return find_sweep(target)
 
 
 def read_state(run_dir: Path) -> dict:
@@ -136,13 +192,28 @@ RUN_DIR_MARKS = ("state.json", "attempts.jsonl", "config.yaml", "metrics.jsonl",
                  "slurm/submitted_config.yaml", "slurm/JOB_*")
 
 
+_JOB_FILES = (re.compile(r"(\d+(?:_\d+)?)_\d+_(?:log\.out|log\.err|result\.pkl)"),
+              re.compile(r"(\d+(?:_\d+)?)_(?:submitted\.pkl|submission\.sh|sbatch\.out)"),
+              re.compile(r"(\d+(?:_\d+)?)\.cancelled"))
+
+
+def job_of_file(name: str) -> str | None:
+    """The job id in the name of a file a job left in a slurm/ folder (JOB_0_log.out, ARRAY_TASK_0_log.out,
+    JOB_submitted.pkl, ARRAY_submission.sh, JOB_sbatch.out, JOB.cancelled), else None."""
+    for pattern in _JOB_FILES:
+        match = pattern.fullmatch(name)
+        if match:
+            return match.group(1)
+    return None
+
+
 def _slurm_job_files(run_dir: Path) -> list[str]:
     """Names in RUN_DIR/slurm/ that a job left (JOB_submitted.pkl, JOB_0_log.out, JOB_sbatch.out, ...)."""
     try:
         names = [p.name for p in slurm_folder(run_dir).iterdir()]
     except OSError:
         return []
-    return [name for name in names if name.split("_", 1)[0].split(".", 1)[0].isdigit() and not name.isdigit()]
+    return [name for name in names if job_of_file(name)]
 
 
 def is_run_dir(path: Path) -> bool:
@@ -165,8 +236,17 @@ def slurm_folder(run_dir: Path) -> Path:
     return Path(run_dir) / "slurm"
 
 
+def job_folder(run_dir: Path, job_id: str | None) -> Path:
+    """Where a job's submitit files and logs lie: RUN_DIR/slurm, or for an element of a sweep's array
+    (job id ARRAYID_TASK, the run directory inside a sweep's root) the root's slurm/ folder."""
+    run_dir = Path(run_dir)
+    if job_id and "_" in str(job_id) and is_sweep_root(run_dir.parent):
+        return slurm_folder(run_dir.parent)
+    return slurm_folder(run_dir)
+
+
 def log_path(run_dir: Path, job_id: str, rank: int = 0, err: bool = False) -> Path:
-    return slurm_folder(run_dir) / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
+    return job_folder(run_dir, job_id) / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
 
 
 def cancel_marker(run_dir: Path, job_id: str) -> Path:
@@ -180,7 +260,11 @@ def job_ids_of(run_dir: Path) -> set[str]:
     run_dir = Path(run_dir).resolve()
     ids = {sub["job_id"] for sub in submissions() if Path(sub["run_dir"]).resolve() == run_dir}
     ids |= {str(a["job_id"]) for a in read_attempts(run_dir) if a.get("job_id")}
-    ids |= {name.split("_", 1)[0].split(".", 1)[0] for name in _slurm_job_files(run_dir)}
+    ids |= {job_of_file(name) for name in _slurm_job_files(run_dir)}
+    sweep = read_sweep(run_dir.parent)
+    for element in (sweep or {}).get("elements", []):
+        if isinstance(element, dict) and element.get("run_dir") and Path(element["run_dir"]).resolve() == run_dir:
+            ids |= {str(element[key]) for key in ("job_id", "evaluation_job_id") if element.get(key)}
     return ids
 
 
@@ -188,11 +272,12 @@ def resolve(target: str | None) -> tuple[str | None, Path]:
     """JOB id, run directory or run name (None: the latest submission) -> (job id, run dir)."""
     subs = submissions()
     if target is None:
-        if not subs:
+        trained = [sub for sub in subs if sub.get("kind", "training") == "training"]
+        if not trained:
             raise LaunchError(f"no submissions recorded yet in {index_path()}; give a job id or run directory")
-        last = subs[-1]
+        last = trained[-1]
         return last["job_id"], Path(last["run_dir"])
-    if target.isdigit():
+    if JOB_ID.fullmatch(target):
         for sub in reversed(subs):
             if sub["job_id"] == target:
                 return target, Path(sub["run_dir"])
@@ -202,7 +287,7 @@ def resolve(target: str | None) -> tuple[str | None, Path]:
     existing = [p for p in candidates if p.is_dir()]
     if not existing:
         raise LaunchError(f"{target!r} is neither a job id, a run directory nor a run name under logs/runs")
-    known = {Path(sub["run_dir"]).resolve(): sub["job_id"] for sub in subs}
+    known = {Path(sub["run_dir"]).resolve(): sub["job_id"] for sub in subs if sub.get("kind", "training") == "training"}
     run_dir = next((p.resolve() for p in existing if p.resolve() in known or is_run_dir(p)), None)
     if run_dir is None:
         raise LaunchError(f"{existing[0].resolve()} is not a run directory (none of {', '.join(RUN_DIR_MARKS)} "

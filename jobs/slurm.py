@@ -132,18 +132,32 @@ def attempt_records(job_id: str) -> list[dict[str, str]]:
 
 
 def queue() -> list[dict[str, str]] | None:
-    """Every job squeue shows (all users, all partitions): JobID, State, Reason, StdOut (the log
-    path pattern, e.g. RUN_DIR/slurm/%j_0_log.out). None when squeue cannot answer."""
-    proc = run(["squeue", "-h", "-a", "-O", "JobID:|,State:|,Reason:|,StdOut:|"])
+    """Every job squeue shows (all users, all partitions, one line per array element): JobID (an
+    array element as ARRAYID_TASK, as `scontrol requeue` and the index name it), State, Reason,
+    StdOut (the log path pattern, e.g. RUN_DIR/slurm/%j_0_log.out). None when squeue cannot answer."""
+    proc = run(["squeue", "-h", "-a", "-r", "-O", "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,StdOut:|"])
     if proc is None or proc.returncode != 0:
         return None
     jobs = []
     for line in proc.stdout.splitlines():
-        cells = line.split("|", 3)
-        if len(cells) == 4:
-            jobs.append({"JobID": cells[0].strip(), "State": cells[1].strip(), "Reason": cells[2].strip(),
-                         "StdOut": cells[3].rstrip().removesuffix("|")})
+        cells = line.split("|", 5)
+        if len(cells) == 6:
+            job_id, array_id, task = (cell.strip() for cell in cells[:3])
+            if task.isdigit() and array_id.isdigit():
+                job_id = f"{array_id}_{task}"
+            jobs.append({"JobID": job_id, "State": cells[3].strip(), "Reason": cells[4].strip(),
+                         "StdOut": cells[5].rstrip().removesuffix("|")})
     return jobs
+
+
+def max_array_size() -> int:
+    """Slurm's MaxArraySize (array task ids are below it); 1001, Slurm's default, when it cannot be asked."""
+    proc = run(["scontrol", "show", "config"])
+    for line in (proc.stdout if proc is not None and proc.returncode == 0 else "").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return 1001
 
 
 def job_state(job_id: str) -> tuple[str | None, str]:

@@ -175,9 +175,16 @@ def check_no_live_job(run_dir: Path) -> None:
                           f"(or scancel {job_id})")
 
 
+def check_not_sweep_root(run_dir: Path) -> None:
+    if runs.is_sweep_root(run_dir):
+        raise LaunchError(f"run directory {run_dir} is the root of a sweep ({runs.SWEEP_FILE}); give one of its "
+                          "run directories (python launch.py status SWEEP lists them) or another --run-dir")
+
+
 def check_run_dir_free(spec: JobSpec, cfg: Config, create: bool) -> None:
-    """Every run-directory check before a job may train in it (file, finished, live job, writable)."""
+    """Every run-directory check before a job may train in it (file, sweep root, finished, live job, writable)."""
     check_run_dir(spec.run_dir, create=False)
+    check_not_sweep_root(spec.run_dir)
     check_not_finished(spec.run_dir, cfg)
     check_no_live_job(spec.run_dir)
     if create:
@@ -260,6 +267,22 @@ def freeze_config(spec: JobSpec, cfg: Config) -> JobSpec:
     path = runs.slurm_folder(spec.run_dir) / "submitted_config.yaml"
     atomic_write_text(path, dump_yaml(cfg))
     return dataclasses.replace(spec, config=path, overrides=[])
+
+
+def with_code(spec: JobSpec, record: dict) -> JobSpec:
+    """Every process of the job imports jobs/ and trainer/ from the code snapshot (jobs.snapshot); the
+    profile's setup lines run first (a `module load` may set PYTHONPATH)."""
+    from jobs import snapshot
+
+    return dataclasses.replace(spec, setup=[*spec.setup, *snapshot.setup_lines(record)])
+
+
+def take_snapshot(spec: JobSpec) -> tuple[JobSpec, dict]:
+    """Copy the code into RUN_DIR/slurm/code (a resubmission replaces the old copy) -> (spec, record)."""
+    from jobs import snapshot
+
+    record = snapshot.take(runs.slurm_folder(spec.run_dir))
+    return with_code(spec, record), record
 
 
 def submit(spec: JobSpec) -> str:

@@ -76,6 +76,16 @@ def module(value: str, label: str = "--entry") -> str:
     return value
 
 
+_DEPENDENCY = re.compile(r"(afterok|aftercorr|afterany):\d+(_\d+)?")
+
+
+def dependency(value: str, label: str = "the evaluation job's dependency") -> str:
+    """An ``#SBATCH --dependency`` value the launcher builds from a job id Slurm gave it."""
+    if not _DEPENDENCY.fullmatch(value):
+        raise LaunchError(f"{label} {_show(value)}: expected afterok:JOBID or aftercorr:ARRAYID")
+    return value
+
+
 def argument(value: str, label: str) -> str:
     """A value passed on the job's command line (quoted, never run by a shell): no control characters."""
     if _CONTROL.search(value):

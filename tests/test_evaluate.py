@@ -134,3 +134,50 @@ def test_bad_folders_are_clear_errors(tmp_path, capsys):
     assert "--clean-dir" in err and "nope is not a folder" in err
     assert evaluate.main(["--clean-dir", str(tmp_path), "--enhanced-dir", str(tmp_path)]) == 2
     assert "no .wav files" in capsys.readouterr().err
+
+
+def test_cut_short_enhanced_file_is_a_failure_not_a_perfect_score(tmp_path, capsys):
+    """Issue item 4: an enhanced file holding only the first 0.5 s of its reference."""
+    clean_dir, enhanced_dir = tmp_path / "clean", tmp_path / "enhanced"
+    clean_dir.mkdir()
+    enhanced_dir.mkdir()
+    clean = synthesize_speech(SENTENCES[0], SR)
+    noisy = mix_at_snr(clean, babble_like_noise(len(clean), SR, seed=3), 10)
+    sf.write(clean_dir / "cut.wav", clean, SR)
+    sf.write(enhanced_dir / "cut.wav", clean[: SR // 2], SR)
+    sf.write(clean_dir / "ok.wav", clean, SR)
+    sf.write(enhanced_dir / "ok.wav", noisy, SR)
+    csv_path = tmp_path / "rows.csv"
+    assert evaluate.main(["--clean-dir", str(clean_dir), "--enhanced-dir", str(enhanced_dir), "--workers", "1",
+                          "--csv", str(csv_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "scored 1 of 2 files (1 failed)" in out and "cut.wav: length mismatch" in out
+    with open(csv_path, newline="") as fh:
+        rows = {row["name"]: row for row in csv.DictReader(fh)}
+    assert rows["cut.wav"]["pesq"] == "" and rows["cut.wav"]["error"].startswith("length mismatch")
+    assert float(rows["ok.wav"]["pesq"]) < 4.0
+
+
+def test_output_paths_are_checked_before_scoring(folders, tmp_path, capsys):
+    """Issue item 9: --csv/--json naming a folder used to fail only after everything was scored."""
+    clean_dir, enhanced_dir, _ = folders
+    (tmp_path / "a_folder").mkdir()
+    for flag in ("--csv", "--json"):
+        assert evaluate.main(["--clean-dir", str(clean_dir), "--enhanced-dir", str(enhanced_dir), "--workers", "1",
+                              flag, str(tmp_path / "a_folder"), "--no-progress"]) == 2
+        captured = capsys.readouterr()
+        assert f"{flag} {tmp_path / 'a_folder'} is a folder" in captured.err and "scored" not in captured.out
+    (tmp_path / "a_file").write_text("x")
+    assert evaluate.main(["--clean-dir", str(clean_dir), "--enhanced-dir", str(enhanced_dir), "--workers", "1",
+                          "--csv", str(tmp_path / "a_file" / "rows.csv"), "--no-progress"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_empty_checkpoint_is_one_line(tmp_path, capsys):
+    """Issue item 9: a 0-byte last.pt raised IndexError (an empty exception message)."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    assert evaluate.main(["--run-dir", str(tmp_path), "--clean-dir", str(tmp_path), "--noisy-dir",
+                          str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt: " in err and "empty" in err and len(err.strip().splitlines()) == 1

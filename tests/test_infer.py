@@ -126,3 +126,11 @@ def test_normalisation_follows_training(creative_run, tmp_path):
     assert rms[0, "input"] == pytest.approx(1.0, rel=2e-3) and rms[1, "input"] == pytest.approx(1.0, rel=2e-3)
     assert rms[0, "target"] == pytest.approx(3.0, rel=2e-3)  # the pair's level ratio is kept
     assert rms[1, "target"] == pytest.approx(1.0, rel=2e-3)
+
+
+def test_empty_checkpoint_is_one_line(tmp_path, capsys):
+    """Issue item 9: a 0-byte checkpoint raised IndexError."""
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert infer.main(["--checkpoint", str(tmp_path / "last.pt"), "--out-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt: " in err and "empty" in err and len(err.strip().splitlines()) == 1

@@ -218,8 +218,10 @@ def test_rerun_after_crash_skips_complete_shards(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(prep, "pack_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         prepare(clean_dir, noisy_dir, out, shard_size_mb=0.1, workers=1, progress=False)
-    assert not (out / "manifest.json").exists()
-    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("shard-*.h5")}
+    assert not (out / "manifest.json").exists() and not list(out.glob("shard-*.h5"))
+    # complete shards wait under hidden staged names that carry their sha256
+    done = {p.name.split(".h5.")[0][1:] + ".h5": (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in out.glob(".shard-*.staged")}
     assert set(done) == {"shard-00000.h5", "shard-00001.h5"}
     monkeypatch.setattr(prep, "pack_shard", real_pack)
     manifest = prepare(clean_dir, noisy_dir, out, shard_size_mb=0.1, workers=1, progress=False)["all"]
@@ -286,3 +288,98 @@ def test_cli_needs_exactly_one_pair_of_folders(tmp_path, capsys):
     assert main(["--clean-dir", str(tmp_path / "nope"), "--noisy-dir", str(tmp_path), "--out",
                  str(tmp_path / "out")]) == 2
     assert f"{tmp_path / 'nope'}: not a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- trust: re-runs verify, failures keep the old dataset
+
+def _flip(path, offset, value=None):
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        old = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([old ^ 0xFF if value is None else value]))
+
+
+def test_rerun_repacks_a_corrupted_shard_instead_of_laundering_it(packed, caplog):
+    """Issue item 3: a re-run checks each reused shard against the manifest's sha256."""
+    wav = packed.parent / "wav"
+    before = read_all(packed)
+    shard = packed / "shard-00000.h5"
+    with h5py.File(shard) as h5:
+        where = h5["clean"].id.get_chunk_info(0).byte_offset + 100
+    _flip(shard, where)
+    manifest = prepare(wav / "clean", wav / "noisy", packed, shard_size_mb=0.1, progress=False)["all"]
+    assert "shard-00000.h5: does not match its sha256 in manifest.json" in caplog.text
+    assert manifest["shards"][0]["sha256"] == sha256_file(shard)
+    after = read_all(packed)
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[k][0], before[k][0]) and np.array_equal(after[k][1], before[k][1]) for k in after)
+
+
+def test_failed_rerun_keeps_the_previous_dataset_usable(packed, capsys):
+    """Issue item 3: a re-run that fails (a NaN file added) leaves the old manifest and shards alone."""
+    wav = packed.parent / "wav"
+    before = read_all(packed)
+    old_manifest = (packed / "manifest.json").read_text()
+    wave, sr = sf.read(wav / "clean" / "p226_01.wav", dtype="float32")
+    wave[10] = np.nan
+    sf.write(wav / "clean" / "p226_99.wav", wave, sr, subtype="FLOAT")
+    sf.write(wav / "noisy" / "p226_99.wav", wave * 0, sr)
+    assert main(["--clean-dir", str(wav / "clean"), "--noisy-dir", str(wav / "noisy"), "--out", str(packed),
+                 "--shard-size-mb", "0.1", "--no-progress"]) == 2
+    assert "p226_99.wav" in capsys.readouterr().err
+    assert (packed / "manifest.json").read_text() == old_manifest
+    after = read_all(packed)  # checksums verified against the old manifest
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[k][0], before[k][0]) for k in after)
+    # the fixed input then packs, reusing what the failed run already packed and verified
+    (wav / "clean" / "p226_99.wav").unlink()
+    (wav / "noisy" / "p226_99.wav").unlink()
+    manifest = prepare(wav / "clean", wav / "noisy", packed, shard_size_mb=0.1, progress=False)["all"]
+    assert manifest["num_pairs"] == 6 and not list(packed.glob(".*"))
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m.pop("sample_rate"), "sample_rate"),
+    (lambda m: m["shards"][0].pop("num_bytes"), "num_bytes"),
+    (lambda m: m["shards"][1].update(num_bytes="12k"), "num_bytes"),
+    (lambda m: m.update(sample_rate="16 kHz"), "sample_rate"),
+    (lambda m: m["shards"][0].update(sha256=None), "sha256"),
+    (lambda m: m["shards"][0].update(file="../../etc/passwd"), "file"),
+    (lambda m: m.update(signals=["clean"]), "signals"),
+    (lambda m: m.update(shards={"a": 1}), "shards"),
+])
+def test_malformed_manifest_is_one_line_naming_the_key(packed, edit, named):
+    """Issue item 9: a manifest missing a key, with a non-numeric value, or of the wrong shape."""
+    path = packed / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=rf"manifest\.json: .*{named}") as err:
+        ShardIndex(packed)
+    assert "\n" not in str(err.value)
+
+
+def test_manifest_that_is_a_json_list_or_not_utf8(packed):
+    path = packed / "manifest.json"
+    path.write_text("[1, 2, 3]\n")
+    with pytest.raises(DataError, match=r"manifest\.json: .*list"):
+        ShardIndex(packed)
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(DataError, match=r"manifest\.json: "):
+        ShardIndex(packed)
+
+
+@pytest.mark.parametrize("dataset", ["lengths", "offsets"])
+def test_flipped_index_bytes_are_refused_without_checksums(packed, dataset):
+    """Issue item 9: bytes flipped in a shard's lengths/offsets with data.verify_checksums false."""
+    shard = packed / "shard-00001.h5"
+    with h5py.File(shard) as h5:
+        where = h5[dataset].id.get_offset() + 8 + 1  # the second entry's second byte
+    _flip(shard, where)
+    with pytest.raises(DataError, match=rf"shard-00001\.h5: .*{dataset}") as err:
+        index = ShardIndex(packed, verify=False)
+        dataset_ = ShardDataset(index, train=False, crop_samples=None, normalize=False)
+        for i in range(len(dataset_)):
+            dataset_[i]
+    assert "\n" not in str(err.value)

@@ -12,7 +12,15 @@ from jobs import runs
 from jobs.job import TrainingJob
 from jobs.outcome import describe
 from jobs.requeue import Ending, RequeuePolicy, decide, end_attempt, job_exit_code, trainer_exit_code
-from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.exitcodes import (
+    EXIT_BAD_INPUT,
+    EXIT_CRASHED,
+    EXIT_DISK_FULL,
+    EXIT_DIVERGED,
+    EXIT_FINISHED,
+    EXIT_INTERRUPTED,
+    EXIT_REQUEUE,
+)
 
 POLICY = RequeuePolicy(max_requeues=3, max_crash_requeues=1, max_stalled_restarts=2)
 OFFLINE = {"PATH": "/nonexistent"}  # Slurm cannot be asked: the ending comes from the run directory only
@@ -34,6 +42,10 @@ CASES = {
     "finished although cancelled": (EXIT_FINISHED, [], (0, 9), True, "finish", "training finished"),
     "bad input is never retried": (EXIT_BAD_INPUT, [], (0, 0), False, "stop", "exit code 2 is not retried"),
     "divergence is never retried": (EXIT_DIVERGED, [], (0, 3), False, "stop", "exit code 3 is not retried"),
+    "a full disk is never retried": (EXIT_DISK_FULL, [], (0, 3), False, "stop",
+                                     "exit code 4 is not retried (disk full or quota exceeded: free space"),
+    "Ctrl-C is never retried": (EXIT_INTERRUPTED, [], (0, 3), False, "stop",
+                                "exit code 130 is not retried (stopped with Ctrl-C"),
     "first stop request": (EXIT_REQUEUE, [], (0, 5), False, "requeue",
                            "stop requested (timeout or preemption); requeue 1 of 3"),
     "last requeue of the budget": (EXIT_REQUEUE, [PROGRESS, PROGRESS], (5, 9), False, "requeue", "requeue 3 of 3"),
@@ -140,6 +152,15 @@ def test_a_crashed_attempt_records_the_step_it_reached_and_the_step_it_resumes_f
     record = end_attempt(run_dir, JOB, 0, EXIT_CRASHED, POLICY, step_start=20)
     assert (record["step_start"], record["step_reached"], record["step_end"]) == (20, 37, 30)
     assert record["action"] == "requeue"
+
+
+@pytest.mark.parametrize("recorded", [EXIT_BAD_INPUT, EXIT_DISK_FULL, EXIT_INTERRUPTED])
+def test_the_exit_code_the_trainer_recorded_wins_over_torchruns_1(tmp_path, recorded):
+    (tmp_path / "state.json").write_text(json.dumps({"status": "failed", "step": 3, "exit_code": recorded,
+                                                     "updated": "2026-01-01T00:00:05Z"}))
+    assert trainer_exit_code(1, tmp_path, True, "2026-01-01T00:00:00+00:00") == recorded
+    assert decide(recorded, [end(recorded, 0, 3, action=None)], POLICY, None)[0] == "stop"
+    assert trainer_exit_code(1, tmp_path, True, "2026-01-01T00:01:00+00:00") == EXIT_CRASHED  # an older record
 
 
 @pytest.mark.parametrize("raw,status,stop,expected", [

@@ -233,6 +233,8 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
     if len(rates) > 1:
         raise ValueError(f"files have different sample rates {sorted(rates)}; score one rate at a time")
     sr = rates.pop() if rates else 16000
+    models = {column: load_generator(path, device, task="speech_enhancement", other_tool="python -m trainer.infer")
+              for column, path in checkpoints.items()}  # every checkpoint verified before any scoring
     summaries, identities, rows = {}, {}, []
     pool = process_pool(workers) if workers > 1 else None
     try:
@@ -246,7 +248,7 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
         score("noisy", [noisy for _, _, noisy, _ in readable])
         identities["noisy"] = {"path": str(noisy_dir.resolve())}
         for column, path in checkpoints.items():
-            generator, cfg, info = load_generator(path, device, task="speech_enhancement", other_tool="python -m trainer.infer")
+            generator, cfg, info = models.pop(column)
             estimates = []
             for name, _, noisy, rate in readable:
                 estimate = enhance(generator, cfg, noisy, rate)
@@ -319,11 +321,29 @@ def _fail(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def output_problem(flag: str, path: Path | None) -> str | None:
+    """Why ``path`` cannot take a report file, checked before any scoring (None if it can)."""
+    if path is None:
+        return None
+    if path.is_dir():
+        return f"{flag} {path} is a folder; give a file name, e.g. {path / ('scores' + flag[1:].replace('-', '.'))}"
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"{flag} {path}: {parent} is not a folder"
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {path}: {parent} is not writable"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     workers = local_cores() if args.workers is None else args.workers
     if workers < 1:
         return _fail(f"--workers must be at least 1, got {workers}")
+    for flag, path in (("--csv", args.csv), ("--json", args.json)):
+        problem = output_problem(flag, path)
+        if problem:
+            return _fail(problem)
     if args.checkpoint or args.run_dir:
         if args.enhanced_dir is not None:
             return _fail("--enhanced-dir is for scoring existing files; with --checkpoint/--run-dir give --noisy-dir")

@@ -2,21 +2,33 @@
 
 Runs unchanged as one process or under ``torchrun --nproc_per_node 4 -m trainer.train ...``.
 Running again with the same run directory continues from ``checkpoints/last.pt`` at the exact
-step (per-step losses equal those of an uninterrupted run, bit for bit on CPU). SIGUSR2/SIGTERM
+step (per-step losses equal those of an uninterrupted run, bit for bit on CPU). One training per
+run directory: rank 0 takes ``RUN_DIR/train.lock`` first (:mod:`trainer.core.lock`). SIGUSR2/SIGTERM
 only set a flag: at the next step boundary all ranks agree, save ``last`` together and exit with
-``EXIT_REQUEUE`` (42). Exit codes: ``trainer/core/exitcodes.py``.
+``EXIT_REQUEUE`` (42); a first Ctrl-C does the same but exits with ``EXIT_INTERRUPTED`` (130, no
+requeue), a second one stops at once. A full disk exits with ``EXIT_DISK_FULL`` (4).
+Exit codes: ``trainer/core/exitcodes.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from trainer.core.config import Config, ConfigError, config_class, load_config, save_config
 from trainer.core.errors import BadInput
-from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.exitcodes import (
+    EXIT_BAD_INPUT,
+    EXIT_CRASHED,
+    EXIT_DISK_FULL,
+    EXIT_DIVERGED,
+    EXIT_FINISHED,
+    EXIT_INTERRUPTED,
+    EXIT_REQUEUE,
+)
 from trainer.core.registry import task_names
 from trainer.core.settings import describe
 
@@ -67,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports only after the config is known to be good (fast errors, fast --help).
     from trainer.core import dist, signals
     from trainer.core.env import read_env
-    from trainer.core.log import get_logger, setup_logging
-    from trainer.core.loop import Diverged, Trainer
+    from trainer.core.io import NO_SPACE
+    from trainer.core.log import setup_logging
 
     signals.install()
     try:
@@ -79,39 +91,87 @@ def main(argv: list[str] | None = None) -> int:
     if env.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / ".write-test"
+            probe = run_dir / f".write-test.{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
             sys.stderr.write(f"trainer.train: error: run directory {run_dir} is not writable ({exc.strerror})\n")
-            return EXIT_BAD_INPUT
-    setup_logging(env.rank, log_file=run_dir / "train.log" if env.is_main else None)
+            return EXIT_DISK_FULL if exc.errno in NO_SPACE else EXIT_BAD_INPUT
+    setup_logging(env.rank)  # stderr only until this process owns the run directory
+    try:
+        return _run(cfg, run_dir, env, setup_logging)
+    except KeyboardInterrupt:  # a second Ctrl-C before the training started or after it ended
+        return EXIT_INTERRUPTED
+    finally:
+        dist.shutdown()
+        signals.uninstall_interrupt()
+
+
+def _run(cfg: Config, run_dir: Path, env, setup_logging) -> int:
+    """Own the run directory (the lock), then train; maps every outcome to its exit code and
+    leaves state.json in a final state (or "checkpointed" for a requeue)."""
+    from trainer.core.checkpoint import NonFiniteState
+    from trainer.core.io import DiskFull, remove_stale_temporaries
+    from trainer.core.lock import LockHeld, claim_run_dir
+    from trainer.core.log import get_logger
+    from trainer.core.loop import Diverged, Trainer
+
     log = get_logger("train")
+    try:
+        lock = claim_run_dir(run_dir, env, cfg.train.device)
+    except (LockHeld, DiskFull) as exc:
+        if env.is_main:
+            log.error("%s", exc)
+        return EXIT_DISK_FULL if isinstance(exc, DiskFull) else EXIT_BAD_INPUT
     trainer = None
     try:
+        if env.is_main:
+            setup_logging(env.rank, log_file=run_dir / "train.log")
+            removed, freed = remove_stale_temporaries([run_dir, run_dir / "checkpoints", run_dir / "tensorboard"],
+                                                      lock.mtime)
+            if removed:
+                log.info("removed %d stale temporary file(s) (%d bytes) left by an interrupted write", removed, freed)
         trainer = Trainer(cfg, run_dir, env)
         if env.is_main:
             save_config(cfg, run_dir / "config.yaml")
         return trainer.fit()
     except BadInput as exc:
-        log.error("%s", exc)
-        if trainer is not None:
-            trainer.mark("failed")
-        return EXIT_BAD_INPUT
-    except Diverged as exc:
-        log.error("%s", exc)
-        if trainer is not None:
-            trainer.mark("diverged")
-        return EXIT_DIVERGED
+        return _ended(log, trainer, run_dir, env, exc, "failed", EXIT_BAD_INPUT)
+    except DiskFull as exc:
+        return _ended(log, trainer, run_dir, env, exc, "failed", EXIT_DISK_FULL)
+    except (Diverged, NonFiniteState) as exc:
+        return _ended(log, trainer, run_dir, env, exc, "diverged", EXIT_DIVERGED)
+    except KeyboardInterrupt:
+        log.warning("stopped by a second Ctrl-C: nothing saved since the last checkpoint; run the same "
+                    "command to continue from it")
+        return _ended(log, trainer, run_dir, env, None, "stopped", EXIT_INTERRUPTED)
     except Exception:
         log.error("training crashed:\n%s", traceback.format_exc())
-        if trainer is not None:
-            trainer.mark("failed")
-        return EXIT_CRASHED
+        return _ended(log, trainer, run_dir, env, None, "failed", EXIT_CRASHED)
     finally:
         if trainer is not None:
             trainer.close()
-        dist.shutdown()
+        if lock is not None:
+            lock.release()
+
+
+def _ended(log, trainer, run_dir: Path, env, error: BaseException | None, status: str, code: int) -> int:
+    """Log ``error`` (one line) and record ``status`` in state.json; a state.json that cannot be
+    written (a full disk) is reported, not raised."""
+    from trainer.core.runstate import FINAL_STATUSES, read_state, write_state
+
+    if error is not None:
+        log.error("%s", error)
+    if not env.is_main:
+        return code
+    try:
+        if trainer is not None:
+            trainer.mark(status, exit_code=code)
+        elif read_state(run_dir).get("status") not in (None, *FINAL_STATUSES):  # left "running" by a killed run
+            write_state(run_dir, status=status, exit_code=code)
+    except Exception as exc:  # the exit code must survive a failing state write
+        log.warning("could not record status %r in %s (%s)", status, run_dir / "state.json", exc)
+    return code
 
 
 __all__ = ["main", "EXIT_REQUEUE"]

@@ -124,3 +124,100 @@ def test_written_files_follow_the_umask(tmp_path):
         os.umask(old)
     for name in ("config.yaml", "last.pt", "best_pesq.pt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# ---------------------------------------------------------------- integrity: checksums, finiteness, our own words
+
+def _trained_parts(seed=0):
+    """A real module and a real Adam optimizer that took one step (non-empty optimizer state)."""
+    torch.manual_seed(seed)
+    module = torch.nn.Linear(8, 4)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    module(torch.randn(3, 8)).sum().backward()
+    opt.step()
+    return module, opt
+
+
+def _real_state(step=10):
+    from trainer.data.sampler import ResumableBatchSampler
+
+    module, opt = _trained_parts()
+    sampler = ResumableBatchSampler(16, 2, 0, 1, seed=0)
+    sampler.set_epoch(1)
+    return full_state(generator=module.state_dict(), discriminator=module.state_dict(), opt_g=opt.state_dict(),
+                      opt_d=opt.state_dict(), sampler=sampler.state_dict(3), batches_done=3, step=step)
+
+
+def _offset_of(data: bytes, needle: bytes) -> int:
+    where = data.find(needle)
+    assert where >= 0 and data.find(needle, where + 1) < 0
+    return where
+
+
+def test_flipped_weight_byte_is_refused_by_name(tmp_path):
+    """Issue item 1: one weight's exponent byte set so that it becomes ~1.6e38 (finite)."""
+    path = tmp_path / "last.pt"
+    state = _real_state()
+    ckpt.save_atomic(state, path)
+    weight = state["generator"]["weight"]
+    data = bytearray(path.read_bytes())
+    where = _offset_of(bytes(data), weight.numpy().tobytes()[:16]) + 4  # the second float of the tensor
+    data[where + 3], data[where + 2] = 0x7F, data[where + 2] & 0x7F  # exponent 0xFE: ~1.7e38, still finite
+    path.write_bytes(bytes(data))
+    assert torch.isfinite(torch.load(path, weights_only=True)["generator"]["weight"]).all()  # torch sees nothing
+    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt: .*checksum") as err:
+        ckpt.load(path)
+    assert "\n" not in str(err.value)
+
+
+def test_non_finite_tensor_is_refused_by_name(tmp_path):
+    """A checkpoint whose checksum is right but which holds NaN weights (e.g. written by other code)."""
+    state = _real_state()
+    state["generator"]["weight"][0, 0] = float("nan")
+    with pytest.raises(ckpt.NonFiniteState, match=r"generator\.weight"):
+        ckpt.save_atomic(state, tmp_path / "last.pt")
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_empty_and_unsafe_files_are_refused_in_our_own_words(tmp_path):
+    empty = tmp_path / "last.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt: .*empty file"):
+        ckpt.load(empty)
+    unsafe = tmp_path / "pickled.pt"
+    torch.save({"format_version": 2, "object": ValueError("not a tensor")}, unsafe)
+    with pytest.raises(ckpt.CheckpointError, match=r"pickled\.pt: ") as err:
+        ckpt.load(unsafe)
+    message = str(err.value)
+    assert "weights_only" not in message and "Re-running" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("part, damage", [
+    ("opt_g", {"state": {}, "param_groups": "not a list"}),
+    ("opt_g", {"state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3),
+                             "exp_avg_sq": torch.zeros(3)}}, "param_groups": None}),
+    ("opt_d", {}),
+    ("sampler", {"epoch": 1, "batches_done": 3}),
+    ("sampler", "three"),
+    ("rng", [{"python": (3, "abc", None), "numpy": {}, "torch": torch.zeros(3, dtype=torch.uint8)}]),
+    ("rng", [{"python": "x"}]),
+    ("epoch", "one"),
+    ("best", {"loss": "low"}),
+])
+def test_malformed_training_state_is_a_clear_error(tmp_path, part, damage):
+    """Issue item 9: malformed optimizer, sampler or RNG state inside a (checksummed) checkpoint."""
+    from trainer.core.env import DistEnv
+    from trainer.data.sampler import ResumableBatchSampler
+
+    path = tmp_path / "last.pt"
+    state = _real_state()
+    if part == "opt_g" and damage["param_groups"] is None:  # right keys, wrong shapes
+        damage["param_groups"] = state["opt_g"]["param_groups"]
+    state[part] = damage
+    ckpt.save_atomic(state, path)
+    module, opt = _trained_parts(seed=1)
+    parts = {"generator": module, "discriminator": module, "opt_g": opt, "opt_d": opt}
+    with pytest.raises(ckpt.CheckpointError, match=rf"last\.pt: .*\b{part}\b") as err:
+        loaded = ckpt.load(path)
+        ckpt.restore_training_state(loaded, path, parts, ResumableBatchSampler(16, 2, 0, 1, seed=0), DistEnv())
+    assert "\n" not in str(err.value)

@@ -125,3 +125,47 @@ def test_launcher_reports_config_errors_in_one_line(tmp_path, repo_root):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "data.batchsize" in proc.stderr
+
+
+@pytest.mark.parametrize("override, key", [
+    ("stft.compress_factor=.nan", "stft.compress_factor"),
+    ("optim.lr=.nan", "optim.lr"),
+    ("optim.lr=-.inf", "optim.lr"),
+    ("data.crop_seconds=.inf", "data.crop_seconds"),
+    ("optim.betas=[0.8, .nan]", "optim.betas"),
+    ("checkpoint.every_minutes=1e999", "checkpoint.every_minutes"),
+    ("optim.grad_clip=100000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "00000000000000000000000000000000000000000000000000000000000000000000000", "optim.grad_clip"),
+    ("run.seed=99999999999999999999999", "run.seed"),
+    ("run.seed=4294967296", "run.seed"),
+    ("train.epochs=99999999999999999999999", "train.epochs"),
+])
+def test_non_finite_and_overflowing_numbers_are_config_errors(override, key):
+    """Issue item 6: NaN/Inf floats and integers beyond int64 (or what seeding accepts) name the key."""
+    with pytest.raises(ConfigError, match=rf"^{key}\S*: "):
+        load_config(None, ["data.demo=true", override])
+
+
+def test_large_but_valid_seed_is_accepted():
+    assert load_config(None, ["data.demo=true", "run.seed=4294966"]).run.seed == 4294966
+
+
+def test_config_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  name: caf\xe9\ndata:\n  demo: true\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text .*byte 0xe9") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, key", [("stft.compress_factor=.nan", "stft.compress_factor"),
+                                           ("run.seed=99999999999999999999999", "run.seed")])
+def test_train_cli_refuses_non_finite_numbers_in_one_line(repo_root, tmp_path, override, key):
+    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", "configs/smoke.yaml", "--set",
+                           override, "--run-dir", str(tmp_path / "r")], cwd=repo_root, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and key in proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -24,3 +24,22 @@ def test_metrics_truncate_after_resume_point(tmp_path):
     assert MetricsLog(tmp_path).truncate_after(4) == 3
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
     assert all(json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines())
+
+
+def test_truncate_logs_covers_a_fresh_start_and_every_registered_writer(tmp_path):
+    """Issue item 5: a (re)start cuts every step log to what its checkpoint has seen (nothing for a
+    fresh start); a later writer (e.g. TensorBoard) hooks in with register_log_truncator."""
+    from trainer.core.runstate import register_log_truncator, truncate_logs
+
+    log = MetricsLog(tmp_path)
+    for step in (1, 2):
+        log.write({"kind": "step", "step": step, "loss": 1.0})
+    log.close()
+    seen = []
+    hook = register_log_truncator(lambda run_dir, step: seen.append((run_dir, step)) or 7)
+    try:
+        assert truncate_logs(tmp_path, 0) == 2 + 7
+    finally:
+        hook()  # unregister
+    assert read_metrics(tmp_path) == [] and seen == [(tmp_path, 0)]
+    assert truncate_logs(tmp_path, 0) == 0  # idempotent, the hook is gone

@@ -95,12 +95,23 @@ def test_failure_cases_give_reasons_not_nan(speech):
     assert summary["pesq"] == results[-1]["pesq"]
 
 
-def test_unequal_lengths_are_cut_to_the_shorter(speech):
+def test_lengths_within_10_ms_are_cut_to_the_shorter(speech):
     clean, noise = speech[0]
     noisy = mix_at_snr(clean, noise, 5)
-    longer = np.concatenate([noisy, noise[:1234]])
+    longer = np.concatenate([noisy, noise[:160]])  # 10 ms at 16 kHz: the tolerance itself
     assert compute_metrics(clean, longer, SR) == compute_metrics(clean, noisy, SR)
-    assert compute_metrics(clean[:-500], noisy, SR) == compute_metrics(clean[:-500], noisy[:-500], SR)
+    assert compute_metrics(clean[:-150], noisy, SR) == compute_metrics(clean[:-150], noisy[:-150], SR)
+
+
+def test_cut_short_or_too_long_enhanced_signal_is_an_error(speech):
+    """Issue item 4: the first 0.5 s of a reference scored PESQ 4.64 / STOI 1.0 after a silent trim."""
+    clean, noise = speech[0]
+    cut = compute_metrics(clean, clean[: SR // 2], SR)
+    assert cut["error"].startswith("length mismatch") and cut["pesq"] is None and cut["stoi"] is None
+    assert "0.50 s" in cut["error"] and f"{len(clean) / SR:.2f} s" in cut["error"]
+    longer = compute_metrics(clean, np.concatenate([clean, noise[:161]]), SR)
+    assert longer["error"].startswith("length mismatch")
+    assert summarize([cut, compute_metrics(clean, clean, SR)])["num_valid"] == 1
 
 
 def test_which_restricts_the_metrics(speech):

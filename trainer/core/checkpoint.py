@@ -5,14 +5,25 @@ epoch/step and the sampler position, the RNG states of every rank (Python,
 NumPy, torch, CUDA), best-so-far trackers, the resolved config and library versions.
 
 Writes go to a temporary file in the same folder, are fsynced, then renamed over the old file,
-so the previous ``last`` stays valid until the new one is complete. Loading uses
+so the previous ``last`` stays valid until the new one is complete; ``last`` and the ``best_*``
+copies of one save are written all or nothing (a full disk changes none of them). Loading uses
 ``torch.load(weights_only=True)``: only tensors and plain containers are stored (NumPy states
 are converted to tensors).
+
+Integrity: every checkpoint (format 2) carries a content checksum (:mod:`trainer.core.integrity`)
+that :func:`load` recomputes over what it loaded, and every floating tensor must be finite (a
+state with NaN/Inf is not written, and not loaded). A damaged checkpoint is refused in one line
+naming the file; it is never loaded. Format 1 files (written before checksums) still load, with a
+warning that they cannot be verified.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import os
+import pickle
 import platform
 import random
 import shutil
@@ -23,26 +34,46 @@ import numpy as np
 import torch
 import yaml
 
-from trainer.core import dist
+from trainer.core import dist, integrity
 from trainer.core.config import Config, config_from_dict, to_dict
 from trainer.core.errors import BadInput
-from trainer.core.io import atomic_write
-from trainer.core.log import get_logger
+from trainer.core.io import DiskFull, atomic_write, atomic_write_bytes, atomic_write_group
+from trainer.core.log import get_logger, warn_once
 from trainer.core.registry import build_generator, task_spec
 
 log = get_logger("checkpoint")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_VERSIONS = (1,)  # written before content checksums: loaded unverified, with a warning
+CHECKSUM_KEY = "checksum"
 REQUIRED_KEYS = ("format_version", "config", "generator", "discriminator", "opt_g", "opt_d", "epoch", "step",
                  "batches_done", "sampler", "rng", "best", "versions")
+USE_ANOTHER = "use another checkpoint (e.g. best_*.pt or an earlier copy)"
 
 
 class CheckpointError(BadInput):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
+class NonFiniteState(RuntimeError):
+    """The state to save holds NaN/Inf values: it is not written (the last good checkpoint stays)."""
+
+
 def versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "numpy": str(np.__version__), "python": platform.python_version()}
+
+
+def code_version() -> dict | None:
+    """The code this process runs, as the launcher recorded it at submission (``SEGAN_CODE``: git
+    revision, dirty flag, snapshot path; see jobs/snapshot.py); None outside such a job."""
+    try:
+        value = json.loads(os.environ.get("SEGAN_CODE") or "null")
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {key: value.get(key) for key in ("revision", "dirty", "snapshot")
+            if isinstance(value.get(key), (str, bool, type(None)))}
 
 
 def capture_rng() -> dict[str, Any]:
@@ -69,36 +100,93 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def serialize(state: dict[str, Any], path: str | Path) -> memoryview:
+    """The bytes of a checkpoint of ``state`` (with its content checksum) for ``path``; raises
+    NonFiniteState, writing nothing, when a floating tensor holds NaN/Inf."""
+    state = {key: value for key, value in state.items() if key != CHECKSUM_KEY}  # e.g. a loaded state re-saved
+    digest, nonfinite = integrity.digest(state)
+    if nonfinite:
+        raise NonFiniteState(f"{path}: not written: non-finite values in {_listed(nonfinite)} (the last good "
+                             "checkpoint is kept; lower optim.lr or raise optim.grad_clip)")
+    buffer = io.BytesIO()
+    torch.save({**state, CHECKSUM_KEY: {"algorithm": integrity.ALGORITHM, "digest": digest}}, buffer)
+    return buffer.getbuffer()
+
+
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, rename."""
-    atomic_write(path, lambda fh: torch.save(state, fh))
+    """Serialize (with checksum) and write to a temporary file beside ``path``, fsync, rename."""
+    atomic_write_bytes(path, serialize(state, path))
 
 
 def copy_atomic(src: str | Path, dst: str | Path) -> None:
     """Copy a finished checkpoint (e.g. last -> best_pesq) without a half-written window."""
     with open(src, "rb") as source:
-        atomic_write(dst, lambda fh: shutil.copyfileobj(source, fh, 16 * 2**20))
+        atomic_write(dst, lambda fh: shutil.copyfileobj(source, fh, 16 * 2**20), size=Path(src).stat().st_size)
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why torch could not read a file, in our words (torch's own advice is not for our users)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds data that a safe load refuses: corrupted, or not written by this toolkit"
+    if isinstance(exc, (EOFError, RuntimeError, ValueError, OSError)) or "zip" in type(exc).__name__.lower():
+        return f"the archive is truncated or corrupted ({type(exc).__name__})"
+    return f"corrupted ({type(exc).__name__})"
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Load and validate a checkpoint on the CPU; raises CheckpointError naming what is wrong."""
+    """Load, verify and validate a checkpoint on the CPU; raises CheckpointError naming what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: not a readable checkpoint (an empty file: 0 bytes); {USE_ANOTHER}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, wrong file type, unsafe pickle
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]}); use another one, e.g. best_*.pt") from None
+    except Exception as exc:  # truncated zip, wrong file type, unsafe pickle, damaged records
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_unreadable(exc)}); {USE_ANOTHER}") from None
+    check_state(state, path)
+    return state
+
+
+def check_state(state: Any, path: str | Path) -> None:
+    """Verify a loaded checkpoint in place (its checksum is removed): checksum, finite tensors,
+    keys and the types of the plain values. Raises CheckpointError naming the file and the problem."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a training checkpoint (top level is {type(state).__name__})")
+    version = state.get("format_version")
+    if version not in (FORMAT_VERSION, *LEGACY_VERSIONS) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: format_version {version!r} is not supported "
+                              f"(this toolkit reads version {FORMAT_VERSION} and older)")
+    record = state.pop(CHECKSUM_KEY, None)
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path}: not a complete training checkpoint; missing keys: {', '.join(missing)}")
-    if state["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {state['format_version']} is not supported "
-                              f"(this toolkit reads version {FORMAT_VERSION})")
-    return state
+    digest, nonfinite = integrity.digest(state)
+    if record is not None or version == FORMAT_VERSION:
+        if not isinstance(record, dict) or record.get("algorithm") != integrity.ALGORITHM:
+            raise CheckpointError(f"{path}: its content checksum is missing or unreadable (damaged); {USE_ANOTHER}")
+        if record.get("digest") != digest:
+            raise CheckpointError(f"{path}: content checksum mismatch: the file changed after it was written "
+                                  f"(corrupted on disk or in a copy); {USE_ANOTHER}")
+    else:
+        warn_once(log, f"legacy-{path}", f"{path}: format {version} has no content checksum; loading it unverified")
+    if nonfinite:
+        raise CheckpointError(f"{path}: non-finite values in {_listed(nonfinite)}; {USE_ANOTHER}")
+    problems = [f"{key}: {state[key]!r} is not a count" for key in ("epoch", "step", "batches_done")
+                if not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0]
+    for key, kind in (("config", dict), ("generator", dict), ("discriminator", dict), ("opt_g", dict),
+                      ("opt_d", dict), ("sampler", dict), ("best", dict), ("rng", list)):
+        if not isinstance(state[key], kind):
+            problems.append(f"{key}: a {type(state[key]).__name__}, not a {kind.__name__}")
+    if isinstance(state["best"], dict):
+        problems += [f"best: {k!r}: {v!r} is not a number" for k, v in state["best"].items()
+                     if not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if problems:
+        raise CheckpointError(f"{path}: malformed checkpoint: {problems[0]}; {USE_ANOTHER}")
 
 
 def architecture_mismatches(saved: dict, current: dict) -> list[str]:
@@ -163,23 +251,34 @@ def training_state(cfg: Config, parts: dict[str, Any], sampler, progress: Progre
         "best": dict(progress.best),
         "num_nonfinite_total": progress.num_nonfinite_total,
         "versions": versions(),
+        "code": code_version(),  # optional: older checkpoints lack it
         **extra,
     }
 
 
 def restore_training_state(state: dict, path: Path, parts: dict[str, Any], sampler, env) -> Progress:
-    """Load ``state`` into the parts and the sampler; returns the run's progress."""
+    """Load ``state`` into the parts and the sampler; returns the run's progress. A malformed part
+    (optimizer, sampler or RNG state) is a CheckpointError naming it."""
     for name, part in parts.items():
         if isinstance(part, torch.nn.Module):
             load_module_state(part, state[name], name, path)
         else:
-            part.load_state_dict(state[name])
+            load_optimizer_state(part, state[name], name, path)
     progress = Progress(epoch=state["epoch"], step=state["step"], batches_done=state["batches_done"],
-                        best=dict(state["best"]), num_nonfinite_total=state.get("num_nonfinite_total", 0))
+                        best=dict(state["best"]), num_nonfinite_total=int(state.get("num_nonfinite_total", 0)))
     if state["sampler"]:  # the batch to continue at, in this run's layout (world size may differ)
-        progress.batches_done = sampler.load_state_dict(state["sampler"])
+        try:
+            progress.batches_done = sampler.load_state_dict(state["sampler"])
+        except BadInput as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        except Exception as exc:
+            raise CheckpointError(f"{path}: malformed sampler state ({_why(exc)}); {USE_ANOTHER}") from None
     if len(state["rng"]) == env.world_size:
-        restore_rng(state["rng"][env.rank])
+        try:
+            restore_rng(state["rng"][env.rank])
+        except Exception as exc:
+            raise CheckpointError(f"{path}: malformed rng state of rank {env.rank} ({_why(exc)}); "
+                                  f"{USE_ANOTHER}") from None
     else:
         log.warning("checkpoint was written by %d ranks, this run has %d: random streams restart "
                     "(the data order is still exact)", len(state["rng"]), env.world_size)
@@ -201,12 +300,64 @@ def init_weights_from(path: str | Path, cfg: Config, generator: torch.nn.Module,
     return "generator and discriminator"
 
 
+def _why(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing {exc.args[0]!r}" if exc.args else "a missing key"
+    return type(exc).__name__
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: Any, name: str, path: str | Path) -> None:
+    """``opt.load_state_dict`` plus the checks torch leaves to the first step: per-parameter
+    tensors of the parameter's shape and numeric hyper-parameters."""
+    try:
+        opt.load_state_dict(saved)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: malformed {name} state ({_why(exc)}); {USE_ANOTHER}") from None
+    for group in opt.param_groups:
+        for key in ("lr", "eps", "weight_decay", "betas"):
+            value = group.get(key, 0.0)
+            values = value if isinstance(value, (tuple, list)) else [value]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise CheckpointError(f"{path}: malformed {name} state ({key} is {value!r}); {USE_ANOTHER}")
+        for param in group["params"]:
+            for key, value in opt.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise CheckpointError(f"{path}: malformed {name} state ({key} of shape {tuple(value.shape)} "
+                                          f"for a parameter of shape {tuple(param.shape)}); {USE_ANOTHER}")
+
+
 def save_run_checkpoints(state: dict, folder: Path, improved: tuple[str, ...]) -> list[str]:
-    """Write ``last`` and copy it to ``best_<metric>`` for each improved metric; returns the names."""
-    save_atomic(state, folder / "last.pt")
-    for metric in improved:
-        copy_atomic(folder / "last.pt", folder / f"best_{metric}.pt")
-    return ["last", *(f"best_{metric}" for metric in improved)]
+    """Write ``last`` and a ``best_<metric>`` for each improved metric, all or nothing (one
+    serialization, hard links); returns the names. Raises DiskFull or NonFiniteState, writing nothing."""
+    names = [*(f"best_{metric}" for metric in improved), "last"]
+    data = serialize(state, folder / "last.pt")
+    atomic_write_group([folder / f"{name}.pt" for name in names], data)
+    return [names[-1], *names[:-1]]
+
+
+_RAISE_AS = {"disk_full": DiskFull, "nonfinite": NonFiniteState}
+
+
+def save_collectively(state: dict, folder: Path, improved: tuple[str, ...], is_main: bool) -> list[str]:
+    """Collective: rank 0 writes (:func:`save_run_checkpoints`) and tells every rank how it went, so
+    that a failed save (a full disk) ends every rank the same way instead of leaving them waiting."""
+    saved, failure = [], None
+    if is_main:
+        try:
+            saved = save_run_checkpoints(state, folder, improved)
+        except (DiskFull, NonFiniteState) as exc:
+            failure = ("disk_full" if isinstance(exc, DiskFull) else "nonfinite", str(exc))
+            if not dist.active():
+                raise
+        except Exception as exc:
+            failure = ("crash", f"rank 0 could not save a checkpoint in {folder} ({type(exc).__name__}: {exc})")
+            if not dist.active():
+                raise
+    failure = dist.broadcast_object(failure)
+    if failure is not None:
+        kind, message = failure
+        raise _RAISE_AS.get(kind, RuntimeError)(message)
+    return saved
 
 
 def kept_checkpoints(run_dir: str | Path) -> dict[str, Path]:
@@ -215,7 +366,7 @@ def kept_checkpoints(run_dir: str | Path) -> dict[str, Path]:
     folder = Path(run_dir) / "checkpoints"
     try:
         order = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["checkpoint"]["keep_best"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):  # ValueError: e.g. not UTF-8
         order = []
     rank = {f"best_{metric}": i for i, metric in enumerate(order)}
     best = sorted(folder.glob("best_*.pt"), key=lambda p: (rank.get(p.stem, len(rank)), p.stem))

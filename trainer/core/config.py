@@ -25,6 +25,8 @@ from trainer.core.settings import (
     to_dict,
 )
 
+MAX_SEED = (2**32 - 1000) // 1000  # rank r seeds NumPy with seed * 1000 + r, which must stay below 2**32
+
 __all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "config_class", "save_config", "to_dict"]
 
 
@@ -33,7 +35,8 @@ class RunConfig(Section):
     name: str = setting("run", "human-readable run name; the default run directory is logs/runs/<name>")
     dir: str | None = setting(None, "run directory (checkpoints, metrics.jsonl, config.yaml); "
                                     "default logs/runs/<name>; --run-dir overrides it")
-    seed: int = setting(0, "global seed; each rank derives its own streams from it", min=0)
+    seed: int = setting(0, "global seed; each rank derives its own streams from it (seed * 1000 + rank, and "
+                           "NumPy takes seeds below 2**32)", min=0, max=MAX_SEED)
 
     def validate(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ \t\n'\"$`;&|<>*?"):

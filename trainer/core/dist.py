@@ -58,6 +58,11 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (a collective; the flag itself for one process)."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)]))[0] > 0)
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` in rank order (small Python objects only)."""
     if not active():

@@ -26,6 +26,20 @@ class _RankFilter(logging.Filter):
         return self.all_ranks or self.rank == 0 or record.levelno >= logging.WARNING
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that, when it cannot be written (a full disk), says so once on stderr and keeps
+    quiet after that, instead of logging's traceback per record; stderr still gets every record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"{self.baseFilename}: cannot write the log ({getattr(error, 'strerror', error)}); "
+                             "logging to stderr only\n")
+
+
 def setup_logging(rank: int = 0, *, all_ranks: bool = False, level: int = logging.INFO,
                   log_file: str | Path | None = None) -> logging.Logger:
     """(Re)configure the toolkit logger for this process."""
@@ -39,7 +53,7 @@ def setup_logging(rank: int = 0, *, all_ranks: bool = False, level: int = loggin
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(_LogFile(log_file))
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(_RankFilter(rank, all_ranks))

@@ -7,7 +7,8 @@ Step protocol (identical on every rank, so a failure on one rank can never hang 
 4. both backwards and optimizer steps unless a loss was non-finite on any rank (then skipped,
    counted; ``train.max_nonfinite_steps`` in a row stops the run, keeping the last good checkpoint);
    a non-finite gradient norm (the same on every rank after DDP's all-reduce) skips that step too;
-5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42.
+5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42
+   (130 after a Ctrl-C on any rank: no requeue).
 
 Where the rest lives: process setup ``core/runtime``, what a checkpoint holds ``core/checkpoint``,
 schedules ``core/schedules``, step records ``core/steplog``, validation ``core/validation``.
@@ -26,9 +27,9 @@ from trainer.core import checkpoint as ckpt
 from trainer.core import dist, signals
 from trainer.core.config import Config, ConfigError, to_dict
 from trainer.core.env import DistEnv
-from trainer.core.exitcodes import EXIT_FINISHED, EXIT_REQUEUE
+from trainer.core.exitcodes import EXIT_FINISHED, stop_exit_code
 from trainer.core.log import get_logger
-from trainer.core.runstate import MetricsLog, write_state
+from trainer.core.runstate import MetricsLog, truncate_logs, write_state
 from trainer.core.runtime import seed_all, setup_process
 from trainer.core.schedules import lr_factor
 from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
@@ -83,6 +84,7 @@ class Trainer:
             raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {env.world_size} ranks leaves no full "
                               f"batch in {cfg.data.train_dir}; lower the batch size")
         self.progress = ckpt.Progress()
+        self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.num_nonfinite_in_row = 0
         self.last_save_time = time.monotonic()
         self._resume()
@@ -90,6 +92,8 @@ class Trainer:
     def _resume(self) -> None:
         path = self.run_dir / "checkpoints" / "last.pt"
         if not path.exists():
+            if self.env.is_main:
+                truncate_logs(self.run_dir, 0)  # records of an attempt that died before its first save
             log.info("new run in %s (%d steps per epoch, %d rank(s), device %s)", self.run_dir,
                      self.steps_per_epoch, self.env.world_size, self.device)
             if self.cfg.train.init_from:
@@ -103,7 +107,8 @@ class Trainer:
             raise ckpt.CheckpointError(f"{path}: the config does not match the checkpoint's architecture: "
                                        + "; ".join(diffs) + " (use a new run directory for a new architecture)")
         self.progress = ckpt.restore_training_state(state, path, self._parts(), self.sampler, self.env)
-        dropped = self.metrics.truncate_after(self.progress.step)
+        self.saved_best = dict(self.progress.best)
+        dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
         self.tracker.start(self.progress.step)  # TensorBoard events after the checkpoint go too
         p = self.progress
         log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch, p.step,
@@ -119,10 +124,10 @@ class Trainer:
                                     extra={**self.task.state(), "world_size": self.env.world_size,
                                            "lr_schedule": {"name": self.cfg.optim.scheduler,
                                                            "factor": lr_factor(self.cfg, self.progress.epoch)}})
-        saved = ckpt.save_run_checkpoints(state, self.run_dir / "checkpoints", improved) if self.env.is_main else []
+        saved = ckpt.save_collectively(state, self.run_dir / "checkpoints", improved, self.env.is_main)
+        self.saved_best = dict(self.progress.best)
         if self.env.is_main:
             self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
-        dist.barrier()
         self.last_save_time = time.monotonic()
         return saved
 
@@ -130,7 +135,7 @@ class Trainer:
         if self.env.is_main:
             p = self.progress
             write_state(self.run_dir, status=status, step=p.step, epoch=p.epoch, epochs=self.cfg.train.epochs,
-                        best=p.best, **extra)
+                        best=self.saved_best, **extra)
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.cfg, self.progress.epoch)
@@ -146,7 +151,7 @@ class Trainer:
 
     def fit(self) -> int:
         cfg, p = self.cfg, self.progress
-        self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
+        self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size, exit_code=None)
         while p.epoch < cfg.train.epochs:
             self._set_lr()
             weight = self.task.gan_weight(p.epoch)
@@ -184,10 +189,13 @@ class Trainer:
         return float(dist.all_reduce_sum(torch.tensor([float(signals.stop_requested())]))[0]) > 0
 
     def _requeue_exit(self) -> int:
-        self.mark("checkpointed")
-        log.info("stop requested (%s): saved last at step %d; exiting with %d so the job is requeued",
-                 signals.stop_reason() or "another rank", self.progress.step, EXIT_REQUEUE)
-        return EXIT_REQUEUE
+        interrupted = dist.any_rank(signals.interrupted())  # collective: a Ctrl-C on any rank ends the run
+        code = stop_exit_code(interrupted)
+        self.mark("stopped" if interrupted else "checkpointed", exit_code=code)
+        log.info("stop requested (%s): saved last at step %d; exiting with %d %s", signals.stop_reason() or
+                 "another rank", self.progress.step, code,
+                 "(Ctrl-C: no requeue; run the same command to continue)" if interrupted else "so the job is requeued")
+        return code
 
     def _train_step(self, batch: dict, weight: float) -> tuple[list[float], dict]:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)

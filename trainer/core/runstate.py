@@ -3,10 +3,17 @@
 Login-node commands (``launch.py status/list/logs``) and ``trainer.plot`` read these files;
 only rank 0 of the training job writes them.
 
-- ``state.json`` (atomic): status (running | checkpointed | finished | failed | diverged),
-  step, epoch, epochs, best (metric -> value), updated (ISO time), job_id, world_size.
+- ``state.json`` (atomic): status (running | checkpointed | finished | failed | diverged | stopped),
+  step, epoch, epochs, best (metric -> value; only values whose ``best_*`` checkpoint was written),
+  updated (ISO time), job_id, world_size, and ``exit_code`` when an attempt stopped or failed (the
+  trainer's own code, which torchrun hides behind its 1; ``trainer/core/exitcodes.py``).
+  ``stopped``: ended by Ctrl-C (not requeued; run the same command to continue from ``last``).
 - ``metrics.jsonl``: one JSON object per line; step records carry ``kind: "step"``, ``step`` and
   ``loss``; epoch records carry ``kind: "epoch"``, ``epoch``, ``step`` and the validation metrics.
+
+Step logs hold one record per step: a (re)start calls :func:`truncate_logs` with the step of the
+checkpoint it starts from (0 for a fresh start), which cuts ``metrics.jsonl`` and every writer
+registered with :func:`register_log_truncator` (e.g. a TensorBoard writer) back to that step.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainer.core.io import atomic_write_text
+from trainer.core.io import append_line, atomic_write_text
 
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.jsonl"
-STATUSES = ("running", "checkpointed", "finished", "failed", "diverged")
+STATUSES = ("running", "checkpointed", "finished", "failed", "diverged", "stopped")
+FINAL_STATUSES = ("finished", "failed", "diverged", "stopped")  # nothing runs and nothing is requeued
 
 
 def _clean(value: Any) -> Any:
@@ -50,14 +59,30 @@ def write_state(run_dir: str | Path, **fields: Any) -> dict:
     return state
 
 
-def read_state(run_dir: str | Path) -> dict:
+def load_state(run_dir: str | Path) -> tuple[dict, str | None]:
+    """(state.json as a dict, problem): ({}, None) when there is none yet; ({}, 'why') when it
+    cannot be used (unreadable, not JSON, not a JSON object)."""
     path = Path(run_dir) / STATE_FILE
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
-        return {}
-    except json.JSONDecodeError:
-        return {"status": "unknown", "error": f"{path} is not valid JSON"}
+        return {}, None
+    except OSError as exc:
+        return {}, f"{path} cannot be read ({exc.strerror})"
+    try:
+        state = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        return {}, f"{path} is not valid JSON ({where})"
+    if not isinstance(state, dict):
+        return {}, f"{path} holds a JSON {type(state).__name__}, not an object"
+    return state, None
+
+
+def read_state(run_dir: str | Path) -> dict:
+    """state.json, or ``{"status": "unknown", "error": why}`` when it cannot be used."""
+    state, problem = load_state(run_dir)
+    return {"status": "unknown", "error": problem} if problem else state
 
 
 class MetricsLog:
@@ -73,8 +98,7 @@ class MetricsLog:
             return
         if self._fh is None:
             self._fh = open(self.path, "a")
-        self._fh.write(json.dumps(_clean(record)) + "\n")
-        self._fh.flush()
+        append_line(self._fh, self.path, json.dumps(_clean(record)) + "\n")
 
     def truncate_after(self, step: int) -> int:
         """Drop records from after ``step`` (work an interrupted run did past its last checkpoint).
@@ -84,13 +108,14 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return 0
         kept, num_dropped = [], 0
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a crash mid-write
                 num_dropped += 1
                 continue
-            if record.get("step", 0) > step:
+            record_step = record.get("step", 0) if isinstance(record, dict) else None
+            if not isinstance(record_step, (int, float)) or record_step > step:
                 num_dropped += 1
             else:
                 kept.append(line)
@@ -100,8 +125,32 @@ class MetricsLog:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # e.g. a full disk: every record was flushed (or reported) when written
+                pass
             self._fh = None
+
+
+_log_truncators: list[Callable[[Path, int], int]] = []
+
+
+def register_log_truncator(truncate: Callable[[Path, int], int]) -> Callable[[], None]:
+    """Add a step-log writer's ``truncate(run_dir, step) -> records dropped`` to :func:`truncate_logs`
+    (e.g. a TensorBoard writer's). Returns a function that unregisters it."""
+    _log_truncators.append(truncate)
+    return lambda: _log_truncators.remove(truncate) if truncate in _log_truncators else None
+
+
+def truncate_logs(run_dir: str | Path, step: int) -> int:
+    """Cut every step log of ``run_dir`` to what a run starting at ``step`` has seen: records from
+    after ``step`` were written by an attempt that died before saving them (0: a fresh start keeps
+    nothing). Only the process that writes the logs (rank 0) calls it. Returns records dropped."""
+    run_dir = Path(run_dir)
+    dropped = MetricsLog(run_dir).truncate_after(step)
+    for truncate in list(_log_truncators):
+        dropped += truncate(run_dir, step)
+    return dropped
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -110,7 +159,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:

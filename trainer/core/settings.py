@@ -7,6 +7,8 @@ Rules (the same for files and for ``--set section.key=value`` overrides):
 - an unknown key is an error naming it and listing the known keys of its section;
 - a value of the wrong type, outside its range or not among its choices is an error naming
   the key, the value and what is allowed;
+- a float must be finite (NaN and +-Inf are errors unless the setting says ``finite=False``) and an
+  integer must fit in 64 bits (tighter bounds, e.g. what seeding accepts, are the setting's ``max``);
 - a field declared without a default is required;
 - a file may start with ``base: other.yaml`` (relative to itself) and then only list what differs.
 """
@@ -14,6 +16,7 @@ Rules (the same for files and for ``--set section.key=value`` overrides):
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -23,15 +26,20 @@ import yaml
 
 from trainer.core.errors import BadInput
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # every int setting fits in int64 (torch, numpy, HDF5, JSON readers)
+
 
 class ConfigError(BadInput):
     """A config problem a user can fix; the message is one line naming file/key/value."""
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
-            min: float | None = None, max: float | None = None, default_factory: Any = dataclasses.MISSING):
-    """A config field with its reason (``help``) and its validation rules."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
+            min: float | None = None, max: float | None = None, default_factory: Any = dataclasses.MISSING,
+            finite: bool = True):
+    """A config field with its reason (``help``) and its validation rules.
+
+    ``finite=False`` allows NaN and +-Inf in a float setting (none needs it today)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "finite": finite}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -52,6 +60,7 @@ class Section:
             choices, low, high = f.metadata.get("choices"), f.metadata.get("min"), f.metadata.get("max")
             if value is None:
                 continue
+            _check_number(f.name, value, f.metadata.get("finite", True))
             if choices is not None and value not in choices:
                 raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
             if low is not None and value < low:
@@ -62,6 +71,17 @@ class Section:
 
     def validate(self) -> None:
         """Cross-field checks; subclasses raise ConfigError starting with the field name."""
+
+
+def _check_number(name: str, value: Any, finite: bool) -> None:
+    """Non-finite floats (unless allowed) and integers beyond int64, also inside lists."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_number(f"{name}[{i}]", item, finite)
+    elif isinstance(value, float) and finite and not math.isfinite(value):
+        raise ConfigError(f"{name}: {value!r} is not a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        raise ConfigError(f"{name}: {_short(value)} is out of range (an integer setting must fit in 64 bits)")
 
 
 def _type_name(tp: Any) -> str:
@@ -110,14 +130,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: {value!r} is not an int")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 1e-3 without a dot as a string
-            try:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:  # a str: PyYAML (YAML 1.1) reads 1e-3 without a dot as a string
                 return float(value)
+            except OverflowError:
+                raise ConfigError(f"{key}: {_short(value)} is out of range for a float") from None
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: {value!r} is not a float")
+        raise ConfigError(f"{key}: {_short(value)} is not a float")
     if tp is str:
         if isinstance(value, str):
             return value
@@ -125,6 +145,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(f"{key}: {value!r} is not a str")
     raise ConfigError(f"{key}: unsupported field type {tp!r}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:28]}...{text[-12:]} ({len(text)} characters)"
 
 
 def build(cls: type, data: dict | None, prefix: str = "") -> Any:
@@ -169,7 +194,12 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

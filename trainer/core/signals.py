@@ -2,6 +2,12 @@
 
 SLURM sends the ``--signal`` (SIGUSR2 here) to every process of the job step, and SIGTERM on
 preemption or ``scancel``; the training loop all-reduces the flag so that all ranks save together.
+
+Ctrl-C (SIGINT, e.g. under ``launch.py --local`` or in an interactive allocation) is a stop too:
+the first one sets the flag like SIGTERM (save ``last`` at the next step boundary), but the run then
+ends with ``EXIT_INTERRUPTED`` (no requeue: a person asked to stop). A second Ctrl-C raises
+KeyboardInterrupt at once (the trainer records the run as stopped without a save); a third one
+is no longer caught. What each outcome's exit code is: :mod:`trainer.core.exitcodes`.
 """
 
 from __future__ import annotations
@@ -9,8 +15,11 @@ from __future__ import annotations
 import signal
 import threading
 
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 _flag = threading.Event()
+_interrupted = threading.Event()
 _reason: list[str] = []
+_installed: dict[str, object] = {"interrupt": False, "previous": None}
 
 
 def _handler(signum: int, _frame) -> None:
@@ -18,22 +27,59 @@ def _handler(signum: int, _frame) -> None:
     _flag.set()
 
 
-def install(signums: tuple[int, ...] = (signal.SIGUSR2, signal.SIGTERM)) -> None:
-    """Install flag-only handlers (main thread only; replaces e.g. submitit's handler here)."""
+def _interrupt(signum: int, _frame) -> None:
+    if _interrupted.is_set():  # the second Ctrl-C: stop now; a third one is not caught any more
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        raise KeyboardInterrupt
+    _interrupted.set()
+    _handler(signum, _frame)
+
+
+def install(signums: tuple[int, ...] = STOP_SIGNALS, *, interrupt: bool = True) -> None:
+    """Install flag-only handlers (main thread only; replaces e.g. submitit's handler here);
+    ``interrupt``: also handle Ctrl-C (SIGINT) as described in the module docstring."""
     for signum in signums:
         signal.signal(signum, _handler)
+    if interrupt:
+        _installed["previous"] = signal.signal(signal.SIGINT, _interrupt)
+        _installed["interrupt"] = True
+
+
+def uninstall_interrupt() -> None:
+    """Give Ctrl-C back to whoever handled it before :func:`install` (for in-process callers)."""
+    if _installed["interrupt"]:
+        previous = _installed["previous"]
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        _installed["interrupt"] = False
+
+
+def helper_signals() -> tuple[int, ...]:
+    """The signals a helper process of this process (loader or metric worker) must ignore: the stop
+    signals, and Ctrl-C when this process handles it (a terminal sends it to the whole group)."""
+    return STOP_SIGNALS + ((signal.SIGINT,) if _installed["interrupt"] else ())
+
+
+def ignore_signals(signums: tuple[int, ...], *_args) -> None:
+    """For helper processes (DataLoader workers, metric pools): SLURM signals every process of
+    the step, and one without a handler dies of SIGUSR2/SIGTERM, taking the batch with it. The
+    rank process saves and exits; its helpers are shut down by it. Use it with the parent's
+    :func:`helper_signals` (``functools.partial`` for a worker_init_fn, ``initargs`` for a pool)."""
+    for signum in signums:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def ignore_stop_signals(*_args) -> None:
-    """For helper processes (DataLoader workers, metric pools): SLURM signals every process of
-    the step, and one without a handler dies of SIGUSR2/SIGTERM, taking the batch with it. The
-    rank process saves and exits; its helpers are shut down by it. Usable as worker_init_fn."""
-    for signum in (signal.SIGUSR2, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    """:func:`ignore_signals` for the stop signals only (usable as worker_init_fn)."""
+    ignore_signals(STOP_SIGNALS)
 
 
 def stop_requested() -> bool:
     return _flag.is_set()
+
+
+def interrupted() -> bool:
+    """Whether this process got a Ctrl-C (the run then ends without a requeue)."""
+    return _interrupted.is_set()
 
 
 def stop_reason() -> str:
@@ -42,4 +88,5 @@ def stop_reason() -> str:
 
 def reset() -> None:
     _flag.clear()
+    _interrupted.clear()
     _reason.clear()

@@ -24,8 +24,11 @@ that already loaded the removed events forgets them too. Steps are never duplica
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -152,6 +155,26 @@ def utterance_label(position: int, name: str) -> str:
     return f"{position}_{_SAFE.sub('_', str(name))[:60]}"
 
 
+def _quiet_writer_thread_on_full_disk() -> None:
+    """TensorBoard writes events on a thread that re-raises its error, which Python prints as a
+    traceback, and hands it to the next write on the main thread. A full disk is reported there
+    (:meth:`TensorBoardTracker._disk_full_turns_off`): the thread's copy is not printed."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "_tensorboard_disk_full", False):
+        return
+
+    def hook(args):
+        if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError) \
+                and args.exc_value.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        previous(args)
+
+    hook._tensorboard_disk_full = True
+    threading.excepthook = hook
+
+
 class TensorBoardTracker:
     """Rank 0's TensorBoard writer (see the module docstring)."""
 
@@ -175,6 +198,7 @@ class TensorBoardTracker:
         self._after_last_file()
         # purge_step: the writer's first event is a SessionLog.START at step + 1, which tells a
         # TensorBoard that already loaded events of the interrupted run to forget those >= step + 1.
+        _quiet_writer_thread_on_full_disk()
         self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1, flush_secs=FLUSH_SECONDS)
         if dropped and step > 0:
             log.info("tensorboard: dropped %d events written after step %d", dropped, step)
@@ -194,8 +218,26 @@ class TensorBoardTracker:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with self._disk_full_turns_off():
+                self.writer.close()
             self.writer = None
+
+    @contextlib.contextmanager
+    def _disk_full_turns_off(self):
+        """A full disk (or quota) while writing events turns TensorBoard off for this attempt, with
+        one warning: it mirrors metrics.jsonl, and the next checkpoint save names the full disk and
+        ends the run with EXIT_DISK_FULL (``last`` intact). Other errors propagate."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            writer, self.writer = self.writer, None
+            log.warning("tensorboard: %s while writing to %s; TensorBoard is off for the rest of this "
+                        "attempt (metrics.jsonl keeps every record)", exc.strerror, self.log_dir)
+            if writer is not None:
+                with contextlib.suppress(OSError):
+                    writer.close()
 
     # ----- scalars --------------------------------------------------------------------------------
     def write(self, record: dict) -> None:
@@ -205,12 +247,13 @@ class TensorBoardTracker:
             return
         step = int(record["step"])
         scalars, texts = record_values(record)
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
-        for tag, text in texts.items():
-            self.writer.add_text(tag, text, step)
+        with self._disk_full_turns_off():
+            for tag, value in scalars.items():
+                self.writer.add_scalar(tag, value, step)
+            for tag, text in texts.items():
+                self.writer.add_text(tag, text, step)
+            self.writer.flush()
         self.tags.update(scalars, texts)
-        self.writer.flush()
 
     # ----- media ------------------------------------------------------------------------------------
     def _media_batches(self) -> list[dict]:
@@ -241,14 +284,16 @@ class TensorBoardTracker:
             devices = [device.index if device.index is not None else torch.cuda.current_device()] \
                 if device.type == "cuda" else []
             try:
-                with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                with self._disk_full_turns_off(), torch.no_grad(), torch.random.fork_rng(devices=devices):
                     for position, batch in enumerate(batches[:self.cfg.valid.num_audio_samples]):
                         media = task.media(generator, batch)
                         if media is not None:
                             self._write_media(utterance_label(position, batch["names"][0]), media, step)
             finally:
                 generator.train(was_training)
-        self.writer.flush()
+        if self.writer is not None:
+            with self._disk_full_turns_off():
+                self.writer.flush()
 
     def _write_media(self, label: str, media, step: int) -> None:
         w = self.writer

@@ -34,3 +34,51 @@ class DataError(BadInput):
 def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(manifest, path: str | Path) -> None:
+    """Raise DataError naming ``path`` and the key unless ``manifest`` (parsed JSON) has the keys and
+    types the readers rely on: a JSON object with format_version, sample_rate, signals and shards,
+    and per shard a plain file name, num_pairs, num_bytes and a sha256."""
+    fix = "re-run prepare (or restore the manifest that came with the shards)"
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not a dataset manifest (a JSON {type(manifest).__name__}, not an object); {fix}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {manifest.get('format_version')!r}, this toolkit reads "
+                        f"{FORMAT_VERSION}; {fix}")
+    problems = []
+    for key in ("sample_rate", "signals", "shards"):
+        if key not in manifest:
+            problems.append(f"key {key!r} is missing")
+    rate = manifest.get("sample_rate")
+    if "sample_rate" in manifest and (not _is_count(rate) or rate == 0):
+        problems.append(f"sample_rate: {rate!r} is not a positive integer")
+    signals = manifest.get("signals")
+    if "signals" in manifest and (not isinstance(signals, list) or len(signals) != 2
+                                  or not all(isinstance(s, str) and s for s in signals) or len(set(signals)) != 2):
+        problems.append(f"signals: {signals!r} is not a list of two signal names")
+    shards = manifest.get("shards")
+    if "shards" in manifest and not isinstance(shards, list):
+        problems.append(f"shards: a {type(shards).__name__}, not a list")
+    for i, entry in enumerate(shards if isinstance(shards, list) else []):
+        where = f"shards[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: a {type(entry).__name__}, not an object")
+            continue
+        name = entry.get("file")
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            problems.append(f"{where}.file: {name!r} is not a file name in the dataset folder")
+        for key in ("num_pairs", "num_bytes"):
+            if not _is_count(entry.get(key)):
+                problems.append(f"{where}.{key}: {entry.get(key)!r} is not a count" if key in entry
+                                else f"{where}: key {key!r} is missing")
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            problems.append(f"{where}.sha256: {digest!r} is not a sha256 hex digest")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(f"{path}: {problems[0]}{more}; {fix}")

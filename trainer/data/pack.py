@@ -9,10 +9,17 @@ The shard layout is described in :mod:`trainer.data.format`.
 
 How it runs: (1) every file's header is checked (readable, non-empty, channels, sample rates
 and lengths of each pair) before anything is written; (2) shards are packed in parallel, each
-into a temporary file that is renamed when complete; a shard whose plan hash (file names,
-sizes, mtimes, settings) matches an existing complete shard is skipped, so re-running after a
-crash redoes only the missing shards; (3) ``manifest.json`` (sizes and sha256 of every shard)
-is written last, atomically. Without a manifest a folder is not a dataset.
+into a temporary file that is renamed, when complete, to a hidden *staged* name carrying its
+sha256 (``.shard-00000.h5.<sha256>.staged``); (3) once every shard is ready, the old manifest is
+removed, the staged shards are renamed into place and ``manifest.json`` (sizes and sha256 of
+every shard) is written, atomically. Without a manifest a folder is not a dataset.
+
+Re-running: a shard whose plan hash (file names, sizes, mtimes, settings) is unchanged is reused
+only after its sha256 matches the one recorded for it (in the existing manifest, or in its staged
+name), so a corrupted shard is repacked, never laundered into a new manifest; a shard without a
+recorded checksum is repacked. A re-run that fails (bad input) changes neither the old manifest
+nor the old shards: the previous dataset stays usable, and the shards it did pack are kept staged
+for the next run.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import numpy as np
 import soundfile as sf
 
 from trainer.core.io import atomic_write_text
-from trainer.data.format import CHUNK_SAMPLES, FORMAT_VERSION, MANIFEST, DataError, sha256_file
+from trainer.data.format import CHUNK_SAMPLES, FORMAT_VERSION, MANIFEST, DataError, check_manifest, sha256_file
 from trainer.core.log import get_logger
 
 DEFAULT_SPEAKER_PATTERN = r"^([^_]+)_"
@@ -205,9 +212,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _shard_summary(path: Path) -> dict:
+def _shard_summary(path: Path, name: str) -> dict:
     with h5py.File(path, "r") as h5:
-        summary = {"file": path.name, "num_pairs": int(h5.attrs["num_pairs"]),
+        summary = {"file": name, "num_pairs": int(h5.attrs["num_pairs"]),
                    "num_samples": int(h5.attrs["num_samples"]),
                    "silent": json.loads(h5.attrs["silent"]), "dropped": json.loads(h5.attrs["dropped"]),
                    "speakers": [s.decode() for s in h5["speakers"][:]]}
@@ -216,8 +223,16 @@ def _shard_summary(path: Path) -> dict:
     return summary
 
 
+STAGED_SUFFIX = ".staged"
+
+
+def _staged_path(path: Path, digest: str) -> Path:
+    return path.with_name(f".{path.name}.{digest}{STAGED_SUFFIX}")
+
+
 def pack_shard(path: Path, pairs: list[Pair], settings: Settings, plan: str) -> tuple[dict | None, list[str]]:
-    """Write one shard (temp name, fsync, rename). Returns (summary, problems)."""
+    """Write the shard for ``path`` (temp name, fsync, rename to its staged name, which carries its
+    sha256; :func:`pack_split` moves it into place). Returns (summary, problems)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     problems, silent, dropped = [], [], []
     names, speakers, lengths = [], [], []
@@ -264,14 +279,17 @@ def pack_shard(path: Path, pairs: list[Pair], settings: Settings, plan: str) -> 
                             signals=json.dumps(list(settings.signals)), num_pairs=len(names),
                             num_samples=total, silent=json.dumps(silent), dropped=json.dumps(dropped))
         _fsync(tmp)
-        os.replace(tmp, path)
+        summary = _shard_summary(tmp, path.name)
+        staged = _staged_path(path, summary["sha256"])
+        os.replace(tmp, staged)
     except DataError:
         tmp.unlink(missing_ok=True)
         return None, problems
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return _shard_summary(path), []
+    summary["staged"] = str(staged)
+    return summary, []
 
 
 def _pack_job(i: int, *args) -> tuple[int, tuple[dict | None, list[str]]]:
@@ -284,8 +302,64 @@ def _complete_shard(path: Path, plan: str) -> bool:
     try:
         with h5py.File(path, "r") as h5:
             return h5.attrs.get("plan") == plan and h5.attrs.get("format_version") == FORMAT_VERSION
-    except OSError:
+    except Exception:  # h5py raises several types for damaged files
         return False
+
+
+def _verified_summary(path: Path, name: str, plan: str, recorded: dict | None) -> dict | None:
+    """The summary of an existing shard file when it is complete for ``plan`` and matches the
+    sha256 and size recorded for it; None (logged when it is damaged) otherwise."""
+    if recorded is None or not _complete_shard(path, plan):
+        return None
+    try:
+        summary = _shard_summary(path, name)
+    except Exception:
+        summary = None
+    if summary is None or summary["sha256"] != recorded.get("sha256") or summary["num_bytes"] != recorded.get(
+            "num_bytes"):
+        log.warning("%s: does not match its sha256 in %s (corrupted or modified since it was packed); "
+                    "repacking it", path, recorded.get("where", MANIFEST))
+        return None
+    return summary
+
+
+def _recorded_shards(out: Path) -> dict[str, dict]:
+    """Per shard file, the entry of the existing manifest (empty if there is no valid one)."""
+    path = out / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        check_manifest(manifest, path)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, DataError) as exc:
+        log.warning("%s: ignored (%s); every shard is checked or repacked", path, str(exc).splitlines()[0][:200])
+        return {}
+    return {entry["file"]: entry for entry in manifest["shards"]}
+
+
+def _reuse(out: Path, i: int, plan: str, recorded: dict[str, dict]) -> dict | None:
+    """A verified summary for shard ``i``: the shard in place, else one staged by an earlier run."""
+    path = out / f"shard-{i:05d}.h5"
+    summary = _verified_summary(path, path.name, plan, recorded.get(path.name))
+    if summary is not None:
+        return summary
+    for staged in sorted(out.glob(f".{path.name}.*{STAGED_SUFFIX}")):
+        digest = staged.name[len(path.name) + 2:-len(STAGED_SUFFIX)]
+        summary = _verified_summary(staged, path.name, plan, {"sha256": digest, "num_bytes": staged.stat().st_size,
+                                                              "where": "its staged name"})
+        if summary is not None:
+            return summary | {"staged": str(staged)}
+    return None
+
+
+def _commit(out: Path, summaries: dict[int, dict]) -> None:
+    """Move the staged shards into place (the old manifest goes first: the folder is not a dataset
+    until the new manifest is written)."""
+    staged = {i: Path(s.pop("staged")) for i, s in summaries.items() if "staged" in s}
+    if staged:
+        (out / MANIFEST).unlink(missing_ok=True)
+    for i, path in staged.items():
+        os.replace(path, out / f"shard-{i:05d}.h5")
 
 
 def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str | None, shard_size_mb: float,
@@ -298,17 +372,17 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
     for stale in out.glob(".shard-*.tmp"):  # left by a crashed run
         stale.unlink()
     shards = plan_shards(pairs, int(shard_size_mb * 2**20))
+    recorded = _recorded_shards(out)
     jobs, summaries = [], {}
     for i, shard_pairs in enumerate(shards):
         path, plan = out / f"shard-{i:05d}.h5", _plan_hash(shard_pairs, settings)
-        if _complete_shard(path, plan):
-            summaries[i] = _shard_summary(path)
+        summary = _reuse(out, i, plan, recorded)
+        if summary is not None:
+            summaries[i] = summary
         else:
             jobs.append((i, path, shard_pairs, plan))
     if summaries:
         log.info("%s: %d of %d shard(s) already complete, skipped", out, len(summaries), len(shards))
-    if jobs:
-        (out / MANIFEST).unlink(missing_ok=True)  # the folder is not a dataset until packing finishes
     problems = []
     results = Parallel(n_jobs=max(1, min(workers, len(jobs))), return_as="generator_unordered")(
         delayed(_pack_job)(i, path, p, settings, plan) for i, path, p, plan in jobs)
@@ -317,7 +391,8 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
         problems += shard_problems
         if summary is not None:
             summaries[i] = summary
-    _raise_problems(problems)
+    _raise_problems(problems)  # before anything is moved: the old dataset stays as it was
+    _commit(out, summaries)
     ordered = [summaries[i] for i in range(len(shards))]
     speakers: dict[str, int] = {}
     for summary in ordered:
@@ -346,6 +421,8 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
     for extra in out.glob("shard-*.h5"):  # from an earlier run with a different plan
         if extra.name not in {s["file"] for s in ordered}:
             extra.unlink()
+    for extra in out.glob(f".shard-*{STAGED_SUFFIX}"):  # staged by a failed run, not used after all
+        extra.unlink()
     log.info("%s: %d pairs, %.1f s of audio in %d shard(s)", out, manifest["num_pairs"],
              manifest["total_seconds"], len(ordered))
     return manifest

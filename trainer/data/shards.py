@@ -21,6 +21,7 @@ crop offsets: :mod:`trainer.data.sampler`).
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import math
 import os
@@ -34,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainer.audio.level import unit_rms_scale
 from trainer.core.log import get_logger
-from trainer.core.signals import ignore_stop_signals
-from trainer.data.format import FORMAT_VERSION, MANIFEST, DataError, sha256_file
+from trainer.core.signals import helper_signals, ignore_signals
+from trainer.data.format import MANIFEST, DataError, check_manifest, sha256_file
 from trainer.data.sampler import TARGET_STREAM, ResumableBatchSampler, crop_offset, mix64
 
 __all__ = ["DataError", "ResumableBatchSampler", "ShardIndex", "ShardDataset", "open_split", "split_dirs",
@@ -57,12 +58,10 @@ class ShardIndex:
             raise DataError(f"{manifest_path}: not found; pack the data with python -m trainer.prepare (an "
                             "interrupted prepare leaves no manifest: re-run it)")
         try:
-            self.manifest = json.loads(manifest_path.read_text())
+            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{manifest_path}: not valid JSON ({exc}); re-run prepare") from None
-        if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise DataError(f"{manifest_path}: format_version {self.manifest.get('format_version')!r}, this "
-                            f"toolkit reads {FORMAT_VERSION}; re-run prepare")
+        check_manifest(self.manifest, manifest_path)
         self.sample_rate = int(self.manifest["sample_rate"])
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise DataError(f"{manifest_path}: sample_rate {self.sample_rate} but data.sample_rate is {sample_rate}; "
@@ -75,15 +74,18 @@ class ShardIndex:
         for i, (path, entry) in enumerate(zip(self.shard_paths, self.manifest["shards"], strict=True)):
             try:
                 with h5py.File(path, "r") as h5:
-                    shard_lengths = h5["lengths"][:]
-                    offsets.append(h5["offsets"][:-1])
+                    shard_lengths, shard_offsets = h5["lengths"][:], h5["offsets"][:]
+                    sizes = {signal: h5[signal].shape for signal in self.signals}
                     self.names += [n.decode() for n in h5["names"][:]]
                     self.speakers += [s.decode() for s in h5["speakers"][:]]
-            except (OSError, KeyError) as exc:
-                raise DataError(f"{path}: unreadable shard ({exc}); re-copy it or re-run prepare") from None
+            except Exception as exc:  # h5py raises OSError, KeyError, ValueError... for damaged files
+                raise DataError(f"{path}: unreadable shard ({type(exc).__name__}: {exc}); re-copy it or re-run "
+                                "prepare") from None
             if len(shard_lengths) != entry["num_pairs"]:
                 raise DataError(f"{path}: {len(shard_lengths)} utterances but {manifest_path} says "
                                 f"{entry['num_pairs']}; re-run prepare")
+            check_index(path, shard_lengths, shard_offsets, sizes, len(self.names) - sum(map(len, lengths)))
+            offsets.append(shard_offsets[:-1])
             lengths.append(shard_lengths)
             shard_ids.append(np.full(len(shard_lengths), i, dtype=np.int64))
         self.shard_of = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int64)
@@ -109,6 +111,22 @@ class ShardIndex:
 
     def __len__(self) -> int:
         return len(self.length_of)
+
+
+def check_index(path: Path, lengths: np.ndarray, offsets: np.ndarray, sizes: dict[str, tuple], num_names: int) -> None:
+    """A shard's ``lengths``/``offsets`` must describe its signals exactly (they carry no checksum of
+    their own: with data.verify_checksums false a flipped byte would read out of place)."""
+    problem = None
+    if lengths.ndim != 1 or offsets.ndim != 1 or lengths.dtype.kind not in "iu" or offsets.dtype.kind not in "iu":
+        problem = "lengths/offsets are not integer vectors"
+    elif len(offsets) != len(lengths) + 1 or num_names != len(lengths):
+        problem = f"{len(lengths)} lengths, {len(offsets)} offsets and {num_names} names do not match"
+    elif len(lengths) and (lengths.min() < 1 or offsets[0] != 0 or np.any(np.diff(offsets) != lengths)):
+        problem = "lengths and offsets disagree"
+    elif any(shape != (int(offsets[-1]),) for shape in sizes.values()):
+        problem = f"offsets end at {int(offsets[-1])} but the signals hold {sorted(set(sizes.values()))} samples"
+    if problem:
+        raise DataError(f"{path}: damaged index ({problem}); re-copy it or re-run prepare")
 
 
 class ShardDataset(Dataset):
@@ -289,10 +307,11 @@ def open_split(split_dir: str | Path, cfg, rank: int = 0, world_size: int = 1) -
 
 
 def _loader(dataset: Dataset, batch_sampler, num_workers: int) -> ShardLoader:
-    # Workers ignore SIGUSR2/SIGTERM (SLURM signals every process; the rank saves, then stops them)
+    # Workers ignore SIGUSR2/SIGTERM (SLURM signals every process; the rank saves, then stops them) and
+    # Ctrl-C when the trainer handles it
     # and draw no seed from the global torch RNG (own generator), which keeps resumes bit-exact.
     return ShardLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate,
-                       worker_init_fn=ignore_stop_signals, generator=torch.Generator().manual_seed(0),
+                       worker_init_fn=functools.partial(ignore_signals, helper_signals()), generator=torch.Generator().manual_seed(0),
                        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
 

@@ -4,13 +4,15 @@ validation/evaluation scoring. The metric functions themselves are :mod:`trainer
 
 from __future__ import annotations
 
+import multiprocessing.resource_tracker
+import signal
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from trainer.core.log import get_logger
-from trainer.core.signals import ignore_stop_signals
+from trainer.core.signals import helper_signals, ignore_signals
 from trainer.metrics.quality import MetricInputError, pesq_score, prepare_pair
 
 log = get_logger("metrics")
@@ -34,10 +36,31 @@ def process_pool(num_workers: int):
     """
     from joblib.externals.loky import ProcessPoolExecutor
 
+    start_resource_trackers(helper_signals())
     one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    # SLURM signals every process of the job step; the pool's workers ignore the stop signals so
-    # that they outlive the rank's save (trainer.signals).
-    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread, initializer=ignore_stop_signals)
+    # SLURM signals every process of the job step; the pool's workers ignore the stop signals (and a
+    # terminal's Ctrl-C when the trainer handles it) so that they outlive the rank's save (trainer.signals).
+    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread, initializer=ignore_signals,
+                               initargs=(helper_signals(),))
+
+
+def start_resource_trackers(signums: tuple[int, ...]) -> None:
+    """Start loky's and multiprocessing's resource-tracker processes with ``signums`` blocked.
+
+    The trackers ignore only SIGINT/SIGTERM; SLURM's SIGUSR2 (sent to every process of the step)
+    killed them, and every stopped attempt's log then had "resource_tracker: process died
+    unexpectedly ... Some resources might leak" and KeyError tracebacks. A blocked mask is inherited
+    across fork and exec, and the trackers never unblock SIGUSR2. Here the signals are only
+    blocked while the trackers start: one that arrives meanwhile is delivered right after.
+    """
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        loky_tracker.ensure_running()
+        multiprocessing.resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class PesqLabeler:

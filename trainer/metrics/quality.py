@@ -22,11 +22,13 @@ module follows its conventions exactly (our own vectorised code; no per-frame Py
   plain mean (not trimmed).
 - CSIG = 3.093 - 1.029 LLR + 0.603 PESQ - 0.009 WSS; CBAK = 1.634 + 0.478 PESQ - 0.007 WSS + 0.063 SSNR;
   COVL = 1.594 + 0.805 PESQ - 0.512 LLR - 0.007 WSS; each clamped to [1, 5].
-- Unequal lengths are cut to the shorter signal.
+- Unequal lengths are cut to the shorter signal (here only within ``LENGTH_TOLERANCE_SECONDS``).
 
-Our additions, never silently producing NaN: a reference shorter than 0.25 s, a silent reference
-or a silent enhanced signal (peak below one 16-bit step), non-finite samples or a PESQ/STOI
-failure give a result whose metrics are all None and whose ``error`` names the reason;
+Our additions, never silently producing NaN: lengths that differ by more than 10 ms (the
+tolerance of ``prepare --length-tolerance-ms``; more than one STFT hop of the models: an enhanced
+file cut short would otherwise be scored on its first part only), a reference shorter than
+0.25 s, a silent reference or a silent enhanced signal (peak below one 16-bit step), non-finite
+samples or a PESQ/STOI failure give a result whose metrics are all None and whose ``error`` names the reason;
 :func:`summarize` leaves such results out of the means and counts them. Sample rates other than
 8 and 16 kHz are resampled to 16 kHz (polyphase, scipy) with a one-time warning.
 
@@ -50,6 +52,7 @@ METRIC_KEYS = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi")
 COMPOSITE_KEYS = ("csig", "cbak", "covl")
 NATIVE_RATES = (8000, 16000)
 MIN_REFERENCE_SECONDS = 0.25
+LENGTH_TOLERANCE_SECONDS = 0.010  # longer differences are an error for that pair, never a silent trim
 SILENCE_PEAK = 1.0 / 65536  # below half a 16-bit step: the file is all zeros as int16
 TRIM_FRACTION = 0.95  # WSS and LLR: mean of the lowest 95 % of frames
 SSNR_RANGE = (-10.0, 35.0)
@@ -238,6 +241,10 @@ def prepare_pair(clean, enhanced, sr: int) -> tuple[np.ndarray, np.ndarray, int]
     clean, enhanced = np.squeeze(clean), np.squeeze(enhanced)
     if clean.ndim != 1 or enhanced.ndim != 1:
         raise MetricInputError("not mono (expected 1-D signals)")
+    if abs(len(clean) - len(enhanced)) > round(LENGTH_TOLERANCE_SECONDS * sr):
+        raise MetricInputError(f"length mismatch: enhanced {len(enhanced) / sr:.2f} s, reference {len(clean) / sr:.2f} s "
+                               f"({len(enhanced)} vs {len(clean)} samples; at most "
+                               f"{1000 * LENGTH_TOLERANCE_SECONDS:g} ms may differ)")
     length = min(len(clean), len(enhanced))
     clean, enhanced = clean[:length], enhanced[:length]
     if not (np.all(np.isfinite(clean)) and np.all(np.isfinite(enhanced))):
