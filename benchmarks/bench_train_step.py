@@ -1,12 +1,18 @@
 """Where a training step's time goes: data, generator, PESQ labelling, discriminator.
 
-    .venv/bin/python benchmarks/bench_train_step.py [--config configs/smoke.yaml] [--steps 20] [--set k=v ...]
-        [--device cpu|cuda] [--amp] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_train_step.py [--config configs/smoke.yaml] [--demo] [--steps 20]
+        [--set k=v ...] [--device cpu|cuda] [--amp] [--json OUT.json]
 
-Runs the real task step functions (the same as the training loop, single process) and prints
-the mean wall time per step of each phase and its share. The PESQ-labelling phase uses the
-persistent ``PesqLabeler`` pool; for a comparison against a fresh joblib pool per call, see
-``benchmarks/bench_pesq_labelling.py``.
+Runs the real task step functions (the same as the training loop, single process, the config's
+optimizers) and prints the mean wall time per step of each phase and its share. Any speech config
+works, e.g. the published presets at their recipe's batch 4 x 2 s on the built-in demo corpus:
+
+    .venv/bin/python benchmarks/bench_train_step.py --config configs/cmgan.yaml --demo --device cuda --amp
+    .venv/bin/python benchmarks/bench_train_step.py --config configs/mpsenet.yaml --demo --device cuda --amp
+
+(``--demo`` is ``--set data.demo=true``: the demo corpus instead of the config's ``data.train_dir``.)
+The PESQ-labelling phase uses the persistent ``PesqLabeler`` pool; for a comparison against a fresh
+joblib pool per call, see ``benchmarks/bench_pesq_labelling.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from trainer.core.config import load_config  # noqa: E402
+from trainer.core.loop import build_optimizer  # noqa: E402
 from trainer.data.shards import build_train_loader  # noqa: E402
 from trainer.tasks.speech.losses import discriminator_loss  # noqa: E402
 from trainer.tasks.speech.task import SpeechTask  # noqa: E402
@@ -36,12 +43,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--pesq-workers", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--demo", action="store_true", help="train on the built-in demo corpus (data.demo=true)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA), as train.amp")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     cfg = load_config(args.config, ["loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0",
-                                   f"train.pesq_workers={args.pesq_workers}", *args.overrides])
+                                   f"train.pesq_workers={args.pesq_workers}",
+                                   *(["data.demo=true"] if args.demo else []), *args.overrides])
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -50,8 +59,8 @@ def main() -> None:
     labeler = task.labeler
     generator, discriminator = (m.to(device) for m in task.build_models())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and cuda)
-    opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.optim.lr)
-    opt_d = torch.optim.AdamW(discriminator.parameters(), lr=cfg.optim.lr)
+    opt_g = build_optimizer(cfg, generator.parameters(), cfg.optim.lr)
+    opt_d = build_optimizer(cfg, discriminator.parameters(), cfg.optim.lr * cfg.optim.disc_lr_ratio)
     loader, sampler = build_train_loader(cfg, 0, 1)
     phases: dict[str, list[float]] = {"data": [], "generator": [], "pesq_labels": [], "discriminator": []}
     step = 0
@@ -75,7 +84,7 @@ def main() -> None:
                                           batch["lengths"].numpy())
             t_pesq = time.perf_counter()
             with autocast:
-                loss, _ = discriminator_loss(discriminator, task.clean_magnitude(clean), out["mag"].detach(),
+                loss, _ = discriminator_loss(discriminator, task.clean_magnitude(clean), task.estimate_magnitude(out),
                                              torch.as_tensor(scores, device=device),
                                              torch.as_tensor(valid, device=device))
             opt_d.zero_grad()
@@ -94,7 +103,7 @@ def main() -> None:
         epoch += 1
     task.close()
     total = sum(statistics.mean(v) for v in phases.values())
-    print(f"config {args.config}; batch {cfg.data.batch_size} x {cfg.data.crop_seconds} s; "
+    print(f"config {args.config} (model {cfg.model.name}); batch {cfg.data.batch_size} x {cfg.data.crop_seconds} s; "
           f"{args.steps} steps; PESQ workers {args.pesq_workers}; torch threads {torch.get_num_threads()}")
     print(f"{'phase':<14}{'ms/step':>10}{'share':>8}")
     for name, values in phases.items():
@@ -103,7 +112,7 @@ def main() -> None:
     print(f"{'total':<14}{1000 * total:>10.1f}   ({cfg.data.batch_size / total:.1f} samples/s, "
           f"p90 step {1000 * float(np.percentile([sum(s) for s in zip(*phases.values(), strict=True)], 90)):.0f} ms)")
     report = {
-        "config": args.config, "overrides": args.overrides, "device": str(device), "amp": bool(args.amp and cuda),
+        "config": args.config, "model": cfg.model.name, "overrides": args.overrides, "device": str(device), "amp": bool(args.amp and cuda),
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "batch_size": cfg.data.batch_size, "crop_seconds": cfg.data.crop_seconds, "steps": args.steps,
         "pesq_workers": args.pesq_workers, "torch_threads": torch.get_num_threads(),

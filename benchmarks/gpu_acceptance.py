@@ -14,10 +14,11 @@ On a machine with CUDA it checks, each step timed and written to the JSON report
    the largest difference is reported either way).
 4. ``evaluate``: ``trainer.evaluate --run-dir`` (enhance the demo test set on the GPU with every
    kept checkpoint, then score), timed.
-5. ``throughput``: ``benchmarks/bench_throughput.py`` on the GPU for the full-size preset
-   (batch 4 x 2 s, bf16 and fp32; more with ``--throughput-config``): ms per phase (data, generator,
-   PESQ label wait, discriminator), samples/s, peak CUDA memory, for serial and overlapped PESQ
-   labelling and no labelling at all, in the same run, with the ratios.
+5. ``throughput``: ``benchmarks/bench_throughput.py`` on the GPU for the full-size BSRNN preset
+   (batch 4 x 2 s, bf16 and fp32) and the published CMGAN and MP-SENet presets (``configs/cmgan.yaml``,
+   ``configs/mpsenet.yaml``: batch 4 x 2 s, bf16; other configs with ``--throughput-config``): ms per
+   phase (data, generator, PESQ label wait, discriminator), samples/s, peak CUDA memory, for serial
+   and overlapped PESQ labelling and no labelling at all, in the same run, with the ratios.
 
 Without CUDA it prints ``skipped: no CUDA device`` and exits 0 (``--allow-cpu`` runs the same
 steps on the CPU, to test this script). Exit 1 if any step failed; the report says which and why.
@@ -199,24 +200,32 @@ def check_evaluate(run_dir: Path, device: str, out: Path) -> dict:
             "pesq": {name: s["pesq"] for name, s in summary["summaries"].items()}, "table": _tail(proc.stdout, 12)}
 
 
-def check_throughput(device: str, work: Path, configs: list[str], steps: int) -> dict:
-    """bench_throughput.py per config, bf16 and fp32: serial vs overlapped PESQ labelling vs none, same run."""
+# (name, preset, extra arguments): the BSRNN base in bf16 and fp32, the published presets in bf16.
+THROUGHPUT = (("base_bf16", "configs/base.yaml", ["--amp"]), ("base_fp32", "configs/base.yaml", []),
+              ("cmgan_bf16", "configs/cmgan.yaml", ["--amp"]), ("mpsenet_bf16", "configs/mpsenet.yaml", ["--amp"]))
+
+
+def check_throughput(device: str, work: Path, configs: list[str] | None, steps: int) -> dict:
+    """bench_throughput.py per preset: serial vs overlapped PESQ labelling vs none, in the same run.
+
+    ``configs``: run these (bf16 and fp32 each) instead of :data:`THROUGHPUT`."""
+    runs = THROUGHPUT if not configs else [(f"{Path(c).stem}_{p}", c, extra) for c in configs
+                                           for p, extra in (("bf16", ["--amp"]), ("fp32", []))]
     results = {}
     cores = os.cpu_count() or 1
     workers = min(4, max(1, cores // 2))
-    common = ["--set", "data.demo=true", "--steps", str(steps), "--rounds", "2", "--device", device,
+    common = ["--set", "data.demo=true", "--set", "data.train_dir=", "--set", "data.valid_dir=",
+              "--steps", str(steps), "--rounds", "2", "--device", device,
               "--pesq-workers", str(workers), "--torch-threads", str(max(1, cores - workers))]
-    for config in configs:
-        for precision, extra in (("bf16", ["--amp"]), ("fp32", [])):
-            name = f"{Path(config).stem}_{precision}"
-            out = work / f"throughput_{name}.json"
-            proc = _run([sys.executable, "benchmarks/bench_throughput.py", "--config", config, *common, *extra,
-                         "--json", str(out)], timeout=900)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{name}: exit {proc.returncode}: {_tail(proc.stderr)}")
-            results[name] = json.loads(out.read_text())
-            results[name]["table"] = _tail(proc.stdout, 8)
-            print(results[name]["table"], flush=True)
+    for name, config, extra in runs:
+        out = work / f"throughput_{name}.json"
+        proc = _run([sys.executable, "benchmarks/bench_throughput.py", "--config", config, *common, *extra,
+                     "--json", str(out)], timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name}: exit {proc.returncode}: {_tail(proc.stderr)}")
+        results[name] = json.loads(out.read_text())
+        results[name]["table"] = _tail(proc.stdout, 8)
+        print(results[name]["table"], flush=True)
     return results
 
 
@@ -237,7 +246,8 @@ def main() -> int:
     parser.add_argument("--allow-cpu", action="store_true", help="run the steps on the CPU (to test this script)")
     parser.add_argument("--skip", action="append", default=[], help="leave a step out (e.g. throughput)")
     parser.add_argument("--throughput-config", action="append", default=None, metavar="CONFIG",
-                        help="configs for the throughput step (repeatable; default configs/base.yaml)")
+                        help="configs for the throughput step, bf16 and fp32 each (repeatable; default: "
+                             "BSRNN base bf16 and fp32, CMGAN and MP-SENet bf16)")
     parser.add_argument("--throughput-steps", type=int, default=8, help="measured steps per block and mode")
     parser.add_argument("--worker-collectives", metavar="DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,8 +275,7 @@ def main() -> int:
         ("train", lambda: check_train(nproc, port + 1, work / "straight", device)),
         ("resume", lambda: check_resume(nproc, port + 2, work / "resumed", work / "straight", device)),
         ("evaluate", lambda: check_evaluate(work / "resumed", device, work / "evaluate.json")),
-        ("throughput", lambda: check_throughput(device, work, args.throughput_config or ["configs/base.yaml"],
-                                                args.throughput_steps)),
+        ("throughput", lambda: check_throughput(device, work, args.throughput_config, args.throughput_steps)),
     ]
     for name, step in steps:
         if name in args.skip:

@@ -14,6 +14,23 @@ def repo_root() -> Path:
     return ROOT
 
 
+def read_golden_keys(name: str) -> list[tuple[str, list[int]]]:
+    """``[(key, shape), ...]`` from ``tests/golden/<name>`` (lines ``key [d0, d1, ...]``; ``#`` comments)."""
+    rows = []
+    for line in (ROOT / "tests/golden" / name).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, shape = line.split(" ", 1)
+        rows.append((key, [int(d) for d in shape.strip("[]").split(",") if d.strip()]))
+    return rows
+
+
+@pytest.fixture
+def golden_keys():
+    """The state-dict layouts of the official CMGAN / MP-SENet checkpoints (tests/golden/*_keys.txt)."""
+    return read_golden_keys
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -18,19 +18,19 @@ TINY = ["train.max_steps_per_epoch=4", "train.log_every=1", "valid.max_utterance
         "loss.gan_ramp_epochs=0"]
 
 
-def train_cmd(run_dir, *overrides, nproc=1):
+def train_cmd(run_dir, *overrides, nproc=1, config="configs/smoke.yaml"):
     sets = [arg for item in (*TINY, *overrides) for arg in ("--set", item)]
     if nproc == 1:
         prefix = [sys.executable, "-m", "trainer.train"]
     else:
         prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                   "--master_port", str(29500 + os.getpid() % 1000), "-m", "trainer.train"]
-    return [*prefix, "--config", "configs/smoke.yaml", "--run-dir", str(run_dir), *sets]
+    return [*prefix, "--config", config, "--run-dir", str(run_dir), *sets]
 
 
-def run_train(repo_root, run_dir, *overrides, nproc=1, timeout=900):
+def run_train(repo_root, run_dir, *overrides, nproc=1, timeout=900, config="configs/smoke.yaml"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(train_cmd(run_dir, *overrides, nproc=nproc), cwd=repo_root, env=env,
+    proc = subprocess.run(train_cmd(run_dir, *overrides, nproc=nproc, config=config), cwd=repo_root, env=env,
                           capture_output=True, text=True, timeout=timeout)
     return proc
 
@@ -58,7 +58,7 @@ def rank_pids(agent_pid):
     return pids
 
 
-def interrupt_and_resume(repo_root, run_dir, *overrides, nproc=1, after_step=3):
+def interrupt_and_resume(repo_root, run_dir, *overrides, nproc=1, after_step=3, config="configs/smoke.yaml"):
     """Start a run, send SIGUSR2 once step ``after_step`` is logged, resume; return the stop step.
 
     One process: the signal goes to the whole process group, as SLURM's ``--signal`` reaches every
@@ -66,7 +66,7 @@ def interrupt_and_resume(repo_root, run_dir, *overrides, nproc=1, after_step=3):
     the ranks must agree by themselves (torchrun's agent itself has no handler for SIGUSR2).
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(train_cmd(run_dir, *overrides, nproc=nproc), cwd=repo_root, env=env,
+    proc = subprocess.Popen(train_cmd(run_dir, *overrides, nproc=nproc, config=config), cwd=repo_root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and proc.poll() is None:
@@ -82,18 +82,22 @@ def interrupt_and_resume(repo_root, run_dir, *overrides, nproc=1, after_step=3):
     assert state["status"] == "checkpointed", output[-3000:]
     if nproc == 1:  # torchrun reports any non-zero worker exit as its own failure (exit 1)
         assert proc.returncode == EXIT_REQUEUE, output[-3000:]
-    resumed = run_train(repo_root, run_dir, *overrides, nproc=nproc)
+    resumed = run_train(repo_root, run_dir, *overrides, nproc=nproc, config=config)
     assert resumed.returncode == EXIT_FINISHED, resumed.stderr[-3000:]
     assert "resumed" in resumed.stderr
     return state["step"]
 
 
+GENERATOR_SMOKES = ["configs/smoke.yaml", "configs/cmgan_smoke.yaml", "configs/mpsenet_smoke.yaml"]  # bsrnn, ...
+
+
 @pytest.mark.slow
-def test_resume_is_bit_exact(repo_root, tmp_path):
+@pytest.mark.parametrize("config", GENERATOR_SMOKES)
+def test_resume_is_bit_exact(repo_root, tmp_path, config):
     overrides = ("train.epochs=3", "data.num_workers=2", "train.pesq_workers=1")
-    straight = run_train(repo_root, tmp_path / "straight", *overrides)
+    straight = run_train(repo_root, tmp_path / "straight", *overrides, config=config)
     assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
-    stopped_at = interrupt_and_resume(repo_root, tmp_path / "resumed", *overrides)
+    stopped_at = interrupt_and_resume(repo_root, tmp_path / "resumed", *overrides, config=config)
     assert 3 <= stopped_at < 12
     assert step_losses(tmp_path / "resumed") == step_losses(tmp_path / "straight")
     assert len(step_losses(tmp_path / "straight")) == 12
@@ -246,17 +250,22 @@ def test_bad_config_exits_2_in_one_line(repo_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_short_demo_run_beats_the_noisy_input(repo_root, tmp_path):
+@pytest.mark.parametrize("config, epochs", [("configs/smoke.yaml", 3), ("configs/cmgan_smoke.yaml", 4),
+                                            ("configs/mpsenet_smoke.yaml", 4)])
+def test_short_demo_run_beats_the_noisy_input(repo_root, tmp_path, config, epochs):
+    """Each generator's tiny preset (its published losses and STFT) on the demo corpus."""
     from trainer.core.config import load_config
     from trainer.data.shards import build_eval_loader
     from trainer.metrics.quality import compute_metrics, summarize
 
-    cfg = load_config(repo_root / "configs/smoke.yaml")
+    cfg = load_config(repo_root / config)
+    loader = build_eval_loader(None, cfg, 0, 1, max_seconds=cfg.data.valid_max_seconds,
+                               max_utterances=cfg.valid.max_utterances)  # what validation scores
     noisy = summarize([compute_metrics(b["clean"][0].numpy(), b["noisy"][0].numpy(), 16000, which=("pesq",))
-                       for b in build_eval_loader(None, cfg, 0, 1)])["pesq"]
+                       for b in loader])["pesq"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", "configs/smoke.yaml",
-                           "--run-dir", str(tmp_path / "demo"), "--set", "train.epochs=3"],
+    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", config,
+                           "--run-dir", str(tmp_path / "demo"), "--set", f"train.epochs={epochs}"],
                           cwd=repo_root, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == EXIT_FINISHED, proc.stderr[-3000:]
     final = [r for r in read_metrics(tmp_path / "demo") if r.get("kind") == "epoch"][-1]

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -52,3 +53,32 @@ def test_throughput_step_compares_the_labelling_modes_on_cpu(repo_root, tmp_path
         assert {"serial_over_overlapped", "serial_over_none", "overlapped_over_none",
                 "overlapped_over_none_own_cores_estimate"} <= set(result["ratios"])
         assert result["modes"]["none"]["ms_per_step_median"]["pool_cpu"] == 0
+
+
+def test_throughput_step_covers_the_published_presets():
+    from trainer.core.config import load_config
+
+    sys.path.insert(0, "benchmarks")
+    try:
+        import gpu_acceptance
+    finally:
+        sys.path.remove("benchmarks")
+    names = {name: config for name, config, _ in gpu_acceptance.THROUGHPUT}
+    assert names["cmgan_bf16"] == "configs/cmgan.yaml" and names["mpsenet_bf16"] == "configs/mpsenet.yaml"
+    for config in names.values():  # the overrides the step passes are valid for every preset
+        cfg = load_config(config, ["data.demo=true", "data.train_dir=", "data.valid_dir=", "data.batch_size=4",
+                                   "data.crop_seconds=2.0"])
+        assert cfg.data.demo and cfg.data.batch_size == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["configs/cmgan_smoke.yaml", "configs/mpsenet_smoke.yaml"])
+def test_bench_train_step_runs_the_generator_presets(repo_root, tmp_path, config):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_train_step.py",
+                           "--config", config, "--steps", "1", "--pesq-workers", "0", "--json", str(out)],
+                          cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["generator_params"] > 0 and set(report["ms_per_step"]) == {"data", "generator", "pesq_labels",
+                                                                             "discriminator"}

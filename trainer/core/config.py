@@ -94,9 +94,12 @@ class OptimConfig(Section):
     disc_lr_ratio: float = setting(2.0, "discriminator lr = lr * disc_lr_ratio (CMGAN uses 2)", min=0.0)
     betas: list[float] = setting(default_factory=lambda: [0.8, 0.99], help="Adam betas")
     weight_decay: float = setting(0.01, "decoupled weight decay (adamw)", min=0.0)
-    scheduler: str = setting("step", "learning-rate schedule per epoch", choices=("none", "step", "cosine"))
+    scheduler: str = setting("step", "learning-rate schedule per epoch",
+                             choices=("none", "step", "cosine", "exponential"))
     step_epochs: int = setting(30, "step: decay every this many epochs", min=1)
     step_gamma: float = setting(0.5, "step: decay factor", min=0.0, max=1.0)
+    exp_gamma: float = setting(0.99, "exponential: lr = lr * exp_gamma ** epoch (MP-SENet's ExponentialLR: 0.99)",
+                               min=0.0, max=1.0)
     grad_clip: float = setting(5.0, "clip the gradient norm of each network to this (0 = off; norm logged)", min=0.0)
     grad_norm_alert: float = setting(100.0, "warn when a (pre-clipping) gradient norm is non-finite or exceeds "
                                             "this safety threshold (0 = only non-finite)", min=0.0)

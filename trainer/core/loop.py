@@ -49,7 +49,8 @@ class Diverged(RuntimeError):
     """Too many consecutive non-finite losses."""
 
 
-def _optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
+    """``optim.name`` (AdamW or Adam) with ``optim.betas`` (and weight decay for AdamW) at ``lr``."""
     kind = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
     extra = {"weight_decay": cfg.optim.weight_decay} if cfg.optim.name == "adamw" else {}
     return kind(params, lr=lr, betas=tuple(cfg.optim.betas), **extra)
@@ -66,8 +67,8 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         generator, discriminator = self.task.build_models()
         self.generator, self.discriminator = generator.to(self.device), discriminator.to(self.device)
-        self.opt_g = _optimizer(cfg, self.generator.parameters(), cfg.optim.lr)
-        self.opt_d = _optimizer(cfg, self.discriminator.parameters(), cfg.optim.lr * cfg.optim.disc_lr_ratio)
+        self.opt_g = build_optimizer(cfg, self.generator.parameters(), cfg.optim.lr)
+        self.opt_d = build_optimizer(cfg, self.discriminator.parameters(), cfg.optim.lr * cfg.optim.disc_lr_ratio)
         seed_all(cfg.run.seed * 1000 + env.rank)  # per-rank streams (e.g. noise inside a step)
         if env.is_distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -12,6 +12,8 @@ def lr_factor(cfg: Config, epoch: int) -> float:
     """Learning-rate multiplier for ``epoch`` (``optim.scheduler``)."""
     if cfg.optim.scheduler == "step":
         return cfg.optim.step_gamma ** (epoch // cfg.optim.step_epochs)
+    if cfg.optim.scheduler == "exponential":
+        return cfg.optim.exp_gamma ** epoch
     if cfg.optim.scheduler == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.train.epochs) / cfg.train.epochs))
     return 1.0

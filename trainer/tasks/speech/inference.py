@@ -2,13 +2,18 @@
 
 Input is normalised as in training (``data.normalize``: noisy to unit RMS over the whole file, the
 CMGAN/MP-SENet convention) and the output scaled back, so enhanced files keep the input's level;
-other sample rates are resampled to the model's and back.
+the factor is computed exactly as CMGAN's and MP-SENet's inference scripts compute it
+(:func:`~trainer.audio.level.reference_unit_rms_scale`, no epsilon), so an imported official
+checkpoint writes what the authors' script writes. Other sample rates are resampled to the
+model's and back.
 
 Long signals are cut into chunks of ``chunk`` samples that overlap by at least ``overlap`` samples
 (the last chunk is aligned to the end, so no chunk is padded) and put back together by
 overlap-add with linear cross-fades, so memory stays bounded by the chunk length. A signal no
 longer than one chunk is enhanced in one pass, exactly as without chunking. Chunks of several
-signals go through the generator together (``batch_size``).
+signals go through the generator together (``batch_size``), except for a generator whose batch
+items influence each other (``couples_batch_items``, MP-SENet): it gets one chunk per call, as its
+reference inference script does, so a file's output never depends on the other files.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from trainer.audio.level import unit_rms_scale
+from trainer.audio.level import reference_unit_rms_scale
 from trainer.core.config import Config
 from trainer.core.log import get_logger, warn_once
 
@@ -82,6 +87,10 @@ class ChunkedEnhancer:
         self.chunk = int(round(chunk_seconds * self.rate))
         self.overlap = int(round(overlap_seconds * self.rate))
         self.batch_size = max(1, batch_size)
+        if self.batch_size > 1 and getattr(generator, "couples_batch_items", False):
+            warn_once(log, "couples-batch-items", f"{type(generator).__name__}: batch items influence each other "
+                      "(the released model's attention runs across the batch); enhancing one chunk per call")
+            self.batch_size = 1
         self.device = next(generator.parameters()).device
 
     def _prepare(self, key, noisy: np.ndarray, rate: int) -> _Signal:
@@ -91,7 +100,7 @@ class ChunkedEnhancer:
         if rate != self.rate:
             warn_once(log, f"resample-{rate}", f"resampling {rate} Hz input to the model's {self.rate} Hz")
             wave = _resample(wave, rate, self.rate)
-        scale = float(unit_rms_scale(wave.numpy())) if self.cfg.data.normalize else 1.0
+        scale = float(reference_unit_rms_scale(wave.numpy())) if self.cfg.data.normalize else 1.0
         model_wave = wave.numpy() * scale
         return _Signal(key, len(noisy), rate, model_wave, scale, chunk_starts(len(model_wave), self.chunk, self.overlap))
 

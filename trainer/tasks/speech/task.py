@@ -15,14 +15,13 @@ from functools import partial
 import numpy as np
 import torch
 
-from trainer.audio import spectral
 from trainer.audio.images import peak_db, spectrogram_image
 from trainer.core.registry import build_generator
 from trainer.core.task import Media, Task, mean_summary
 from trainer.metrics.labeler import PesqLabeler, process_pool
 from trainer.metrics.quality import compute_metrics
 from trainer.tasks.speech import losses
-from trainer.tasks.speech.models import build_discriminator
+from trainer.tasks.speech.models import analysis_for, build_discriminator
 
 
 class SpeechTask(Task):
@@ -35,13 +34,21 @@ class SpeechTask(Task):
             workers = min(cfg.data.batch_size, cores) if cores > 1 else 0
         self.labeler = PesqLabeler(workers)
         self.metric_pool = process_pool(cores) if cores > 1 else None
+        self.analysis = analysis_for(cfg)  # the generator's own STFT conventions (models/analysis.py)
 
     def build_models(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         return build_generator(self.cfg), build_discriminator(self.cfg)
 
     def clean_magnitude(self, clean: torch.Tensor) -> torch.Tensor:
-        spec = spectral.stft(clean, self.cfg.stft)
-        return spectral.compressed_magnitude(spec, self.cfg.stft.compress_factor, self.cfg.stft.eps)
+        return self.analysis.magnitude(clean)
+
+    @torch.no_grad()
+    def estimate_magnitude(self, out: dict) -> torch.Tensor:
+        """What the discriminator judges of an estimate (detached): the generator's magnitude output,
+        or for MP-SENet the analysis of its enhanced wave (``mag_g_hat``)."""
+        if self.analysis.discriminator_on_resynthesis:
+            return self.analysis.magnitude(out["wave"].detach())
+        return out["mag"].detach()
 
     def generator_step(self, generator, discriminator, batch: dict, gan_weight: float):
         """Forward + loss. Returns (total, terms, context for the discriminator step)."""
@@ -76,7 +83,7 @@ class SpeechTask(Task):
             scores, valid = self._submit_labels(context).result()
             waited = time.perf_counter() - started
         clean_mag = self.clean_magnitude(clean)
-        both = losses.discriminator_scores(discriminator, clean_mag, out["mag"].detach())
+        both = losses.discriminator_scores(discriminator, clean_mag, self.estimate_magnitude(out).detach())
         if pending is not None:
             started = time.perf_counter()
             scores, valid = pending.result()
@@ -107,7 +114,7 @@ class SpeechTask(Task):
         total, terms = losses.generator_loss(out, clean, self.cfg, 0.0, None)
         clean_mag = self.clean_magnitude(clean)
         d_clean = discriminator(clean_mag, clean_mag).float().mean().item()
-        d_estimate = discriminator(clean_mag, out["mag"]).float().mean().item()
+        d_estimate = discriminator(clean_mag, self.estimate_magnitude(out)).float().mean().item()
         length = int(batch["lengths"][0])
         return {
             "name": batch["names"][0],
