@@ -4,7 +4,7 @@
         [--steps 8] [--rounds 2] [--torch-threads 1] [--pesq-workers 1] [--modes serial,overlapped,none]
         [--device cpu|cuda] [--amp] [--json OUT.json]
 
-Drives the training loop's own step (``Trainer._train_step``, the real task, models, optimizers and
+Drives the training loop's own step (``Trainer.step``, a ``core.step.TrainingStep``, the real task, models, optimizers and
 PESQ pool; no checkpoints) on the demo corpus, the modes taking turns in ``--rounds`` blocks of
 ``--steps`` measured steps so that the load of a shared machine falls on all of them alike:
 
@@ -141,7 +141,7 @@ class Runner:
         if self.mode == "none":
             self.trainer.task.labeler.close()
             self.trainer.task.labeler = _FreeLabels(self.cfg.data.batch_size)
-        self.trainer.sync_phase_timing = True
+        self.trainer.step.sync_phase_timing = True
         self.weight = self.trainer.task.gan_weight(0)
         self.params = sum(p.numel() for p in self.trainer.generator.parameters())
         self.epoch, self.batches = 0, None
@@ -159,11 +159,11 @@ class Runner:
 
     def step(self) -> dict:
         cpu_started, pool_started = time.process_time(), _pool_cpu_seconds(self.trainer.task)
-        started = self.trainer._clock()
+        started = self.trainer.step.clock()
         batch = self._next_batch()
-        loaded = self.trainer._clock()
-        _, record = self.trainer._train_step(batch, self.weight)
-        total = self.trainer._clock() - started
+        loaded = self.trainer.step.clock()
+        _, record = self.trainer.step(batch, self.weight, self.trainer.progress, lambda: False)
+        total = self.trainer.step.clock() - started
         phases = {"data": loaded - started, "generator": record["sec_generator"],
                   "label_wait": record.get("sec_label_wait", 0.0), "discriminator": record["sec_discriminator"]}
         phases["other"] = total - sum(phases.values())

@@ -14,13 +14,13 @@ Step protocol (identical on every rank, so a failure on one rank can never hang 
 5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42
    (130 after a Ctrl-C on any rank: no requeue).
 
-Where the rest lives: process setup ``core/runtime``, what a checkpoint holds ``core/checkpoint``,
+Where the rest lives: the step itself ``core/step``, process setup ``core/runtime``, what a
+checkpoint holds ``core/checkpoint``,
 schedules ``core/schedules``, step records ``core/steplog``, validation ``core/validation``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from trainer.core.log import get_logger
 from trainer.core.runstate import MetricsLog, truncate_logs, write_state
 from trainer.core.runtime import seed_all, setup_process
 from trainer.core.schedules import lr_factor
+from trainer.core.step import Diverged, TrainingStep  # noqa: F401 (Diverged: re-exported for train.py)
 from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
 from trainer.core.task import build_task
 from trainer.core.tracking import build_tracker
@@ -43,10 +44,6 @@ from trainer.core.validation import improved_metrics, run_validation
 from trainer.data.shards import build_eval_loader, build_train_loader
 
 log = get_logger("loop")
-
-
-class Diverged(RuntimeError):
-    """Too many consecutive non-finite losses."""
 
 
 def build_optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
@@ -89,9 +86,11 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {env.world_size} ranks leaves no full "
                               f"batch in {cfg.data.train_dir}; lower the batch size")
+        self.step = TrainingStep(cfg, self.task, self.device, self.amp, {
+            "generator": self.generator, "discriminator": self.discriminator, "g_ddp": self.g_ddp,
+            "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
-        self.num_nonfinite_in_row = 0
         self.last_save_time = time.monotonic()
         self._resume()
 
@@ -170,7 +169,7 @@ class Trainer:
                 if p.batches_done >= self.steps_per_epoch:
                     break
                 data_seconds = time.perf_counter() - last_tick
-                flags, record = self._train_step(batch, weight)
+                flags, record = self.step(batch, weight, p, lambda: self._checkpoint_due(p.step + 1))
                 p.batches_done += 1
                 p.step += 1
                 window.add(record, data_seconds, time.perf_counter() - last_tick)
@@ -202,91 +201,6 @@ class Trainer:
                  "another rank", self.progress.step, code,
                  "(Ctrl-C: no requeue; run the same command to continue)" if interrupted else "so the job is requeued")
         return code
-
-    # Benchmarks set this: CUDA is synchronised at the phase boundaries of a step, so that the
-    # sec_* fields of its record hold each phase's GPU time (training leaves the kernels queued).
-    sync_phase_timing = False
-
-    def _clock(self) -> float:
-        if self.sync_phase_timing and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def _train_step(self, batch: dict, weight: float) -> tuple[list[float], dict]:
-        """One step of the protocol in the module docstring.
-
-        With ``train.overlap_labels`` the task starts the discriminator's labels (PESQ in a process
-        pool) right after the generator's forward, and the generator's backward runs while they are
-        computed; the discriminator step then waits for what is left. The losses equal the serial
-        order's: the discriminator's input is detached, the generator's backward changes no
-        discriminator parameter and draws no random numbers (the torch RNG is used in the same
-        order: generator forward, then discriminator forward). That backward precedes the flags'
-        all-reduce, so every rank runs it, and its gradients are dropped when any rank's generator
-        loss was non-finite. Record fields ``sec_generator`` (forward, backward, clip, step),
-        ``sec_discriminator`` (the same, without the task's ``sec_label_wait``).
-        """
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
-        overlap = self.cfg.train.overlap_labels
-        self.opt_g.zero_grad(set_to_none=True)
-        self.opt_d.zero_grad(set_to_none=True)
-        tick = self._clock()
-        self.discriminator.requires_grad_(False)
-        with autocast:
-            g_loss, terms, context = self.task.generator_step(self.g_ddp, self.discriminator, batch, weight)
-        self.discriminator.requires_grad_(True)
-        if overlap:
-            self.task.start_discriminator_labels(context)
-            g_loss.backward()
-        tock = self._clock()
-        seconds = {"generator": tock - tick}
-        with autocast:
-            d_loss, d_info = self.task.discriminator_step(self.d_ddp, context)
-        seconds["discriminator"] = self._clock() - tock - d_info.get("sec_label_wait", 0.0)
-        local = torch.tensor([float(not torch.isfinite(g_loss)), float(not torch.isfinite(d_loss)),
-                              float(signals.stop_requested()), float(self._checkpoint_due(self.progress.step + 1))])
-        flags = dist.all_reduce_sum(local).tolist()
-        record = {"loss": float(g_loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
-                  "d_loss": float(d_loss.detach()), **d_info}
-        self._update(record, flags, seconds, (g_loss, overlap), (d_loss, False))
-        record.update({f"sec_{which}": value for which, value in seconds.items()})
-        return flags, record
-
-    def _update(self, record: dict, flags: list[float], seconds: dict, generator: tuple, discriminator: tuple) -> None:
-        """Backward (unless done), clip and optimizer step of each network, unless non-finite on any rank."""
-        for which, (loss, backward_done), module, opt, finite in (
-                ("generator", generator, self.generator, self.opt_g, flags[0] == 0),
-                ("discriminator", discriminator, self.discriminator, self.opt_d, flags[1] == 0)):
-            if not finite:
-                opt.zero_grad(set_to_none=True)
-                self._count_nonfinite(f"{which} loss")
-                return
-            tick = self._clock()
-            if not backward_done:
-                loss.backward()
-            norm = self._clip(module)
-            record[f"grad_norm_{which[0]}"] = norm
-            if not math.isfinite(norm):  # equal on every rank: DDP averaged the gradients
-                opt.zero_grad(set_to_none=True)
-                self._count_nonfinite(f"{which} gradient norm")
-                return
-            opt.step()
-            seconds[which] += self._clock() - tick
-        self.num_nonfinite_in_row = 0
-
-    def _clip(self, module: torch.nn.Module) -> float:
-        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        return float(torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm))
-
-    def _count_nonfinite(self, what: str) -> None:
-        self.num_nonfinite_in_row += 1
-        self.progress.num_nonfinite_total += 1
-        step = self.progress.step + 1
-        log.warning("non-finite %s at step %d: step skipped (%d in a row, %d in total)", what, step,
-                    self.num_nonfinite_in_row, self.progress.num_nonfinite_total)
-        if self.num_nonfinite_in_row >= self.cfg.train.max_nonfinite_steps:
-            raise Diverged(f"{self.num_nonfinite_in_row} consecutive non-finite losses at step {step}: "
-                           f"stopping; the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} "
-                           "(lower optim.lr, raise optim.grad_clip, or check the data)")
 
     def _log_window(self, window: StepWindow, weight: float) -> None:
         p = self.progress

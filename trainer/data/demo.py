@@ -27,7 +27,14 @@ import soundfile as sf
 
 from trainer.core.log import get_logger
 from trainer.core.registry import resolve, task_spec
-from trainer.data.synth import SENTENCES, VOICES, babble_like_noise, have_espeak, mix_at_snr, synthesize_speech
+from trainer.data.synth import (
+    SENTENCES,
+    VOICES,
+    babble_like_noise,
+    have_espeak,
+    mix_at_snr,
+    synthesize_speech,
+)
 
 DEMO_VERSION = 2  # speech corpus; 2: 64 validation utterances (was 8)
 CREATIVE_DEMO_VERSION = 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import functools
 import json
-import math
 import os
 import weakref
 from pathlib import Path
@@ -37,7 +36,7 @@ from trainer.audio.level import unit_rms_scale
 from trainer.core.log import get_logger
 from trainer.core.signals import helper_signals, ignore_signals
 from trainer.data.format import MANIFEST, DataError, check_manifest, sha256_file
-from trainer.data.sampler import TARGET_STREAM, ResumableBatchSampler, crop_offset, mix64
+from trainer.data.sampler import TARGET_STREAM, ResumableBatchSampler, crop_offset
 
 __all__ = ["DataError", "ResumableBatchSampler", "ShardIndex", "ShardDataset", "open_split", "split_dirs",
            "build_train_loader", "build_eval_loader", "crop_offset"]
