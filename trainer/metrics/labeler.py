@@ -37,15 +37,30 @@ def process_pool(num_workers: int):
     intra-op pool); unlike 'spawn'/'forkserver' the workers do not re-import the caller's
     ``__main__`` (no torch import per worker, no ``if __name__ == "__main__"`` requirement).
     Each worker's BLAS/OpenMP is limited to one thread: the parallelism is the pool.
+
+    SLURM signals every process of the job step. The workers ignore the stop signals (and a
+    terminal's Ctrl-C when the trainer handles it) so that they outlive the rank's save
+    (trainer.signals); they also start with those signals blocked, because a worker is an
+    interpreter that imports for a while before its initializer runs, and one signalled then died
+    and broke the pool (a validation's pool started at a requeue's USR2 crashed the rank).
     """
     from joblib.externals.loky import ProcessPoolExecutor
 
-    start_resource_trackers(helper_signals())
+    signums = helper_signals()
+    start_resource_trackers(signums)
+
+    class SignalSafePool(ProcessPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            # Workers are started (and restarted, by the manager thread created here, which keeps
+            # this mask) inside submit; a blocked mask is inherited across fork and exec.
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+            try:
+                return super().submit(fn, *args, **kwargs)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
     one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    # SLURM signals every process of the job step; the pool's workers ignore the stop signals (and a
-    # terminal's Ctrl-C when the trainer handles it) so that they outlive the rank's save (trainer.signals).
-    return ProcessPoolExecutor(max_workers=num_workers, env=one_thread, initializer=ignore_signals,
-                               initargs=(helper_signals(),))
+    return SignalSafePool(max_workers=num_workers, env=one_thread, initializer=ignore_signals, initargs=(signums,))
 
 
 def start_resource_trackers(signums: tuple[int, ...]) -> None:
