@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
                 "status": status, "step": step, "epoch": 0, "epochs": 1, "best": {},
                 "job_id": os.environ.get("SLURM_JOB_ID"), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                 "source": __file__,  # which copy of the code ran (the code snapshot of a submitted job)
+                "code": json.loads(os.environ.get("SEGAN_CODE") or "null"),  # what a checkpoint would record
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
 
     write_state("running")

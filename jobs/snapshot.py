@@ -106,6 +106,19 @@ def _record(folder: Path, root: Path, info: dict, size: int, seconds: float) -> 
             "seconds": round(seconds, 3), "taken": _now()}
 
 
+def live(root: Path = ROOT) -> dict:
+    """What a run in the checkout itself (``--local``: no copy) records in its checkpoints."""
+    info = inventory(root)
+    return {"revision": info["revision"], "dirty": info["dirty"], "snapshot": None}
+
+
+def describe_live(record: dict) -> str:
+    if record["revision"] is None:
+        return "code:          no git revision (not a git checkout, or no git on PATH): checkpoints record none"
+    dirty = " with uncommitted changes" if record["dirty"] else ""
+    return f"code:          revision {record['revision'][:12]}{dirty}, run from the checkout itself (no snapshot)"
+
+
 def planned(folder: Path, root: Path = ROOT) -> dict:
     """The record a snapshot taken now would get, without copying anything (``--dry-run``)."""
     info = inventory(root)

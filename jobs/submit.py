@@ -9,6 +9,7 @@ inside submitit's pickle and are never interpreted by a shell.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shlex
@@ -305,10 +306,14 @@ def local_command(spec: JobSpec, num_procs: int) -> list[str]:
 
 def run_local(spec: JobSpec, num_procs: int) -> int:
     """Run the job here in the foreground (no SLURM); returns the trainer's exit code."""
+    from jobs import snapshot
+
     cmd = local_command(spec, num_procs)
-    sys.stdout.write(f"launch.py: running locally: {shlex.join(cmd)}\n")
+    code = snapshot.live(ROOT)
+    sys.stdout.write(f"launch.py: running locally: {shlex.join(cmd)}\n{snapshot.describe_live(code)}\n")
     sys.stdout.flush()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env[snapshot.ENV_VARIABLE] = json.dumps(code)  # every checkpoint names the revision it was trained with
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 

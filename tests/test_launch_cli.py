@@ -71,10 +71,14 @@ def test_dry_run_prints_the_sbatch_script_and_the_resolved_config(repo_root, tmp
 def test_local_runs_the_job_here_in_the_foreground(repo_root, tmp_path):
     run_dir = tmp_path / "local-run"
     proc = launch(repo_root, *SUBMIT, "--local", "--entry", "jobs.probe", "--run-dir", str(run_dir),
-                  env={**OFFLINE, "SEGAN_PROBE_STEPS": "3", "SEGAN_PROBE_STEP_SECONDS": "0"})
+                  env={"SEGAN_PROBE_STEPS": "3", "SEGAN_PROBE_STEP_SECONDS": "0"})
     assert proc.returncode == 0, proc.stderr
     state = json.loads((run_dir / "state.json").read_text())
     assert (state["status"], state["step"]) == ("finished", 3)
+    revision = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if revision.returncode == 0:  # the revision reaches the trainer, which puts it in every checkpoint
+        assert state["code"]["revision"] == revision.stdout.strip() and state["code"]["snapshot"] is None
+        assert f"code:          revision {state['code']['revision'][:12]}" in proc.stdout
 
 
 def make_run(tmp_path, job_id="4242"):
