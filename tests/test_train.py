@@ -109,14 +109,19 @@ def test_resume_is_bit_exact(repo_root, tmp_path, config):
 
 
 @pytest.mark.slow
-def test_ddp_two_ranks_resume_is_bit_exact(repo_root, tmp_path):
+@pytest.mark.parametrize("config", GENERATOR_SMOKES)
+def test_ddp_two_ranks_resume_is_bit_exact(repo_root, tmp_path, config):
     overrides = ("train.epochs=2",)
-    straight = run_train(repo_root, tmp_path / "straight", *overrides, nproc=2)
+    straight = run_train(repo_root, tmp_path / "straight", *overrides, nproc=2, config=config)
     assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
     state = read_state(tmp_path / "straight")
     assert state["world_size"] == 2 and state["status"] == "finished" and state["step"] == 8
-    interrupt_and_resume(repo_root, tmp_path / "resumed", *overrides, nproc=2, after_step=2)
+    interrupt_and_resume(repo_root, tmp_path / "resumed", *overrides, nproc=2, after_step=2, config=config)
     assert step_losses(tmp_path / "resumed") == step_losses(tmp_path / "straight")
+    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    for key in a["generator"]:
+        assert torch.equal(a["generator"][key], b["generator"][key]), key
     kept = sorted(p.name for p in (tmp_path / "straight/checkpoints").iterdir())
     assert kept == ["best_composite.pt", "best_loss.pt", "best_pesq.pt", "best_stoi.pt", "last.pt"]
 
