@@ -25,27 +25,19 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from jobs.profiles import ROOT
 from trainer.core.io import atomic_write_text
+from trainer.core.revision import changes, checkout_version, git
 
 CODE_DIR = "code"
 CODE_JSON = "code.json"
 ENV_VARIABLE = "SEGAN_CODE"  # read by trainer/core/checkpoint.py (code_version)
 FALLBACK = ("launch.py", "jobs", "trainer", "configs")  # not a git checkout: copy these
 _SKIP = ("__pycache__", ".pyc")
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
 
 
 def _fallback_files(root: Path) -> list[str]:
@@ -65,18 +57,14 @@ def _fallback_files(root: Path) -> list[str]:
 def inventory(root: Path = ROOT) -> dict:
     """What a snapshot of ``root`` would hold: files (relative paths), revision, dirty, changed files."""
     root = Path(root)
-    revision = _git(root, "rev-parse", "HEAD")
-    listed = _git(root, "ls-files", "-z", "-c", "-o", "--exclude-standard") if revision else None
+    revision = git(root, "rev-parse", "HEAD")
+    listed = git(root, "ls-files", "-z", "-c", "-o", "--exclude-standard") if revision else None
     if revision is None or listed is None:
         return {"method": "copy", "revision": None, "dirty": None, "changed": [], "untracked": [],
                 "files": _fallback_files(root)}
     # ls-files -c lists a tracked file deleted in the working tree: it is not there to copy
     names = sorted({name for name in listed.split("\0") if name and os.path.lexists(root / name)})
-    porcelain = _git(root, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all") or ""
-    changed, untracked = [], []
-    for entry in porcelain.split("\0"):
-        if len(entry) > 3:
-            (untracked if entry.startswith("??") else changed).append(entry[3:])
+    changed, untracked = changes(root)
     return {"method": "git", "revision": revision.strip(), "dirty": bool(changed or untracked),
             "changed": changed, "untracked": untracked, "files": names}
 
@@ -108,8 +96,7 @@ def _record(folder: Path, root: Path, info: dict, size: int, seconds: float) -> 
 
 def live(root: Path = ROOT) -> dict:
     """What a run in the checkout itself (``--local``: no copy) records in its checkpoints."""
-    info = inventory(root)
-    return {"revision": info["revision"], "dirty": info["dirty"], "snapshot": None}
+    return {"revision": None, "dirty": None, **(checkout_version(root) or {}), "snapshot": None}
 
 
 def describe_live(record: dict) -> str:

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from jobs import snapshot
+from jobs.profiles import ROOT
 
 
 def git(repo, *args):
@@ -95,8 +96,12 @@ def test_setup_lines_put_the_snapshot_first_and_hand_the_revision_to_the_trainer
 def test_every_checkpoint_records_the_code_it_was_trained_with(monkeypatch):
     from trainer.core.checkpoint import code_version
 
-    monkeypatch.delenv("SEGAN_CODE", raising=False)
-    assert code_version() is None
+    monkeypatch.delenv("SEGAN_CODE", raising=False)  # python -m trainer.train: the checkout's revision
+    revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if revision.returncode == 0:
+        found = code_version()
+        assert found["revision"] == revision.stdout.strip() and found["snapshot"] is None, found
+        assert isinstance(found["dirty"], bool)
     monkeypatch.setenv("SEGAN_CODE", json.dumps({"revision": "abc", "dirty": True, "snapshot": "/r/slurm/code",
                                                  "other": [1]}))
     assert code_version() == {"revision": "abc", "dirty": True, "snapshot": "/r/slurm/code"}

@@ -293,6 +293,10 @@ def test_init_from_fine_tunes_from_a_checkpoint_with_fresh_optimizers(repo_root,
     for key in a["generator"]:  # lr 0: the weights are still the source's
         assert torch.equal(a["generator"][key], b["generator"][key]), key
     assert b["step"] == 1 and all(s["step"] == 1 for s in b["opt_g"]["state"].values())  # fresh optimizer
+    revision = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if revision.returncode == 0 and "SEGAN_CODE" not in os.environ:  # a run without the launcher names its code
+        assert b["code"]["revision"] == revision.stdout.strip() and b["code"]["snapshot"] is None, b["code"]
+        assert f"code: revision {revision.stdout[:12]}" in tuned.stderr
     other = run_train(repo_root, tmp_path / "other", "train.epochs=1", init, "model.num_channels=8")
     assert other.returncode == EXIT_BAD_INPUT
     assert "train.init_from:" in other.stderr and "model.num_channels: checkpoint 16, config 8" in other.stderr

@@ -20,6 +20,7 @@ warning that they cannot be verified.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -40,6 +41,7 @@ from trainer.core.errors import BadInput
 from trainer.core.io import DiskFull, atomic_write, atomic_write_bytes, atomic_write_group
 from trainer.core.log import get_logger, warn_once
 from trainer.core.registry import build_generator, task_spec
+from trainer.core.revision import checkout_version
 
 log = get_logger("checkpoint")
 
@@ -64,16 +66,25 @@ def versions() -> dict[str, str]:
 
 
 def code_version() -> dict | None:
-    """The code this process runs, as the launcher recorded it at submission (``SEGAN_CODE``: git
-    revision, dirty flag, snapshot path; see jobs/snapshot.py); None outside such a job."""
+    """The code this process runs, as the launcher recorded it (``SEGAN_CODE``: git revision, dirty
+    flag, snapshot path; see jobs/snapshot.py); without it (``python -m trainer.train``), the revision
+    of the checkout this code is imported from, with no snapshot; None when neither is known."""
+    if "SEGAN_CODE" not in os.environ:
+        found = _checkout_version()
+        return None if found is None else {**found, "snapshot": None}
     try:
-        value = json.loads(os.environ.get("SEGAN_CODE") or "null")
+        value = json.loads(os.environ["SEGAN_CODE"] or "null")
     except ValueError:
         return None
     if not isinstance(value, dict):
         return None
     return {key: value.get(key) for key in ("revision", "dirty", "snapshot")
             if isinstance(value.get(key), (str, bool, type(None)))}
+
+
+@functools.cache
+def _checkout_version() -> dict | None:
+    return checkout_version()  # once per process: the code it runs was imported at its start
 
 
 def capture_rng() -> dict[str, Any]:

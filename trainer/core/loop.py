@@ -92,6 +92,11 @@ class Trainer:
         self.progress = ckpt.Progress()
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.last_save_time = time.monotonic()
+        if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
+            code = ckpt.code_version() or {}
+            log.info("code: %s%s%s", f"revision {code['revision'][:12]}" if code.get("revision") else "no git revision",
+                     " with uncommitted changes" if code.get("dirty") else "",
+                     f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
         self._resume()
 
     def _resume(self) -> None:

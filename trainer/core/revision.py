@@ -1,0 +1,40 @@
+"""Which code a process runs: the git revision of a checkout and whether it differs from it.
+
+Pure Python (no torch): the launcher's code snapshot (jobs/snapshot.py) and the checkpoints of a run
+started without the launcher (trainer/core/checkpoint.py) both read it here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout that holds trainer/
+
+
+def git(root: Path, *args: str) -> str | None:
+    """``git -C root ARGS``'s output, or None (not a checkout, no git, an error)."""
+    try:
+        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def changes(root: Path) -> tuple[list[str], list[str]]:
+    """The files of ``root`` that differ from its revision: (changed, untracked but not ignored)."""
+    porcelain = git(root, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all") or ""
+    changed, untracked = [], []
+    for entry in porcelain.split("\0"):
+        if len(entry) > 3:
+            (untracked if entry.startswith("??") else changed).append(entry[3:])
+    return changed, untracked
+
+
+def checkout_version(root: Path = SOURCE_ROOT) -> dict | None:
+    """``{"revision", "dirty"}`` of the checkout at ``root``; None outside a git checkout."""
+    revision = git(root, "rev-parse", "HEAD")
+    if revision is None:
+        return None
+    changed, untracked = changes(root)
+    return {"revision": revision.strip(), "dirty": bool(changed or untracked)}
