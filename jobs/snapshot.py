@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from jobs.profiles import ROOT
+from trainer.core import revision
 from trainer.core.io import atomic_write_text
 from trainer.core.revision import changes, checkout_version, git
 
@@ -101,9 +102,8 @@ def live(root: Path = ROOT) -> dict:
 
 def describe_live(record: dict) -> str:
     if record["revision"] is None:
-        return "code:          no git revision (not a git checkout, or no git on PATH): checkpoints record none"
-    dirty = " with uncommitted changes" if record["dirty"] else ""
-    return f"code:          revision {record['revision'][:12]}{dirty}, run from the checkout itself (no snapshot)"
+        return f"code:          {revision.describe(record)}: checkpoints record none"
+    return f"code:          {revision.describe(record)}, run from the checkout itself (no snapshot)"
 
 
 def planned(folder: Path, root: Path = ROOT) -> dict:

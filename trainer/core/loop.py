@@ -28,7 +28,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer.core import checkpoint as ckpt
-from trainer.core import dist, signals
+from trainer.core import dist, revision, signals
 from trainer.core.config import Config, ConfigError, to_dict
 from trainer.core.env import DistEnv
 from trainer.core.exitcodes import EXIT_FINISHED, stop_exit_code
@@ -94,9 +94,7 @@ class Trainer:
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
             code = ckpt.code_version() or {}
-            log.info("code: %s%s%s", f"revision {code['revision'][:12]}" if code.get("revision") else "no git revision",
-                     " with uncommitted changes" if code.get("dirty") else "",
-                     f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
+            log.info("code: %s%s", revision.describe(code), f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
         self._resume()
 
     def _resume(self) -> None:

@@ -38,3 +38,10 @@ def checkout_version(root: Path = SOURCE_ROOT) -> dict | None:
         return None
     changed, untracked = changes(root)
     return {"revision": revision.strip(), "dirty": bool(changed or untracked)}
+
+
+def describe(record: dict | None) -> str:
+    """``revision 1d3258186d3d with uncommitted changes`` for a record of :func:`checkout_version`."""
+    if not record or not record.get("revision"):
+        return "no git revision (not a git checkout, or no git on PATH)"
+    return f"revision {record['revision'][:12]}" + (" with uncommitted changes" if record.get("dirty") else "")

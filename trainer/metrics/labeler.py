@@ -41,8 +41,8 @@ def process_pool(num_workers: int):
     SLURM signals every process of the job step. The workers ignore the stop signals (and a
     terminal's Ctrl-C when the trainer handles it) so that they outlive the rank's save
     (trainer.signals); they also start with those signals blocked, because a worker is an
-    interpreter that imports for a while before its initializer runs, and one signalled then died
-    and broke the pool (a validation's pool started at a requeue's USR2 crashed the rank).
+    interpreter that imports for a while before its initializer runs, and one signalled then dies
+    and breaks the pool (e.g. a validation's pool starting at the moment of a requeue's USR2).
     """
     from joblib.externals.loky import ProcessPoolExecutor
 
