@@ -39,7 +39,8 @@ pool = process_pool(2)
 future = pool.submit(sum, [1, 2])  # starts the workers: fresh interpreters, still importing
 workers_ps = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(os.getpid())], capture_output=True, text=True,
                             check=True).stdout.splitlines()
-workers = [int(line.split()[0]) for line in workers_ps if "popen_loky" in line]
+children = [line.split(None, 1) for line in workers_ps]  # a worker may be forked but not yet exec'd: not by name
+workers = [int(pid) for pid, args in children if "resource_tracker" not in args and not args.startswith("ps ")]
 assert len(workers) == 2, workers_ps
 for pid in workers:  # SLURM's --signal reaches every process of the step, booting workers too
     os.kill(pid, signal.SIGUSR2)
