@@ -34,7 +34,7 @@ from trainer.core.env import DistEnv
 from trainer.core.exitcodes import EXIT_FINISHED, stop_exit_code
 from trainer.core.log import get_logger
 from trainer.core.runstate import MetricsLog, truncate_logs, write_state
-from trainer.core.runtime import seed_all, setup_process
+from trainer.core.runtime import seed_all, setup_process, start_compile_workers
 from trainer.core.schedules import lr_factor
 from trainer.core.step import Diverged, TrainingStep  # noqa: F401 (Diverged: re-exported for train.py)
 from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
@@ -74,6 +74,8 @@ class Trainer:
         else:
             self.g_ddp, self.d_ddp = self.generator, self.discriminator
         if cfg.train.compile:  # the training step's generator only; checkpoints keep the eager module's keys
+            if cfg.train.compile_backend == "inductor":
+                start_compile_workers()
             self.g_ddp = torch.compile(self.g_ddp, backend=cfg.train.compile_backend)
 
         self.train_loader, self.sampler = build_train_loader(cfg, env.rank, env.world_size)

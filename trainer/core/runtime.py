@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 
 import numpy as np
 import torch
@@ -40,3 +41,22 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
+
+
+def start_compile_workers() -> None:
+    """Start inductor's compile-worker pool (train.compile) with SIGUSR2 blocked; its sidecar and
+    workers inherit the mask.
+
+    SLURM's ``--signal`` reaches every process of the step, and inductor's workers ignore only
+    SIGINT: the time-limit USR2 killed the pool ("SubprocPool unclean exit"), and with it any compile
+    still to come in that attempt. SIGTERM stays deliverable: the pool's own shutdown terminates its
+    workers with it (blocked, every exit would wait out inductor's 10 s grace before a SIGKILL).
+    Nothing happens when inductor compiles in-process (one compile thread).
+    """
+    from torch._inductor.async_compile import AsyncCompile
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        AsyncCompile.warm_pool()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
