@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import torch
 
-from trainer.core import dist
+from trainer.core import dist, signals
 from trainer.core.config import Config
 from trainer.core.env import DistEnv, cores_per_rank
 from trainer.core.log import get_logger, warn_once
@@ -55,8 +55,5 @@ def start_compile_workers() -> None:
     """
     from torch._inductor.async_compile import AsyncCompile
 
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-    try:
+    with signals.blocked({signal.SIGUSR2}):
         AsyncCompile.warm_pool()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

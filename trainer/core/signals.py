@@ -12,8 +12,10 @@ is no longer caught. What each outcome's exit code is: :mod:`trainer.core.exitco
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterable, Iterator
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 _flag = threading.Event()
@@ -71,6 +73,18 @@ def ignore_signals(signums: tuple[int, ...], *_args) -> None:
 def ignore_stop_signals(*_args) -> None:
     """:func:`ignore_signals` for the stop signals only (usable as worker_init_fn)."""
     ignore_signals(STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def blocked(signums: Iterable[int]) -> Iterator[None]:
+    """Block ``signums`` in this thread meanwhile, for starting helper processes: a process (and a
+    thread) started inside inherits the mask, across fork and exec, and keeps it unless it unblocks
+    them. A signal that arrives meanwhile is delivered right after (or to another thread)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def stop_requested() -> bool:

@@ -5,14 +5,13 @@ validation/evaluation scoring. The metric functions themselves are :mod:`trainer
 from __future__ import annotations
 
 import multiprocessing.resource_tracker
-import signal
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from trainer.core.log import get_logger
-from trainer.core.signals import helper_signals, ignore_signals
+from trainer.core.signals import blocked, helper_signals, ignore_signals
 from trainer.metrics.quality import MetricInputError, pesq_score, prepare_pair
 
 log = get_logger("metrics")
@@ -53,11 +52,8 @@ def process_pool(num_workers: int):
         def submit(self, fn, /, *args, **kwargs):
             # Workers are started (and restarted, by the manager thread created here, which keeps
             # this mask) inside submit; a blocked mask is inherited across fork and exec.
-            previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
-            try:
+            with blocked(signums):
                 return super().submit(fn, *args, **kwargs)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     return SignalSafePool(max_workers=num_workers, env=one_thread, initializer=ignore_signals, initargs=(signums,))
@@ -74,12 +70,9 @@ def start_resource_trackers(signums: tuple[int, ...]) -> None:
     """
     from joblib.externals.loky.backend import resource_tracker as loky_tracker
 
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
-    try:
+    with blocked(signums):
         loky_tracker.ensure_running()
         multiprocessing.resource_tracker.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class PendingLabels:
