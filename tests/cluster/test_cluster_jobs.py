@@ -46,22 +46,24 @@ def step_losses(run_dir):
 
 def test_preempted_smoke_job_requeues_and_matches_an_uninterrupted_run(tmp_path, env):
     preempted, reference = tmp_path / "preempted", tmp_path / "reference"
-    job = submit(*SMOKE, "--run-dir", str(preempted), "--name", "e2e-preempt", env=env)
+    # A whole epoch of the demo corpus (40 pairs / 4 ranks): the USR2 must land mid-run on a fast machine too
+    run = [*SMOKE, "--set", "train.max_steps_per_epoch=10"]
+    job = submit(*run, "--run-dir", str(preempted), "--name", "e2e-preempt", env=env)
     frozen = yaml.safe_load((preempted / "slurm/submitted_config.yaml").read_text())  # what every attempt trains
-    assert frozen["train"]["max_steps_per_epoch"] == 5 and frozen["data"]["batch_size"] == 1
+    assert frozen["train"]["max_steps_per_epoch"] == 10 and frozen["data"]["batch_size"] == 1
     follow = subprocess.Popen([sys.executable, "launch.py", "logs", job, "--follow"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, **env})
     try:
-        wait_for(lambda: step_losses(preempted), 600, "the first training step")
+        wait_for(lambda: step_losses(preempted), 600, "the first training step", poll=0.05)
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
         # the uninterrupted run: the same 4-rank job, here under torchrun (no SLURM)
-        ref = subprocess.Popen([sys.executable, "launch.py", "--cluster", "local", *SMOKE, "--local",
+        ref = subprocess.Popen([sys.executable, "launch.py", "--cluster", "local", *run, "--local",
                                 "--gpus-per-node", "4", "--run-dir", str(reference)], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         first = wait_for(lambda: records(preempted / "attempts.jsonl", event="end"), 300, "the save after USR2")[0]
         assert (first["exit_code"], first["action"]) == (42, "requeue"), first
-        assert 0 < first["step_end"] < 5
+        assert 0 < first["step_end"] < 10
         wait_for(lambda: release_if_waiting(job), 120, "the requeued job to wait for its BeginTime")
         assert wait_for(lambda: final_state(job), 900, "the requeued job to finish") == "COMPLETED"
         out, err = follow.communicate(timeout=120)
@@ -76,13 +78,13 @@ def test_preempted_smoke_job_requeues_and_matches_an_uninterrupted_run(tmp_path,
     assert second_start["step"] == first["step_end"]  # resumed at the exact step it saved
     state = json.loads((preempted / "state.json").read_text())
     ref_state = json.loads((reference / "state.json").read_text())
-    assert (state["status"], state["step"], state["world_size"]) == ("finished", 5, 4)
+    assert (state["status"], state["step"], state["world_size"]) == ("finished", 10, 4)
     assert ref_state["step"] == state["step"]
     losses, ref_losses = step_losses(preempted), step_losses(reference)
-    assert [s for s, _ in losses] == [1, 2, 3, 4, 5]
+    assert [s for s, _ in losses] == list(range(1, 11))
     assert losses == [(s, pytest.approx(v, rel=1e-6)) for s, v in ref_losses]
     status = launch("status", job, env=env)
-    assert "finished step 5" in status.stdout and "attempts: 2" in status.stdout
+    assert "finished step 10" in status.stdout and "attempts: 2" in status.stdout
 
 
 def test_time_limit_signal_saves_requeues_and_a_cancelled_job_stays_cancelled(tmp_path, env):
