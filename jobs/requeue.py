@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from jobs import runs
@@ -118,6 +119,27 @@ def _int(value, default: int) -> int:
         return default
 
 
+# sacct states that say how an attempt ended. slurmctld sends them to slurmdbd asynchronously: for a
+# moment after Slurm requeued a job, sacct can still show the attempt RUNNING (or not answer).
+SETTLED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+                  "PREEMPTED", "REQUEUED", "REVOKED", "TIMEOUT"}
+ACCOUNTING_WAIT_S = 8.0  # well inside Slurm's KillWait (30 s by default) after the job's SIGTERM
+
+
+def _settled_record(job_id: str, restart: int, wait_s: float = ACCOUNTING_WAIT_S) -> dict[str, str]:
+    """sacct's record of attempt ``restart``, waiting up to ``wait_s`` for a state in
+    :data:`SETTLED_STATES`; the last answer (maybe {}) when none comes in time."""
+    from jobs import slurm
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        attempts = slurm.attempt_records(job_id, timeout=max(1.0, deadline - time.monotonic()))
+        record = attempts[restart] if 0 <= restart < len(attempts) else (attempts[-1] if attempts else {})
+        if (record.get("State") or "-").split()[0] in SETTLED_STATES or time.monotonic() >= deadline:
+            return record
+        time.sleep(0.25)
+
+
 def classify_ending(run_dir: Path, job_id: str, restart: int) -> Ending | None:
     """Why attempt ``restart`` of the job must not be requeued by us: None while it is RUNNING.
 
@@ -134,8 +156,7 @@ def classify_ending(run_dir: Path, job_id: str, restart: int) -> Ending | None:
     state = info.get("JobState", "")
     if state in ("RUNNING", ""):
         return None
-    attempts = slurm.attempt_records(job_id)
-    record = attempts[restart] if 0 <= restart < len(attempts) else (attempts[-1] if attempts else {})
+    record = _settled_record(job_id, restart)
     acct = record.get("State", "")
     word = acct.split()[0] if acct else ""
     if _int(info.get("Restarts"), restart) > restart:
@@ -145,7 +166,11 @@ def classify_ending(run_dir: Path, job_id: str, restart: int) -> Ending | None:
         if word == "NODE_FAIL":
             return Ending("node_fail", f"a node of the job failed (sacct NODE_FAIL on {record.get('NodeList', '?')}): "
                           "Slurm requeued the job itself; it resumes from the last save", True)
-        return Ending("requeued", f"requeued by someone else (sacct {acct or '-'}, e.g. scontrol requeue): "
+        if word not in SETTLED_STATES:
+            return Ending("requeued", f"Slurm requeued the job itself; sacct had not recorded why within "
+                          f"{ACCOUNTING_WAIT_S:.0f} s (sacct {acct or 'no record'}): it resumes from the last save",
+                          True)
+        return Ending("requeued", f"requeued by someone else (sacct {acct}, e.g. scontrol requeue): "
                       "Slurm runs it again; it resumes from the last save", True)
     if word == "CANCELLED" or state.startswith("CANCELLED"):
         return Ending("cancelled", f"cancelled with scancel (sacct {acct or state}); not requeued")

@@ -93,9 +93,9 @@ def queue_state(job_id: str) -> str | None:
 ACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "Start", "End", "Reason", "NodeList")
 
 
-def _sacct(job_ids: list[str], duplicates: bool) -> list[dict[str, str]] | None:
+def _sacct(job_ids: list[str], duplicates: bool, timeout: float = TIMEOUT_S) -> list[dict[str, str]] | None:
     args = ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", ",".join(ACCT_FIELDS)]
-    proc = run(args + (["--duplicates"] if duplicates else []))
+    proc = run(args + (["--duplicates"] if duplicates else []), timeout=timeout)
     if proc is None or proc.returncode != 0:
         return None
     rows = []
@@ -125,10 +125,10 @@ def accounting_many(job_ids: list[str]) -> dict[str, dict[str, str]]:
     return {row["JobID"]: row for row in rows or []}
 
 
-def attempt_records(job_id: str) -> list[dict[str, str]]:
+def attempt_records(job_id: str, timeout: float = TIMEOUT_S) -> list[dict[str, str]]:
     """sacct's record of every attempt of the job, oldest first (``--duplicates``: a requeued job
     keeps one record per run, whose State says how it ended: REQUEUED, PREEMPTED, NODE_FAIL, ...)."""
-    return _sacct([str(job_id)], duplicates=True) or []
+    return _sacct([str(job_id)], duplicates=True, timeout=timeout) or []
 
 
 def queue() -> list[dict[str, str]] | None:

@@ -117,6 +117,41 @@ def test_preemption_is_reported_the_job_resumes_and_a_cancel_while_pending_is_th
     assert row.split()[2] == "cancelled", row
 
 
+def test_a_preemption_while_the_accounting_daemon_is_down_is_not_blamed_on_someone_else(tmp_path, env):
+    """slurmctld tells slurmdbd how an attempt ended asynchronously: right after Slurm requeued a job,
+    sacct can still show the attempt RUNNING or not answer (seen in CI: a preempted sweep element was
+    recorded as 'requeued by someone else'). The end record waits a few seconds for sacct; here slurmdbd
+    is down until the record is written, so it says that Slurm requeued the job and that sacct had not
+    said why (not that someone else requeued it). Once slurmdbd is back, status shows PREEMPTED."""
+    run_dir = tmp_path / "no_accounting"
+    job = probe_job(run_dir, env, "--gpus-per-node", "2")
+    wait_for(lambda: step(run_dir) >= 3, 120, "the first steps")
+    subprocess.run(["pkill", "-x", "slurmdbd"], check=True)
+    try:
+        wait_for(lambda: subprocess.run(["pgrep", "-x", "slurmdbd"]).returncode == 1, 30, "slurmdbd to stop")
+        urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-A", ACCOUNT, "-w", nodes_of(job),
+                                 "--exclusive", "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"],
+                                capture_output=True, text=True)
+        assert urgent.returncode == 0, urgent.stderr
+        urgent_job = urgent.stdout.strip().split(";")[0]
+        first = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 120, "rank 0's end record")[0]
+    finally:
+        subprocess.run(["slurmdbd"], check=True)
+        wait_for(lambda: subprocess.run(["sacctmgr", "-n", "list", "cluster"], capture_output=True).returncode == 0,
+                 60, "slurmdbd to answer")
+    try:
+        assert (first["exit_code"], first["action"], first["ending"]) == (42, "slurm-requeue", "requeued"), first
+        assert first["reason"].startswith("Slurm requeued the job itself; sacct had not recorded why within 8 s"), first
+        assert "someone else" not in first["reason"]
+        assert wait_for(lambda: final_state(urgent_job), 120, "the preempting job") == "COMPLETED"
+    finally:
+        subprocess.run(["scancel", urgent_job])
+    resumes_exactly(job, run_dir, first["step_end"])
+    wait_for(lambda: "[sacct PREEMPTED]" in launch("status", job, env=env).stdout, 120, "sacct's record of the preemption")
+    assert launch("cancel", job, env=env).returncode == 0
+    assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
+
+
 def test_a_save_that_misses_the_time_limit_is_reported_as_a_timeout(tmp_path, env):
     """The probe ignores USR2 (as if its save took longer than the lead) and saves on the SIGTERM that
     the time limit brings: sacct says TIMEOUT, and the record says to raise the signal lead."""
