@@ -175,10 +175,15 @@ def run_submit(args: argparse.Namespace) -> int:
 
         submit.check_spec(spec, profile, ask_slurm=False)
         submit.check_run_dir_free(spec, cfg, create=False)
+        folder = runs.slurm_folder(spec.run_dir)
         try:  # Slurm opens the script's --output in RUN_DIR/slurm before it runs: it must exist
-            (spec.run_dir / "slurm").mkdir(parents=True, exist_ok=True)
-        except OSError:
-            sys.stderr.write(f"launch.py: note: create {spec.run_dir / 'slurm'} before sbatch (the job log goes there)\n")
+            folder.mkdir(parents=True, exist_ok=True)
+            spec, code = submit.take_snapshot(spec)  # every attempt of the script runs this copy
+            sys.stderr.write(snapshot.describe(code) + "\n")
+        except OSError as exc:
+            sys.stderr.write(f"launch.py: note: no code snapshot in {folder} ({exc.strerror or exc}): the script runs "
+                             f"the checkout as it is when each attempt starts; create {folder} before sbatch (the "
+                             "job log goes there)\n")
         sys.stdout.write(template.render(spec))
         return 0
     have_slurm = slurm.available()

@@ -236,9 +236,11 @@ def list_runs(limit: int = 20) -> int:
             continue
         counts = ", ".join(f"{words[root].count(w)} {w}" for w in dict.fromkeys(words[root]))
         sweep = runs.read_sweep(Path(root)) or {}
-        array = group[0][0].split("_", 1)[0]
-        _out(f"sweep {sweep.get('name', Path(root).name)}: array {array}, {len(group)} runs ({counts})  {root}\n")
-        for row in sorted(group, key=lambda r: int(r[0].split("_", 1)[-1]) if "_" in r[0] else 0):
+        arrays = [str(a) for a in sweep.get("arrays") or []] or [group[0][0].split("_", 1)[0]]
+        which = f"array {arrays[-1]}" if len(arrays) == 1 else f"arrays {', '.join(arrays)}"  # resubmitted
+        _out(f"sweep {sweep.get('name', Path(root).name)}: {which}, {len(group)} runs ({counts})  {root}\n")
+        order = {str(e.get("run_dir")): i for i, e in enumerate(sweep.get("elements") or []) if isinstance(e, dict)}
+        for row in sorted(group, key=lambda r: (order.get(r[-1], len(order)), r[0])):  # element order
             _out(line(row, "  "))
     for note in notes:
         _out(note + "\n")
@@ -257,7 +259,8 @@ def cancel(target: str) -> int:
     found = runs.sweep_target(target)
     if found is not None:
         root, sweep = found
-        elements = [e for e in sweep["elements"] if isinstance(e, dict) and e.get("run_dir") and e.get("job_id")]
+        elements = [e for e in sweep["elements"] if isinstance(e, dict) and e.get("run_dir") and e.get("job_id")
+                    and not e.get("skipped")]  # a finished element skipped by a resubmission has no job now
         for element in elements:  # the markers first: an element that saves now is not requeued
             marker = runs.cancel_marker(Path(element["run_dir"]), str(element["job_id"]))
             marker.parent.mkdir(parents=True, exist_ok=True)

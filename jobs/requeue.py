@@ -127,16 +127,19 @@ ACCOUNTING_WAIT_S = 8.0  # well inside Slurm's KillWait (30 s by default) after 
 
 
 def _settled_record(job_id: str, restart: int, wait_s: float = ACCOUNTING_WAIT_S) -> dict[str, str]:
-    """sacct's record of attempt ``restart``, waiting up to ``wait_s`` for a state in
-    :data:`SETTLED_STATES`; the last answer (maybe {}) when none comes in time."""
+    """sacct's record of attempt ``restart``, waiting up to ``wait_s`` for it to exist with a state in
+    :data:`SETTLED_STATES` (an earlier attempt's record does not count); when none comes in time, the
+    last answer: that record, else the latest one, else {}."""
     from jobs import slurm
 
     deadline = time.monotonic() + wait_s
     while True:
         attempts = slurm.attempt_records(job_id, timeout=max(1.0, deadline - time.monotonic()))
-        record = attempts[restart] if 0 <= restart < len(attempts) else (attempts[-1] if attempts else {})
-        if (record.get("State") or "-").split()[0] in SETTLED_STATES or time.monotonic() >= deadline:
+        record = attempts[restart] if 0 <= restart < len(attempts) else None
+        if record is not None and (record.get("State") or "-").split()[0] in SETTLED_STATES:
             return record
+        if time.monotonic() >= deadline:
+            return record if record is not None else (attempts[-1] if attempts else {})
         time.sleep(0.25)
 
 

@@ -13,6 +13,11 @@ with its own :class:`jobs.job.TrainingJob`: its requeue is ``scontrol requeue AR
 element only, within the budgets of :func:`jobs.requeue.decide`. The array's submitit files and
 logs lie in ``ROOT/slurm``. ``ROOT/sweep.json`` records the grid and element -> run directory and
 job id; the submission index gets one record per element (``sweep``: the root).
+
+Resubmitting the same grid to the same root continues the sweep: elements that have trained all
+their epochs are skipped (they keep their job ids in ``sweep.json``), and the new array holds the
+others in element order (its task i is the i-th element not skipped); a single one left is
+submitted as a job of its own, its files and logs in its run directory's ``slurm/``.
 """
 
 from __future__ import annotations
@@ -66,6 +71,18 @@ def check_root(root: Path, axes: list[grid.Axis], config: str) -> None:
 
 def element_args(args: argparse.Namespace, root: Path, element: grid.Element, name: str) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "run_dir": str(root / element.name), "name": name})
+
+
+def finished_elements(elements: list[grid.Element], specs: list[submit.JobSpec], configs: list) -> dict[int, str]:
+    """Element index -> why it is skipped, for the elements that have trained all their epochs: a
+    resubmitted sweep continues only the others (raise train.epochs to train the finished ones on)."""
+    done = {}
+    for element, spec, cfg in zip(elements, specs, configs, strict=True):
+        epochs = submit.finished_epochs(spec.run_dir)
+        if epochs is not None and cfg.train.epochs <= epochs:
+            step = runs.state_step(runs.read_state(spec.run_dir))
+            done[element.index] = f"finished its {epochs} epochs (step {step}): skipped"
+    return done
 
 
 def plan(args: argparse.Namespace):
@@ -122,32 +139,61 @@ def describe_elements(elements: list[grid.Element]) -> list[str]:
     return [f"  {e.index:>3}  {e.name.ljust(width)}  --set " + " --set ".join(e.overrides) for e in elements]
 
 
-def dry_run(args, profile, axes, elements, configs, specs, root, name, evaluation_plan) -> int:
+def dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, done: dict[int, str]) -> int:
     from jobs import evaluation
 
-    parallel = args.max_parallel or len(elements)
+    todo = [i for i, e in enumerate(elements) if e.index not in done]
+    parallel = args.max_parallel or len(todo)
     code = snapshot.planned(runs.slurm_folder(root))
-    spec = submit.with_code(specs[0], code)
+    spec = submit.with_code(specs[todo[0]], code)
+    listed = describe_elements(elements)
+    listed = [f"{line}   ({done[e.index]})" if e.index in done else line for e, line in zip(elements, listed, strict=True)]
+    at_most = f", at most {min(parallel, len(todo))} at once"
+    if not done:
+        which = f"one job array 0-{len(todo) - 1}{at_most}"
+    elif len(todo) == 1:
+        which = f"{len(done)} finished, so one job (not an array) for the other"
+    else:
+        which = (f"{len(done)} finished, so one job array 0-{len(todo) - 1} of the other {len(todo)} (task i runs "
+                 f"the i-th element not skipped){at_most}")
     out = [f"# sweep {name}: {len(elements)} elements ({' x '.join(str(len(a.values)) for a in axes)}) under {root}; "
-           f"one job array 0-{len(elements) - 1}, at most {min(parallel, len(elements))} at once; each element "
+           f"{which}; each element "
            f"{_ranks(spec.num_ranks)}, time {format_slurm_time(spec.time_s)} (cluster profile {profile.name})",
-           "# element  run directory  overrides (on top of --config and --set)", *describe_elements(elements),
+           "# element  run directory  overrides (on top of --config and --set)", *listed,
            f"# {snapshot.describe(code)}",
-           "# ---- sbatch script (one job array; task i runs element i's jobs.job.TrainingJob) ----",
-           sbatch_script(spec, len(elements), parallel, runs.slurm_folder(root)),
-           f"# ---- task i runs: python -m {spec.entry} --config ROOT/<element>/slurm/submitted_config.yaml "
+           "# ---- sbatch script (one job array; each task runs its element's jobs.job.TrainingJob) ----"
+           if len(todo) > 1 else "# ---- sbatch script (runs the element's jobs.job.TrainingJob) ----",
+           sbatch_script(spec, len(todo), parallel, runs.slurm_folder(root)) if len(todo) > 1 else
+           submit.sbatch_script(spec),
+           f"# ---- each task runs: python -m {spec.entry} --config ROOT/<element>/slurm/submitted_config.yaml "
            "--run-dir ROOT/<element>"]
-    if evaluation_plan is not None:
+    if evaluation_plan is not None and len(todo) == 1:
+        out += ["# ---- evaluation: after the training job (afterok:JOBID) ----",
+                evaluation.sbatch_script(evaluation_plan, spec, "afterok:JOBID", runs.slurm_folder(spec.run_dir))]
+    elif evaluation_plan is not None:
         out += ["# ---- evaluation: one array, task i after training task i (aftercorr:ARRAYID) ----",
-                evaluation.sbatch_script(evaluation_plan, spec, "aftercorr:0", runs.slurm_folder(root), len(elements))
+                evaluation.sbatch_script(evaluation_plan, spec, "aftercorr:0", runs.slurm_folder(root), len(todo))
                 .replace("aftercorr:0", "aftercorr:ARRAYID")]
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 
 
-def write_sweep(root: Path, name: str, args, axes, elements, specs, job_ids, eval_ids, code, parallel) -> dict:
+def write_sweep(root: Path, name: str, args, axes, elements, specs, submitted: dict[int, tuple[str, str | None]],
+                code, parallel) -> dict:
+    """``submitted``: element index -> (job id, evaluation job id) of this submission; the other
+    (finished) elements keep the ids of the submission that trained them."""
     previous = runs.read_sweep(root) or {}
+    before = {e.get("index"): e for e in previous.get("elements") or [] if isinstance(e, dict)}
     arrays = list(previous.get("arrays") or [])
+    job_ids = [job for job, _ in submitted.values()]
+    eval_ids = [job for _, job in submitted.values() if job]
+
+    def ids(index: int) -> dict:
+        if index in submitted:
+            return {"job_id": submitted[index][0], "evaluation_job_id": submitted[index][1]}
+        old = before.get(index) or {}
+        return {"job_id": old.get("job_id"), "evaluation_job_id": old.get("evaluation_job_id"), "skipped": "finished"}
+
     record = {
         "name": name, "root": str(root), "config": str(Path(args.config).resolve()), "set": list(args.overrides),
         "grid": [{"key": axis.key, "values": list(axis.values)} for axis in axes],
@@ -156,8 +202,7 @@ def write_sweep(root: Path, name: str, args, axes, elements, specs, job_ids, eva
         "evaluation": {"array_job_id": eval_ids[0].split("_", 1)[0], "test_dir": args.evaluate_after}
         if eval_ids else None,
         "elements": [{"index": e.index, "name": e.name, "overrides": list(e.overrides), "run_dir": str(s.run_dir),
-                      "job_id": job_id, "evaluation_job_id": eval_ids[e.index] if eval_ids else None}
-                     for e, s, job_id in zip(elements, specs, job_ids, strict=True)],
+                      **ids(e.index)} for e, s in zip(elements, specs, strict=True)],
         "arrays": arrays + [job_ids[0].split("_", 1)[0]],
     }
     atomic_write_text(root / runs.SWEEP_FILE, json.dumps(record, indent=1) + "\n")
@@ -178,6 +223,18 @@ def submit_array(specs: list[submit.JobSpec], parallel: int, folder: Path) -> li
     return [str(job.job_id) for job in jobs]
 
 
+def submit_single(spec: submit.JobSpec) -> str:
+    """The one element a resubmitted sweep has left: a job of its own (submitit submits a batch of one
+    as a plain job), with its files and logs in the element's RUN_DIR/slurm like any single run."""
+    executor = submit.make_executor(spec)
+    try:
+        job = executor.submit(submit.training_job(spec))
+    except Exception as exc:  # submitit wraps sbatch's refusal; keep its last line
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise LaunchError(f"sbatch refused the sweep's job: {lines[-1] if lines else exc}") from None
+    return str(job.job_id)
+
+
 def run(args: argparse.Namespace) -> int:
     profile, axes, elements, configs, specs, root, name, evaluation_plan = plan(args)
     have_slurm = slurm.available()
@@ -185,22 +242,28 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(submit.sbatch_missing_message() + "\n")
         return 2
     submit.check_spec(specs[0], profile, ask_slurm=have_slurm)  # one partition, account and time for all
-    for element, spec, cfg in zip(elements, specs, configs, strict=True):
+    done = finished_elements(elements, specs, configs)
+    if len(done) == len(elements):
+        raise LaunchError(f"every element of sweep {name} ({root}) has finished its epochs; to train them further "
+                          "raise train.epochs (e.g. --set train.epochs=N), or choose another --name or --run-dir")
+    todo = [i for i, e in enumerate(elements) if e.index not in done]
+    for i in todo:
         try:
-            submit.check_run_dir_free(spec, cfg, create=False)
+            submit.check_run_dir_free(specs[i], configs[i], create=False)
         except LaunchError as exc:
-            raise LaunchError(f"sweep element {element.index} ({element.name}): {exc}") from None
+            raise LaunchError(f"sweep element {elements[i].index} ({elements[i].name}): {exc}") from None
     if args.dry_run:
-        return dry_run(args, profile, axes, elements, configs, specs, root, name, evaluation_plan)
-    for spec in specs:
-        submit.check_run_dir(spec.run_dir)
+        return dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, done)
+    for i in todo:
+        submit.check_run_dir(specs[i].run_dir)
     code = snapshot.take(runs.slurm_folder(root))
     frozen = []
-    for spec, cfg in zip(specs, configs, strict=True):
-        snapshot.write_record(runs.slurm_folder(spec.run_dir), code)
-        frozen.append(submit.with_code(submit.freeze_config(spec, cfg), code))
-    parallel = args.max_parallel or len(elements)
-    job_ids = submit_array(frozen, parallel, runs.slurm_folder(root))
+    for i in todo:
+        snapshot.write_record(runs.slurm_folder(specs[i].run_dir), code)
+        frozen.append(submit.with_code(submit.freeze_config(specs[i], configs[i]), code))
+    parallel = args.max_parallel or len(todo)
+    single = len(frozen) == 1
+    job_ids = [submit_single(frozen[0])] if single else submit_array(frozen, parallel, runs.slurm_folder(root))
     for spec, job_id in zip(frozen, job_ids, strict=True):
         runs.record_submission(job_id, spec.run_dir, name, spec.cluster, sweep=str(root))
     eval_ids: list[str] = []
@@ -208,26 +271,35 @@ def run(args: argparse.Namespace) -> int:
         from jobs import evaluation
 
         try:
-            eval_ids = evaluation.submit_after_array(evaluation_plan, frozen, job_ids, runs.slurm_folder(root))
+            eval_ids = ([evaluation.submit_after(evaluation_plan, frozen[0], job_ids[0])] if single else
+                        evaluation.submit_after_array(evaluation_plan, frozen, job_ids, runs.slurm_folder(root)))
         except LaunchError as exc:
             slurm.run(["scancel", job_ids[0].split("_", 1)[0]])
             raise LaunchError(f"{exc}; the sweep's array {job_ids[0].split('_', 1)[0]} was cancelled again, nothing "
                               "is left queued") from None
-    write_sweep(root, name, args, axes, elements, frozen, job_ids, eval_ids, code, parallel)
-    sys.stdout.write(describe_submission(name, root, elements, job_ids, eval_ids, frozen[0], parallel, code) + "\n")
+    submitted = {elements[i].index: (job_id, eval_ids[k] if eval_ids else None)
+                 for k, (i, job_id) in enumerate(zip(todo, job_ids, strict=True))}
+    for i, spec in zip(todo, frozen, strict=True):
+        specs[i] = spec
+    record = write_sweep(root, name, args, axes, elements, specs, submitted, code, parallel)
+    sys.stdout.write(describe_submission(name, root, elements, record, done, frozen[0], parallel, code) + "\n")
     return 0
 
 
-def describe_submission(name, root, elements, job_ids, eval_ids, spec, parallel, code) -> str:
-    array_id = job_ids[0].split("_", 1)[0]
+def describe_submission(name, root, elements, record, done: dict[int, str], spec, parallel, code) -> str:
+    count = len(elements) - len(done)
     width = max(len(e.name) for e in elements)
-    lines = [f"submitted sweep {name}: job array {array_id} with {len(elements)} elements (at most "
-             f"{min(parallel, len(elements))} at once; each {_ranks(spec.num_ranks)}, partition {spec.partition}, "
-             f"time {format_slurm_time(spec.time_s)})",
+    what = (f"job {record['array_job_id']} for its one unfinished element (" if count == 1 else
+            f"job array {record['array_job_id']} with {count} elements (at most {min(parallel, count)} at once; each ")
+    lines = [f"submitted sweep {name}: {what}{_ranks(spec.num_ranks)}, partition {spec.partition}, "
+             f"time {format_slurm_time(spec.time_s)})" + (f"; {len(done)} finished, skipped" if done else ""),
              f"sweep root:    {root}  (sweep.json; logs in {runs.slurm_folder(root)})"]
-    for element, job_id in zip(elements, job_ids, strict=True):
-        evaluation = f"  evaluation {eval_ids[element.index]}" if eval_ids else ""
-        lines.append(f"  {job_id:<10} {element.name.ljust(width)}{evaluation}")
+    for element, entry in zip(elements, record["elements"], strict=True):
+        if element.index in done:
+            lines.append(f"  {str(entry.get('job_id') or '-'):<10} {element.name.ljust(width)}  {done[element.index]}")
+            continue
+        evaluation = f"  evaluation {entry['evaluation_job_id']}" if entry.get("evaluation_job_id") else ""
+        lines.append(f"  {entry['job_id']:<10} {element.name.ljust(width)}{evaluation}")
     lines += [snapshot.describe(code),
               f"status:        python launch.py status {root}   (one line per element)",
               f"compare:       python launch.py compare {root}"]

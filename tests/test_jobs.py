@@ -1,6 +1,7 @@
 """Unit tests of the launcher's pieces: Slurm times, profiles, the sbatch template (the requeue
 policy: tests/test_requeue.py; ports: tests/test_ports.py)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,22 +50,27 @@ def test_profile_with_unknown_key_is_one_line_naming_file_and_key(tmp_path):
         load_profile("nowhere")
 
 
-def emit_sbatch(repo_root, *extra):
+def emit_sbatch(repo_root, run_dir, *extra):
+    """The emitted script, with this machine's paths and the snapshot's revision made generic."""
     args = [sys.executable, "launch.py", "--emit-sbatch", "--cluster", "levante", "--account", "ab1234",
-            "--config", "configs/se_balanced.yaml", "--run-dir", "/scratch/ab1234/runs/se_balanced",
+            "--config", "configs/se_balanced.yaml", "--run-dir", str(run_dir),
             "--nodes", "2", "--constraint", "a100_80", *extra]
     proc = subprocess.run(args, cwd=repo_root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith(f"code snapshot: {run_dir}/slurm/code  revision "), proc.stderr
+    assert (run_dir / "slurm" / "code" / "jobs" / "requeue.py").is_file()  # the batch shell's requeue CLI too
     subprocess.run(["bash", "-n"], input=proc.stdout, text=True, check=True)  # valid shell as rendered
-    return proc.stdout.replace(sys.executable, "<PYTHON>").replace(str(repo_root), "<ROOT>")
+    text = re.sub(r"^export SEGAN_CODE=.*$", "export SEGAN_CODE=<CODE>", proc.stdout, flags=re.M)
+    return (text.replace(sys.executable, "<PYTHON>").replace(str(repo_root), "<ROOT>")
+            .replace(str(run_dir), "/scratch/ab1234/runs/se_balanced"))
 
 
-def test_emitted_sbatch_matches_the_golden_file(repo_root):
-    text = emit_sbatch(repo_root, "--set", "optim.lr=1e-4", "--set", "data.train_dir=/data/my corpus/$(whoami);x")
+def test_emitted_sbatch_matches_the_golden_file(repo_root, tmp_path):
+    text = emit_sbatch(repo_root, tmp_path / "se_balanced", "--set", "optim.lr=1e-4", "--set", "data.train_dir=/data/my corpus/$(whoami);x")
     assert text == (GOLDEN / "levante_2nodes.sbatch").read_text()
     assert "'data.train_dir=/data/my corpus/$(whoami);x'" in text  # one word, never expanded
 
 
-def test_emitted_sbatch_for_the_defaults_matches_the_golden_file(repo_root):
-    text = emit_sbatch(repo_root, "--nodes", "1", "--time", "04:00:00", "--signal-lead", "900")
+def test_emitted_sbatch_for_the_defaults_matches_the_golden_file(repo_root, tmp_path):
+    text = emit_sbatch(repo_root, tmp_path / "se_balanced", "--nodes", "1", "--time", "04:00:00", "--signal-lead", "900")
     assert text == (GOLDEN / "levante_defaults.sbatch").read_text()

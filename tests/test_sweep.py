@@ -133,6 +133,38 @@ def test_a_sweep_root_is_not_a_run_directory_and_another_grid_is_refused(repo_ro
     assert "is the root of a sweep" in err
 
 
+def test_a_resubmitted_sweep_skips_its_finished_elements(repo_root, tmp_path):
+    """The same grid to the same root continues the sweep: a finished element is skipped (named, with its
+    step) and the array holds only the others; when all have finished, one line says so."""
+    root = tmp_path / "sweep"
+    flags = [*SWEEP, "--grid", "loss.w_gan=0.1,0.2,0.3", "--run-dir", str(root), "--dry-run"]
+    root.mkdir()
+    (root / "sweep.json").write_text(json.dumps({"name": "s", "grid": [{"key": "loss.w_gan",
+                                                                          "values": ["0.1", "0.2", "0.3"]}],
+                                                 "elements": []}))
+    for name in ("w_gan=0.1", "w_gan=0.3"):
+        (root / name).mkdir()
+        (root / name / "state.json").write_text(json.dumps({"status": "finished", "step": 16, "epochs": 4}))
+    out = launch(repo_root, *flags, env=OFFLINE)
+    assert out.returncode == 0, out.stderr
+    assert "2 finished, so one job (not an array) for the other; each element" in out.stdout
+    assert "    0  w_gan=0.1  --set loss.w_gan=0.1   (finished its 4 epochs (step 16): skipped)" in out.stdout
+    assert "    1  w_gan=0.2  --set loss.w_gan=0.2\n" in out.stdout
+    assert "#SBATCH --array" not in out.stdout  # the one element left is a job of its own
+    assert f"#SBATCH --output={root}/w_gan=0.2/slurm/%j_0_log.out" in out.stdout
+    more = launch(repo_root, *flags, "--set", "train.epochs=5", env=OFFLINE)  # train the finished ones further
+    assert more.returncode == 0 and "#SBATCH --array=0-2" in more.stdout and "skipped" not in more.stdout
+    (root / "w_gan=0.3" / "state.json").unlink()  # two left: an array of the two, in element order
+    two = launch(repo_root, *flags, env=OFFLINE)
+    assert "1 finished, so one job array 0-1 of the other 2 (task i runs the i-th element not skipped)" in two.stdout
+    assert "#SBATCH --array=0-1%2\n" in two.stdout
+    (root / "w_gan=0.3" / "state.json").write_text(json.dumps({"status": "finished", "step": 16, "epochs": 4}))
+    (root / "w_gan=0.2").mkdir()
+    (root / "w_gan=0.2" / "state.json").write_text(json.dumps({"status": "finished", "step": 16, "epochs": 4}))
+    err = one_line_error(launch(repo_root, *flags, env=OFFLINE))
+    assert "every element of sweep" in err and "has finished its epochs" in err and "train.epochs" in err
+
+
 # ----- a sweep on disk: status, list, logs, compare find it -------------------------------------
 
 def fake_sweep(tmp_path, array="500", states=("finished", "running")):

@@ -159,7 +159,8 @@ def test_check_reports_the_cluster(tmp_path):
 
 def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     """The --emit-sbatch script (srun + torchrun, no submitit): USR2 to the batch shell -> the ranks
-    save -> the shell requeues; the torchrun agent survives the signal it is not meant to handle."""
+    save -> the shell requeues; the torchrun agent survives the signal it is not meant to handle. Both
+    attempts run the code snapshot taken when the script was printed."""
     run_dir = tmp_path / "plain"
     emitted = launch("--cluster", "local", "--emit-sbatch", "--config", "configs/smoke.yaml", "--entry",
                      "jobs.probe", "--run-dir", str(run_dir), "--gpus-per-node", "2", env=env)
@@ -201,6 +202,8 @@ def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     status = launch("status", str(run_dir), env=env)
     assert status.returncode == 0, status.stderr
     assert f"job {job}  run directory" in status.stdout and "  state:  cancelled" in status.stdout
+    assert emitted.stderr.startswith(f"code snapshot: {run_dir}/slurm/code  revision "), emitted.stderr
+    assert json.loads(state.read_text())["source"] == str(run_dir / "slurm" / "code" / "jobs" / "probe.py")
 
 
 def test_plain_sbatch_template_stops_a_crash_loop_at_the_crash_budget(tmp_path, env):
@@ -272,16 +275,19 @@ def test_creative_agent_job_is_preempted_requeued_and_finishes(tmp_path, env):
 def test_two_node_job_is_preempted_requeued_and_finishes(tmp_path, env):
     """2 nodes x 2 GPUs: MASTER_ADDR is the first node's name, both nodes' ranks save and resume."""
     run_dir = tmp_path / "two_nodes"
-    job = submit(*SMOKE, "--nodes", "2", "--gpus-per-node", "2", "--run-dir", str(run_dir), env=env)
-    wait_for(lambda: step_losses(run_dir), 600, "the first training step")
+    # a whole epoch (40 pairs / 4 ranks) and a quick poll: the USR2 must land mid-run on a fast machine too
+    job = submit(*SMOKE, "--set", "train.max_steps_per_epoch=10", "--nodes", "2", "--gpus-per-node", "2",
+                 "--run-dir", str(run_dir), env=env)
+    wait_for(lambda: step_losses(run_dir), 600, "the first training step", poll=0.05)
     nodes = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True).stdout.strip()
     assert nodes in ("n[1-2]", "n1,n2"), nodes
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     first = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 300, "the save after USR2")[0]
     assert (first["exit_code"], first["action"]) == (42, "requeue"), first
+    assert 0 < first["step_end"] < 10
     wait_for(lambda: release_if_waiting(job), 120, "the requeued job to wait for its BeginTime")
     assert wait_for(lambda: final_state(job), 900, "the requeued job to finish") == "COMPLETED"
     state = json.loads((run_dir / "state.json").read_text())
-    assert (state["status"], state["step"], state["world_size"]) == ("finished", 5, 4)
-    assert [s for s, _ in step_losses(run_dir)] == [1, 2, 3, 4, 5]
+    assert (state["status"], state["step"], state["world_size"]) == ("finished", 10, 4)
+    assert [s for s, _ in step_losses(run_dir)] == list(range(1, 11))
     assert records(run_dir / "attempts.jsonl", event="start")[1]["step"] == first["step_end"]

@@ -135,6 +135,53 @@ def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_pat
     assert all(line.split()[-1] == "finished" for line in table[2:])
 
 
+def test_a_resubmitted_sweep_continues_only_its_unfinished_elements(tmp_path, env):
+    """Element 1 of a 2-element sweep is cancelled mid-run (saved, not requeued), element 0 finishes. The
+    same sweep command again skips element 0 (it keeps its job id) and submits a new array of one task
+    for element 1, which resumes at its saved step and finishes: every step once in each element."""
+    root = tmp_path / "sweep"
+    probe = {**env, "SEGAN_PROBE_STEPS": "30", "SEGAN_PROBE_STEP_SECONDS": "0.3"}
+    command = ("sweep", "--cluster", "local", "--config", "configs/smoke.yaml", "--entry", "jobs.probe",
+               "--set", "train.epochs=1", "--grid", "loss.w_gan=0.05,0.1", "--name", "wf-again", "--run-dir", str(root),
+               "--gpus-per-node", "1")
+    proc = launch(*command, env=probe)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = json.loads((root / "sweep.json").read_text())["array_job_id"]
+    dirs = [root / "w_gan=0.05", root / "w_gan=0.1"]
+    wait_for(lambda: state(dirs[1]).get("step", 0) >= 3, 300, "element 1's first steps")
+    assert launch("cancel", f"{first}_1", env=env).returncode == 0
+    assert wait_for(lambda: final_state(f"{first}_1"), 180, "the cancellation") == "CANCELLED"
+    assert wait_for(lambda: final_state(f"{first}_0"), 300, "element 0 to finish") == "COMPLETED"
+    saved = records(dirs[1] / "attempts.jsonl", event="end")[-1]
+    assert saved["action"] == "stop" and 0 < saved["step_end"] < 30, saved
+
+    again = launch(*command, env=probe)
+    assert again.returncode == 0, again.stdout + again.stderr
+    sweep = json.loads((root / "sweep.json").read_text())
+    second = sweep["array_job_id"]
+    assert second != first and sweep["arrays"] == [first, second]
+    # the one element left is a job of its own (submitit submits a batch of one as a plain job)
+    assert again.stdout.startswith(f"submitted sweep wf-again: job {second} for its one unfinished element"), again.stdout
+    assert "1 finished, skipped" in again.stdout and "finished its 1 epochs (step 30): skipped" in again.stdout
+    assert [(e["job_id"], e.get("skipped")) for e in sweep["elements"]] == [(f"{first}_0", "finished"), (second, None)]
+    assert wait_for(lambda: final_state(second), 300, "element 1 to finish") == "COMPLETED"
+    assert f"===== attempt 1 of job {second}" in (dirs[1] / "slurm" / f"{second}_0_log.out").read_text()
+    for run_dir in dirs:
+        assert (state(run_dir)["status"], state(run_dir)["step"]) == ("finished", 30)
+        assert [r["step"] for r in step_records(run_dir)] == list(range(1, 31)), run_dir.name
+    assert [s["step"] for s in records(dirs[0] / "attempts.jsonl", event="start")] == [0]  # not run again
+    assert [(s["job_id"], s["step"]) for s in records(dirs[1] / "attempts.jsonl", event="start")] == [
+        (f"{first}_1", 0), (second, saved["step_end"])]
+    rows = [line.split() for line in launch("status", str(root), env=env).stdout.splitlines()
+            if line.strip().startswith("w_gan=")]
+    assert [(r[1], r[2], r[3]) for r in rows] == [(f"{first}_0", "finished", "30"), (second, "finished", "30")]
+    listed = launch("list", env=env).stdout.splitlines()
+    assert listed[1].startswith(f"sweep wf-again: arrays {first}, {second}, 2 runs (2 finished)"), listed
+    assert [row.split()[0] for row in listed[2:4]] == [f"{first}_0", second]
+    refused = launch(*command, env=probe)
+    assert refused.returncode == 2 and "every element of sweep wf-again" in refused.stderr, refused.stderr
+
+
 def checkout_copy(tmp_path):
     """The working tree as a fresh git checkout of its own (the tests must not edit the real one)."""
     copy = tmp_path / "checkout"
@@ -235,7 +282,7 @@ def test_the_evaluation_runs_once_the_requeued_training_job_has_finished(tmp_pat
     eval_job = evaluation["job_id"]
     assert evaluation["after"] == job and f"evaluation:    job {eval_job} after training job {job} (CPU only" in proc.stdout
     try:
-        wait_for(lambda: step_records(run_dir), 900, "the first training step")
+        wait_for(lambda: step_records(run_dir), 900, "the first training step", poll=0.05)  # mid-run on a fast machine
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
         first = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end"), 600, "the save after USR2")[0]
         assert (first["exit_code"], first["action"]) == (42, "requeue"), first
