@@ -15,6 +15,17 @@ from conftest import in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "testacct"
+STATE = Path(os.environ.get("SEGAN_SLURM_STATE", "/var/lib/segan-slurm"))  # tests/cluster/up.sh's state folder
+
+
+def daemon_pid(name: str) -> int | None:
+    """The pid of a running daemon of the test cluster (slurmdbd, slurmctld), from its pid file."""
+    try:
+        pid = int((STATE / "run" / f"{name}.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
 
 
 def cluster_problem() -> str | None:

@@ -6,11 +6,15 @@ They use jobs.probe (the trainer's signal/exit-code contract without torch), so 
 of job time, not minutes."""
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
 from cluster_helpers import (
     ACCOUNT,
+    STATE,
+    daemon_pid,
     final_state,
     launch,
     nodes_of,
@@ -126,9 +130,11 @@ def test_a_preemption_while_the_accounting_daemon_is_down_is_not_blamed_on_someo
     run_dir = tmp_path / "no_accounting"
     job = probe_job(run_dir, env, "--gpus-per-node", "2")
     wait_for(lambda: step(run_dir) >= 3, 120, "the first steps")
-    subprocess.run(["pkill", "-x", "slurmdbd"], check=True)
+    dbd = daemon_pid("slurmdbd")
+    assert dbd is not None, f"no live slurmdbd pid in {STATE / 'run'}"
+    os.kill(dbd, signal.SIGTERM)
     try:
-        wait_for(lambda: subprocess.run(["pgrep", "-x", "slurmdbd"]).returncode == 1, 30, "slurmdbd to stop")
+        wait_for(lambda: daemon_pid("slurmdbd") is None, 30, "slurmdbd to stop")
         urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-A", ACCOUNT, "-w", nodes_of(job),
                                  "--exclusive", "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"],
                                 capture_output=True, text=True)
