@@ -149,11 +149,6 @@ def _executor(plan_: Plan, spec, dependency: str, folder: Path):
     return executor
 
 
-def _refused(exc: Exception) -> LaunchError:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return LaunchError(f"sbatch refused the evaluation job: {lines[-1] if lines else exc}")
-
-
 def write_record(run_dir: Path, job_id: str, after: str, plan_: Plan) -> None:
     atomic_write_text(runs.slurm_folder(run_dir) / RECORD, json.dumps({
         "job_id": str(job_id), "after": str(after), "test_dir": str(plan_.test_dir),
@@ -167,7 +162,7 @@ def submit_after(plan_: Plan, spec, after: str) -> str:
     try:
         job = executor.submit(make_job(plan_, spec.run_dir, after))
     except Exception as exc:  # submitit wraps sbatch's refusal
-        raise _refused(exc) from None
+        raise runs.sbatch_refused(exc, "the evaluation job") from None
     job_id = str(job.job_id)
     write_record(spec.run_dir, job_id, after, plan_)
     runs.record_submission(job_id, spec.run_dir, plan_.name, spec.cluster, kind="evaluation", after=str(after))
@@ -183,7 +178,7 @@ def submit_after_array(plan_: Plan, specs: list, after_ids: list[str], folder: P
             jobs = [executor.submit(make_job(plan_, spec.run_dir, after)) for spec, after in zip(specs, after_ids,
                                                                                                   strict=True)]
     except Exception as exc:
-        raise _refused(exc) from None
+        raise runs.sbatch_refused(exc, "the evaluation job") from None
     ids = [str(job.job_id) for job in jobs]
     for spec, job_id, after in zip(specs, ids, after_ids, strict=True):
         write_record(spec.run_dir, job_id, after, plan_)

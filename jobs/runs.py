@@ -28,6 +28,12 @@ class LaunchError(ValueError):
     """A problem the user can fix; printed as one line, exit code 2."""
 
 
+def sbatch_refused(exc: Exception, what: str) -> LaunchError:
+    """submitit wraps sbatch's refusal of ``what`` in a long message; keep its last line."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return LaunchError(f"sbatch refused {what}: {lines[-1] if lines else exc}")
+
+
 def index_path() -> Path:
     return Path(os.environ.get("SEGAN_JOB_INDEX") or ROOT / "logs" / "submissions.jsonl")
 

@@ -290,9 +290,8 @@ def submit(spec: JobSpec) -> str:
     executor = make_executor(spec)
     try:
         job = executor.submit(training_job(spec))
-    except Exception as exc:  # submitit wraps sbatch's refusal; keep its last line
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise LaunchError(f"sbatch refused the job: {lines[-1] if lines else exc}") from None
+    except Exception as exc:
+        raise runs.sbatch_refused(exc, "the job") from None
     runs.record_submission(job.job_id, spec.run_dir, spec.name, spec.cluster)
     return str(job.job_id)
 

@@ -217,9 +217,8 @@ def submit_array(specs: list[submit.JobSpec], parallel: int, folder: Path) -> li
     try:
         with executor.batch():
             jobs = [executor.submit(submit.training_job(spec)) for spec in specs]
-    except Exception as exc:  # submitit wraps sbatch's refusal; keep its last line
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise LaunchError(f"sbatch refused the sweep's job array: {lines[-1] if lines else exc}") from None
+    except Exception as exc:
+        raise runs.sbatch_refused(exc, "the sweep's job array") from None
     return [str(job.job_id) for job in jobs]
 
 
@@ -229,9 +228,8 @@ def submit_single(spec: submit.JobSpec) -> str:
     executor = submit.make_executor(spec)
     try:
         job = executor.submit(submit.training_job(spec))
-    except Exception as exc:  # submitit wraps sbatch's refusal; keep its last line
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise LaunchError(f"sbatch refused the sweep's job: {lines[-1] if lines else exc}") from None
+    except Exception as exc:
+        raise runs.sbatch_refused(exc, "the sweep's job") from None
     return str(job.job_id)
 
 
