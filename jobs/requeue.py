@@ -126,6 +126,12 @@ SETTLED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "
 ACCOUNTING_WAIT_S = 8.0  # well inside Slurm's KillWait (30 s by default) after the job's SIGTERM
 
 
+def _state_word(record: dict[str, str]) -> str:
+    """A sacct record's state without its detail ('CANCELLED by 0' -> 'CANCELLED'); '' when there is none."""
+    parts = (record.get("State") or "").split()
+    return parts[0] if parts else ""
+
+
 def _settled_record(job_id: str, restart: int, wait_s: float = ACCOUNTING_WAIT_S) -> dict[str, str]:
     """sacct's record of attempt ``restart``, waiting up to ``wait_s`` for it to exist with a state in
     :data:`SETTLED_STATES` (an earlier attempt's record does not count); when none comes in time, the
@@ -136,7 +142,7 @@ def _settled_record(job_id: str, restart: int, wait_s: float = ACCOUNTING_WAIT_S
     while True:
         attempts = slurm.attempt_records(job_id, timeout=max(1.0, deadline - time.monotonic()))
         record = attempts[restart] if 0 <= restart < len(attempts) else None
-        if record is not None and (record.get("State") or "-").split()[0] in SETTLED_STATES:
+        if record is not None and _state_word(record) in SETTLED_STATES:
             return record
         if time.monotonic() >= deadline:
             return record if record is not None else (attempts[-1] if attempts else {})
@@ -161,7 +167,7 @@ def classify_ending(run_dir: Path, job_id: str, restart: int) -> Ending | None:
         return None
     record = _settled_record(job_id, restart)
     acct = record.get("State", "")
-    word = acct.split()[0] if acct else ""
+    word = _state_word(record)
     if _int(info.get("Restarts"), restart) > restart:
         if word == "PREEMPTED":
             return Ending("preempted", "preempted (sacct PREEMPTED): Slurm requeued the job itself "

@@ -135,11 +135,19 @@ def finished_epochs(run_dir: Path) -> int | None:
     return epochs if isinstance(epochs, int) else None
 
 
+def finished_run(run_dir: Path, cfg: Config) -> tuple[int, int | None] | None:
+    """(epochs, step) of a run that has trained all the epochs ``cfg`` asks for; None otherwise."""
+    done = finished_epochs(run_dir)
+    if done is None or cfg.train.epochs > done:
+        return None
+    return done, runs.state_step(runs.read_state(run_dir))
+
+
 def check_not_finished(run_dir: Path, cfg: Config) -> None:
     """Resubmitting a finished run would take an allocation only to print 'finished'."""
-    done = finished_epochs(run_dir)
-    if done is not None and cfg.train.epochs <= done:
-        step = runs.state_step(runs.read_state(run_dir))
+    finished = finished_run(run_dir, cfg)
+    if finished is not None:
+        done, step = finished
         raise LaunchError(f"run directory {run_dir} has already finished its {done} epochs (step {step}); "
                           f"to train it further raise train.epochs (e.g. --set train.epochs={done + max(1, done // 2)}), "
                           "or choose another --run-dir")

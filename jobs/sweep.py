@@ -78,10 +78,9 @@ def finished_elements(elements: list[grid.Element], specs: list[submit.JobSpec],
     resubmitted sweep continues only the others (raise train.epochs to train the finished ones on)."""
     done = {}
     for element, spec, cfg in zip(elements, specs, configs, strict=True):
-        epochs = submit.finished_epochs(spec.run_dir)
-        if epochs is not None and cfg.train.epochs <= epochs:
-            step = runs.state_step(runs.read_state(spec.run_dir))
-            done[element.index] = f"finished its {epochs} epochs (step {step}): skipped"
+        finished = submit.finished_run(spec.run_dir, cfg)
+        if finished is not None:
+            done[element.index] = f"finished its {finished[0]} epochs (step {finished[1]}): skipped"
     return done
 
 
