@@ -18,7 +18,7 @@ test_scores.json. Prints, as the median of ``--repeats``:
 All four are timed one after the other in the same run, on the same files, so each ratio
 compares numbers taken under the same conditions.
 
-No timed assertion anywhere: the numbers are for the README.
+No timed assertion anywhere: the numbers are for docs/benchmarks.md.
 """
 
 from __future__ import annotations

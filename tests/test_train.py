@@ -158,7 +158,7 @@ def test_overlapped_labels_give_the_serial_losses(repo_root, tmp_path, nproc):
 @pytest.mark.slow
 def test_compiled_generator_gives_the_eager_losses(repo_root, tmp_path):
     """train.compile with the aot_eager backend (dynamo graph capture + AOT autograd, no C++ code
-    generation: inductor's needs a working compiler, see README) vs eager: the same step losses
+    generation: inductor's needs a working compiler, see docs/training.md) vs eager: the same step losses
     within float rounding, and checkpoints with the eager module's keys (they load without compile)."""
     for name, compile_on in (("eager", "false"), ("compiled", "true")):
         proc = run_train(repo_root, tmp_path / name, "train.epochs=1", f"train.compile={compile_on}",

@@ -3,7 +3,7 @@
 Per batch (:func:`diagnostic_tensors`, logged with every step record): mask means, the raw balance
 loss, output->input and output->target correlation, complementarity, mask regularisation and
 temporal diversity; each log window and epoch gets the :func:`copy_alert` of its mean
-correlations. The rule and the thresholds: README, "The creative-agent variant".
+correlations. The rule and the thresholds: docs/creative.md.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def load_encodec(path: str | Path, bandwidth_kbps: float = 6.0) -> FrozenEncodec
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model.encodec_weights: {str(path)!r} does not exist; stage "
-                          "encodec_24khz-d7cc33bc.th on a filesystem the compute nodes see (README)")
+                          "encodec_24khz-d7cc33bc.th on a filesystem the compute nodes see (docs/creative.md)")
     _check_published_hash(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
