@@ -3,7 +3,7 @@
     python launch.py --config configs/smoke.yaml --entry jobs.probe ...
 
 It honours the trainer's contract: ``main(argv) -> exit code``, flag-only USR2/TERM handlers
-(``trainer.signals``), resume from ``RUN_DIR/state.json``, ``metrics.jsonl`` step records,
+(``trainer.core.signals``), resume from ``RUN_DIR/state.json``, ``metrics.jsonl`` step records,
 EXIT_REQUEUE after a stop request at a step boundary. Rank 0 writes the files. Environment:
 SEGAN_PROBE_STEPS (total steps, default 20), SEGAN_PROBE_STEP_SECONDS (default 0.5),
 SEGAN_PROBE_CRASH=1 (raise at start: a crash loop), SEGAN_PROBE_IGNORE_USR2=1 (only SIGTERM stops

@@ -18,7 +18,6 @@ from pathlib import Path
 from trainer.core.io import atomic_write
 from trainer.core.runstate import read_metrics
 
-STEP_LOSS_KEYS = ("loss", "ri", "mag", "time", "gan", "d_loss")
 CREATIVE_KEYS = ("mask_input_mean", "mask_target_mean", "corr_input", "corr_target", "balance_raw",
                  "complementarity", "temporal_diversity")
 

@@ -27,7 +27,6 @@ import os
 import pickle
 import platform
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import yaml
 from trainer.core import dist, integrity
 from trainer.core.config import Config, config_from_dict, to_dict
 from trainer.core.errors import BadInput
-from trainer.core.io import DiskFull, atomic_write, atomic_write_bytes, atomic_write_group
+from trainer.core.io import DiskFull, atomic_write_bytes, atomic_write_group
 from trainer.core.log import get_logger, warn_once
 from trainer.core.registry import build_generator, task_spec
 from trainer.core.revision import checkout_version
@@ -127,12 +126,6 @@ def serialize(state: dict[str, Any], path: str | Path) -> memoryview:
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
     """Serialize (with checksum) and write to a temporary file beside ``path``, fsync, rename."""
     atomic_write_bytes(path, serialize(state, path))
-
-
-def copy_atomic(src: str | Path, dst: str | Path) -> None:
-    """Copy a finished checkpoint (e.g. last -> best_pesq) without a half-written window."""
-    with open(src, "rb") as source:
-        atomic_write(dst, lambda fh: shutil.copyfileobj(source, fh, 16 * 2**20), size=Path(src).stat().st_size)
 
 
 def _listed(names: list[str], limit: int = 3) -> str:

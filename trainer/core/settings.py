@@ -1,6 +1,6 @@
 """Typed YAML config machinery: YAML -> nested ``@dataclass(kw_only=True)`` sections.
 
-Shared by the training config (``trainer.config``) and the cluster profiles
+Shared by the training config (``trainer.core.config``) and the cluster profiles
 (``jobs.profiles``). Pure Python + PyYAML: importing it never imports torch.
 
 Rules (the same for files and for ``--set section.key=value`` overrides):

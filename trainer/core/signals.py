@@ -70,11 +70,6 @@ def ignore_signals(signums: tuple[int, ...], *_args) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def ignore_stop_signals(*_args) -> None:
-    """:func:`ignore_signals` for the stop signals only (usable as worker_init_fn)."""
-    ignore_signals(STOP_SIGNALS)
-
-
 @contextlib.contextmanager
 def blocked(signums: Iterable[int]) -> Iterator[None]:
     """Block ``signums`` in this thread meanwhile, for starting helper processes: a process (and a
