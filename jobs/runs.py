@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from jobs.profiles import ROOT
+from trainer.core import ckptinfo
 from trainer.core.runstate import load_state, now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
 
@@ -137,52 +138,13 @@ def state_step(state: dict) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
-class _Opaque:
-    """Stands in for every class of a checkpoint's pickle (tensors, NumPy, ...) when peeking."""
-
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
 def checkpoint_step(run_dir: Path) -> int | None:
-    """The step stored in ``checkpoints/last.pt`` (where a restart resumes), read without torch;
-    None when there is no such checkpoint or it cannot be read this way.
-
-    torch.save writes a zip archive whose ``*/data.pkl`` holds the state dict; it is unpickled with
-    every class replaced by :class:`_Opaque` and tensor storages by None, so nothing is run."""
-    path = Path(run_dir) / "checkpoints" / "last.pt"
-    if not path.is_file():
-        return None
-    import collections
-    import pickle
-    import zipfile  # imported here: login-node commands that never peek stay fast
-
-    class PeekUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if (module, name) == ("collections", "OrderedDict"):
-                return collections.OrderedDict
-            return _Opaque
-
-        def persistent_load(self, pid):
-            return None
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            if name is None:
-                return None
-            with archive.open(name) as fh:
-                state = PeekUnpickler(fh).load()
-    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError,
-            AttributeError, IndexError, KeyError):
-        return None
-    return state_step(state) if isinstance(state, dict) else None
+    """The step stored in ``checkpoints/last.pt`` (where a restart resumes), from the JSON sidecar the
+    trainer writes beside it (:mod:`trainer.core.ckptinfo`, torch-free); None when there is no such
+    checkpoint, or no sidecar that describes it (a checkpoint of an older version, or a crash between
+    the checkpoint's write and its sidecar's)."""
+    info = ckptinfo.read(Path(run_dir) / "checkpoints" / "last.pt")
+    return None if info is None else state_step(info)
 
 
 def resume_step(run_dir: Path) -> int:

@@ -34,7 +34,10 @@ def test_creative_run_logs_diagnostics_and_keeps_its_checkpoints(repo_root, tmp_
     assert all(r["alert"] in ALERTS for r in steps) and all(e["valid_alert"] in ALERTS for e in epochs)
     assert "pesq_valid_rate" not in steps[0]
     assert 0.0 <= epochs[-1]["valid_complementarity"] <= 100.0
-    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
+    sidecars = sorted(p.name for p in (run_dir / "checkpoints").glob("*.json"))
+    assert sidecars == [name.replace(".pt", ".json") for name in kept]  # trainer.core.ckptinfo
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted(kept + sidecars)
     assert kept == ["best_complementarity.pt", "best_loss.pt", "last.pt"]
     assert read_state(run_dir)["status"] == "finished"
     plots = subprocess.run([sys.executable, "-m", "trainer.plot", str(run_dir)], cwd=repo_root,

@@ -138,14 +138,16 @@ def test_start_records_the_attempt_and_prints_its_header(repo_root, tmp_path):
 
 def test_a_crashed_attempt_records_the_step_it_reached_and_the_step_it_resumes_from(tmp_path, monkeypatch):
     """trainer.train marks a crash in state.json with the step it was at; a restart resumes from
-    checkpoints/last.pt, read here without torch."""
+    checkpoints/last.pt, whose step the launcher reads from the trainer's JSON sidecar (no torch)."""
     import torch
 
+    from trainer.core import checkpoint as ckpt
+
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    torch.save({"format_version": 1, "step": 30, "epoch": 1, "generator": {"w": torch.zeros(3)},
-                "rng": [{"torch": torch.get_rng_state()}], "config": {"train": {"epochs": 4}}},
-               run_dir / "checkpoints" / "last.pt")
+    state = {key: {} for key in ckpt.REQUIRED_KEYS}
+    state.update(format_version=ckpt.FORMAT_VERSION, epoch=1, step=30, batches_done=0, rng=[ckpt.capture_rng()],
+                 generator={"w": torch.zeros(3)}, versions=ckpt.versions(), config={"train": {"epochs": 4}})
+    ckpt.save_run_checkpoints(state, run_dir / "checkpoints", ())
     (run_dir / "state.json").write_text(json.dumps({"status": "failed", "step": 37}))
     assert runs.checkpoint_step(run_dir) == 30
     monkeypatch.setenv("PATH", OFFLINE["PATH"])

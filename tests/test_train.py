@@ -122,7 +122,10 @@ def test_ddp_two_ranks_resume_is_bit_exact(repo_root, tmp_path, config):
     b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
     for key in a["generator"]:
         assert torch.equal(a["generator"][key], b["generator"][key]), key
-    kept = sorted(p.name for p in (tmp_path / "straight/checkpoints").iterdir())
+    kept = sorted(p.name for p in (tmp_path / "straight/checkpoints").glob("*.pt"))
+    sidecars = sorted(p.name for p in (tmp_path / "straight/checkpoints").glob("*.json"))
+    assert sidecars == [name.replace(".pt", ".json") for name in kept]  # trainer.core.ckptinfo
+    assert sorted(p.name for p in (tmp_path / "straight/checkpoints").iterdir()) == sorted(kept + sidecars)
     assert kept == ["best_composite.pt", "best_loss.pt", "best_pesq.pt", "best_stoi.pt", "last.pt"]
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 
-from trainer.core import dist, integrity
+from trainer.core import ckptinfo, dist, integrity
 from trainer.core.config import Config, config_from_dict, to_dict
 from trainer.core.errors import BadInput
 from trainer.core.io import DiskFull, atomic_write_bytes, atomic_write_group
@@ -335,7 +335,13 @@ def save_run_checkpoints(state: dict, folder: Path, improved: tuple[str, ...]) -
     serialization, hard links); returns the names. Raises DiskFull or NonFiniteState, writing nothing."""
     names = [*(f"best_{metric}" for metric in improved), "last"]
     data = serialize(state, folder / "last.pt")
-    atomic_write_group([folder / f"{name}.pt" for name in names], data)
+    paths = [folder / f"{name}.pt" for name in names]
+    atomic_write_group(paths, data)
+    try:
+        ckptinfo.write(paths, ckptinfo.summary(state))
+    except OSError as exc:  # the checkpoints are in place; a missing or stale sidecar reads as "unknown"
+        log.warning("could not write the JSON sidecars of %s (%s); launch.py will not know their step",
+                    ", ".join(p.name for p in paths), exc)
     return [names[-1], *names[:-1]]
 
 
