@@ -339,7 +339,7 @@ def save_run_checkpoints(state: dict, folder: Path, improved: tuple[str, ...]) -
     atomic_write_group(paths, data)
     try:
         ckptinfo.write(paths, ckptinfo.summary(state))
-    except OSError as exc:  # the checkpoints are in place; a missing or stale sidecar reads as "unknown"
+    except (OSError, DiskFull) as exc:  # the checkpoints are in place; a missing or stale sidecar reads "unknown"
         log.warning("could not write the JSON sidecars of %s (%s); launch.py will not know their step",
                     ", ".join(p.name for p in paths), exc)
     return [names[-1], *names[:-1]]
