@@ -107,7 +107,8 @@ def test_run_dir_mode_scores_every_kept_checkpoint(tmp_path, repo_root, folders)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--run-dir", str(run_dir), "--clean-dir",
                           str(clean_dir), "--noisy-dir", str(noisy_dir), "--out-dir", str(tmp_path / "enh"),
-                          "--json", str(tmp_path / "s.json"), "--workers", "1", "--no-progress"],
+                          "--json", str(tmp_path / "s.json"), "--workers", "1", "--no-progress",
+                          "--report", str(tmp_path / "report")],
                          cwd=repo_root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     header = [line for line in out.stdout.splitlines() if line.startswith("metric")][0].split()
@@ -118,6 +119,12 @@ def test_run_dir_mode_scores_every_kept_checkpoint(tmp_path, repo_root, folders)
     expected = np.mean([compute_metrics(c, n, SR, which=("pesq",))["pesq"]
                         for c, n in (_read_pair(clean_dir, noisy_dir, name) for name in ("a.wav", "spk2/b.wav"))])
     assert noisy_pesq == pytest.approx(expected)
+    # the report: paired differences against noisy, the run's curves, every checkpoint's audio
+    assert set(report["statistics"]["paired_vs_noisy"]) == {"best_loss", "best_pesq", "best_stoi",
+                                                             "best_composite", "last"}
+    page = (tmp_path / "report/index.html").read_text()
+    assert 'src="curves/validation.png"' in page and (tmp_path / "report/curves/validation.png").is_file()
+    assert page.count("<audio") == 2 * 7 and "http" not in page  # 2 files x (noisy, clean, 5 checkpoints)
     written = sorted(p.relative_to(tmp_path / "enh").as_posix() for p in (tmp_path / "enh").rglob("*.wav"))
     assert "last/a.wav" in written and "best_pesq/spk2/b.wav" in written
     enhanced, sr = sf.read(tmp_path / "enh/last/a.wav")

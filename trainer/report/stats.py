@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -104,9 +105,9 @@ def breakdown(rows: list[dict], conditions: dict[str, dict[str, str]], keys, see
 
 def _natural(item: tuple[str, list]) -> tuple:
     """"5-10 dB" before "10-15 dB": numbers by value, other labels by text."""
-    head = item[0].split("-")[0].split()[0] if item[0] else ""
+    match = re.match(r"^(-?\d+(?:\.\d+)?)", item[0])
     try:
-        return (0, float(head), item[0])
+        return (0, float(match.group(1)), item[0]) if match else (1, 0.0, item[0])
     except ValueError:
         return (1, 0.0, item[0])
 

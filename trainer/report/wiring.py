@@ -51,6 +51,8 @@ def report_folder_problem(folder: Path) -> str | None:
     if folder.exists() and not folder.is_dir():
         return f"--report {folder} is a file; give a folder"
     parent = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"--report {folder}: {parent} is a file, not a folder; give another folder"
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
         return f"--report {folder}: {parent} is not writable; give another folder"
     return None
