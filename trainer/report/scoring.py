@@ -1,7 +1,8 @@
 """Per-file DNSMOS rows for ``trainer.evaluate`` (run inside the metric pool; never imports torch).
 
 DNSMOS is defined at 16 kHz: other rates are resampled (polyphase) and the row's ``sample_rate``
-keeps the file's own rate so that the summary can say how many were resampled.
+keeps the file's own rate so that the summary can say how many were resampled. Samples beyond full
+scale (float files) are clipped to [-1, 1], as writing them to 16-bit would (the reference refuses them).
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ def dnsmos_scores(wave: np.ndarray, sr: int) -> dict:
         return failed | {"dnsmos_error": f"too short for DNSMOS (< {MIN_REFERENCE_SECONDS} s)"}
     if np.max(np.abs(wave)) < SILENCE_PEAK:
         return failed | {"dnsmos_error": "silent signal"}
-    if np.max(np.abs(wave)) > 1.0:
-        return failed | {"dnsmos_error": "samples outside [-1, 1] (DNSMOS expects full scale 1)"}
     if sr != 16000:
-        wave = np.clip(resample_to_16k(wave, sr), -1.0, 1.0)
+        wave = resample_to_16k(wave, sr)
+    wave = np.clip(wave, -1.0, 1.0)  # the reference refuses samples beyond full scale; a 16-bit file clips them
     try:
         return dnsmos(wave.astype(np.float32)) | {"dnsmos_error": None}
     except DnsmosUnavailable:
