@@ -8,12 +8,15 @@ first (model loading, librosa's numba compilation and the pool's start are not t
 ``dnsmos.run(audio, 16000)`` per file in this process (its onnxruntime sessions use every core);
 ours: ``dnsmos.dnsmos`` mapped over the files in ``trainer.metrics.process_pool(--workers)`` (one
 single-threaded session pair per worker, kept open). Prints files/s of each, the ratio and the
-largest per-file difference of the four scores.
+largest per-file difference of the four scores. Then the cold start of each in a fresh interpreter
+(imports, sessions and the first 6 s file; speechmos imports librosa, whose numba functions compile
+on first use): the wait before a small evaluation's first score.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,6 +78,21 @@ def main() -> None:
     print(f"speechmos.dnsmos.run : {len(files) / t_ref:7.3f} files/s ({t_ref:.1f} s)")
     print(f"trainer.metrics.dnsmos: {len(files) / t_ours:7.3f} files/s ({t_ours:.1f} s)")
     print(f"ratio (ours / speechmos): {t_ref / t_ours:.2f}x; largest score difference {diff:.5f}")
+    cold = {label: cold_start(code) for label, code in COLD.items()}
+    print(f"cold start, first file in a fresh interpreter: speechmos {cold['speechmos']:.1f} s, "
+          f"ours {cold['ours']:.1f} s, ratio {cold['speechmos'] / cold['ours']:.2f}x")
+
+
+COLD = {"speechmos": "from speechmos import dnsmos; dnsmos.run(x, 16000)",
+        "ours": "from trainer.metrics import dnsmos; dnsmos.dnsmos(x)"}
+
+
+def cold_start(code: str) -> float:
+    """Seconds for a fresh interpreter to import and score one 6 s file (numpy's import not counted)."""
+    script = ("import time, numpy as np; x = (np.random.default_rng(0).standard_normal(96000) * 0.05)"
+              f".astype(np.float32); t = time.perf_counter(); {code}; print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

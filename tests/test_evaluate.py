@@ -77,7 +77,11 @@ def test_score_pairs_in_memory_is_the_same_with_a_pool(folders):
     items.append(("silent", pairs["a.wav"][0], np.zeros_like(pairs["a.wav"][1])))
     rows_one, summary_one = evaluate.score_pairs(items, SR, workers=1)
     rows_two, summary_two = evaluate.score_pairs(items, SR, workers=2)
-    assert rows_one == rows_two and summary_one == summary_two
+    # ESTOI's last bits depend on the BLAS thread count of the process (pool workers use one thread)
+    for one, two in [*zip(rows_one, rows_two, strict=True), (summary_one, summary_two)]:
+        assert one.keys() == two.keys()
+        for key, value in one.items():
+            assert two[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
     assert [r["name"] for r in rows_one] == ["a.wav", "spk2/b.wav", "silent"]
     assert summary_one["failures"] == {"silent enhanced signal": 1}
     table = evaluate.format_table({"best_pesq": summary_one, "last": summary_two}, rows_one)

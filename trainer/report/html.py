@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.core.io import atomic_write, atomic_write_text, atomic_write_wav
-from trainer.report.select import gains
+from trainer.report.select import gains, rank_key
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}td.l{text-align:left}
@@ -74,8 +74,12 @@ def _spectrogram(path: Path, wave: np.ndarray, sr: int, ref_db: float) -> None:
     plt.close(fig)
 
 
-def _peak_db(wave: np.ndarray) -> float:
-    return float(10 * np.log10(max(float(np.max(np.abs(wave))) ** 2 * 512, 1e-12)))
+def _peak_db(wave: np.ndarray, sr: int) -> float:
+    """The loudest bin of ``wave``'s spectrogram in dB: the top of the file's colour scale."""
+    from matplotlib import mlab
+
+    spectrum, _, _ = mlab.specgram(wave + 1e-9, NFFT=512, Fs=sr, noverlap=384)
+    return float(10 * np.log10(max(float(spectrum.max()), 1e-20)))
 
 
 def _listening(folder: Path, audio: dict, captions: dict[str, str]) -> str:
@@ -84,7 +88,7 @@ def _listening(folder: Path, audio: dict, captions: dict[str, str]) -> str:
     labels = list(dict.fromkeys(label for waves in audio.values() for label in waves))
     rows = []
     for i, (name, waves) in enumerate(audio.items()):
-        ref = _peak_db(next(iter(waves.values()))[0])
+        ref = _peak_db(*next(iter(waves.values())))
         cells = []
         for label in labels:
             if label not in waves:
@@ -105,9 +109,10 @@ def _listening(folder: Path, audio: dict, captions: dict[str, str]) -> str:
 
 
 def _captions(rows_by_column: dict, baseline: str | None) -> dict[str, str]:
-    ranked = gains(rows_by_column, baseline)
-    what = "gain over noisy" if baseline in rows_by_column else "score"
-    return {name: f"best checkpoint's {what}: {value:+.3f}" for name, value in ranked}
+    key = rank_key(rows_by_column)
+    if baseline in rows_by_column:
+        return {n: f"best checkpoint's {key.upper()} gain over noisy: {v:+.3f}" for n, v in gains(rows_by_column, baseline)}
+    return {n: f"{key.upper()}: {v:.3f}" for n, v in gains(rows_by_column, baseline)}
 
 
 def _curves(folder: Path, run_dir: Path | None, alerts: list[str]) -> str:
