@@ -22,6 +22,7 @@ from pathlib import Path
 from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_FINISHED
 from trainer.core.io import atomic_write_text, atomic_write_wav
 from trainer.core.log import get_logger, setup_logging
+from trainer.report.enhance_score import score_outputs, score_problem
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 MANIFEST = "enhance.json"
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="chunks per generator call (default: 8 on a GPU, 1 on the CPU)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--score", action="store_true",
+                        help="then score OUT without references (DNSMOS; OUT/scores.csv and scores.json; "
+                             "pip install .[dnsmos])")
     return parser
 
 
@@ -97,7 +101,7 @@ def _read(path: Path):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    problem = _check_args(args)
+    problem = _check_args(args) or (score_problem() if args.score else None)
     if problem:
         return _fail(problem)
     setup_logging(0)
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     written = len(todo) - len(failures)
     log.info("wrote %d enhanced files to %s%s", written, args.out_dir,
              f"; {len(failures)} unreadable (listed above)" if failures else "")
-    return EXIT_BAD_INPUT if failures else EXIT_FINISHED
+    scored = score_outputs(args.out_dir, args.no_progress) if args.score else EXIT_FINISHED
+    return EXIT_BAD_INPUT if failures else scored
 
 
 if __name__ == "__main__":

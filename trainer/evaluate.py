@@ -1,10 +1,14 @@
 """Score enhanced speech against clean references: ``python -m trainer.evaluate``.
 
     python -m trainer.evaluate --clean-dir A --enhanced-dir B [--workers N] [--csv FILE] [--json FILE]
+    python -m trainer.evaluate --enhanced-dir B --dnsmos [--csv FILE] [--json FILE]   (no references)
 
 Pairs every ``*.wav`` under ``A`` with the file of the same relative path under ``B`` and computes
-PESQ, CSIG, CBAK, COVL, SSNR and STOI (:mod:`trainer.metrics`, the CMGAN/Loizou conventions) in a
-process pool. A file that cannot be read, has no counterpart or cannot be scored becomes a row with
+PESQ, CSIG, CBAK, COVL, SSNR, STOI, ESTOI and SI-SDR (:mod:`trainer.metrics`, the CMGAN/Loizou
+conventions) in a process pool; ``--dnsmos`` adds DNSMOS SIG/BAK/OVRL/P.808 (reference-free; the
+``dnsmos`` extra), the only scores without ``--clean-dir``. Every summary also gives seeded bootstrap
+95 % intervals, the paired difference against the noisy input (checkpoint modes) and, with
+``--conditions CSV``, a breakdown by condition (:mod:`trainer.report`). A file that cannot be read, has no counterpart or cannot be scored becomes a row with
 an ``error`` and is left out of the means; it never stops the run. Prints a table; ``--csv``
 writes one row per utterance, ``--json`` a summary with means, counts, failures, package versions
 and the git revision (both written atomically).
@@ -42,18 +46,21 @@ from trainer.core.env import local_cores
 from trainer.core.exitcodes import EXIT_BAD_INPUT
 from trainer.core.io import atomic_write_text, atomic_write_wav
 from trainer.metrics.labeler import process_pool
-from trainer.metrics.quality import METRIC_KEYS, compute_metrics, summarize
+from trainer.metrics.quality import METRIC_KEYS, compute_metrics
+from trainer.report import wiring
+from trainer.report.scoring import with_dnsmos
 
 ROW_KEYS = ("name", "seconds") + METRIC_KEYS + ("error",)
 PACKAGES = ("numpy", "scipy", "pesq", "pystoi", "soundfile")
 
 
-def _score_arrays(name: str, clean: np.ndarray, enhanced: np.ndarray, sr: int, which) -> dict:
+def _score_arrays(name: str, clean: np.ndarray, enhanced: np.ndarray, sr: int, which, dnsmos: bool = False) -> dict:
     result = compute_metrics(clean, enhanced, sr, which=which)
-    return {"name": name, "seconds": round(min(len(clean), len(enhanced)) / sr, 3)} | result
+    row = {"name": name, "seconds": round(min(len(clean), len(enhanced)) / sr, 3)} | result | {"sample_rate": sr}
+    return with_dnsmos(row, enhanced, sr) if dnsmos else row
 
 
-def _score_files(name: str, clean_path: str, enhanced_path: str | None, which) -> dict:
+def _score_files(name: str, clean_path: str, enhanced_path: str | None, which, dnsmos: bool = False) -> dict:
     import soundfile as sf
 
     failed = {"name": name, "seconds": None} | dict.fromkeys(METRIC_KEYS) | {"error": None}
@@ -66,7 +73,7 @@ def _score_files(name: str, clean_path: str, enhanced_path: str | None, which) -
         return failed | {"error": f"unreadable wav ({type(exc).__name__})"}
     if sr_clean != sr_enh:
         return failed | {"error": f"sample rate mismatch ({sr_clean} vs {sr_enh} Hz)"}
-    return _score_arrays(name, clean, enhanced, sr_clean, which)
+    return _score_arrays(name, clean, enhanced, sr_clean, which, dnsmos)
 
 
 def _run_tasks(fn: Callable[..., dict], tasks: list[tuple], workers: int, progress: bool, pool=None) -> list[dict]:
@@ -95,15 +102,15 @@ def _run_tasks(fn: Callable[..., dict], tasks: list[tuple], workers: int, progre
 
 
 def score_pairs(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], sr: int, workers: int = 1, *,
-                which=None, progress: bool = False, pool=None) -> tuple[list[dict], dict]:
+                which=None, progress: bool = False, pool=None, dnsmos: bool = False) -> tuple[list[dict], dict]:
     """Score in-memory ``(name, clean, enhanced)`` pairs; returns per-utterance rows and the summary.
 
     ``pool``: an executor from :func:`trainer.metrics.process_pool` to reuse across calls (e.g.
     one per checkpoint); otherwise a pool of ``workers`` processes is started for this call.
     """
-    tasks = [(name, clean, enhanced, sr, which) for name, clean, enhanced in pairs]
+    tasks = [(name, clean, enhanced, sr, which, dnsmos) for name, clean, enhanced in pairs]
     rows = _run_tasks(_score_arrays, tasks, workers, progress, pool)
-    return rows, summarize(rows)
+    return rows, wiring.summarize_rows(rows)
 
 
 def match_files(clean_dir: Path, enhanced_dir: Path) -> tuple[list[tuple[str, str, str | None]], list[str]]:
@@ -116,11 +123,11 @@ def match_files(clean_dir: Path, enhanced_dir: Path) -> tuple[list[tuple[str, st
 
 
 def score_folders(clean_dir: Path, enhanced_dir: Path, workers: int = 1, *, which=None,
-                  progress: bool = False) -> tuple[list[dict], dict, list[str]]:
+                  progress: bool = False, dnsmos: bool = False) -> tuple[list[dict], dict, list[str]]:
     """Score matching wav files; returns rows, summary and the unmatched enhanced names."""
     pairs, unmatched = match_files(clean_dir, enhanced_dir)
-    rows = _run_tasks(_score_files, [(*pair, which) for pair in pairs], workers, progress)
-    return rows, summarize(rows), unmatched
+    rows = _run_tasks(_score_files, [(*pair, which, dnsmos) for pair in pairs], workers, progress)
+    return rows, wiring.summarize_rows(rows), unmatched
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -132,7 +139,7 @@ def format_table(summaries: dict[str, dict], rows: list[dict] | None = None, *, 
     names = list(summaries)
     width = max([8] + [len(n) for n in names])
     lines = ["metric".ljust(8) + "".join(n.rjust(width + 2) for n in names)]
-    for key in METRIC_KEYS:
+    for key in wiring.shown_keys(summaries):
         lines.append(key.upper().ljust(8) + "".join(_fmt(summaries[n].get(key)).rjust(width + 2) for n in names))
     for label, key in (("valid", "num_valid"), ("failed", "num_failed")):
         lines.append(label.ljust(8) + "".join(str(summaries[n][key]).rjust(width + 2) for n in names))
@@ -146,11 +153,12 @@ def format_table(summaries: dict[str, dict], rows: list[dict] | None = None, *, 
 
 
 def rows_to_csv(rows: list[dict]) -> str:
+    keys = wiring.csv_columns(rows, ROW_KEYS)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ROW_KEYS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in ROW_KEYS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in keys})
     return buffer.getvalue()
 
 
@@ -182,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, help="write one row per utterance here")
     parser.add_argument("--json", type=Path, help="write the summary (means, failures, versions) here")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    wiring.add_arguments(parser)
     modes = parser.add_argument_group("checkpoint modes")
     modes.add_argument("--checkpoint", type=Path, help="enhance --noisy-dir with this checkpoint, then score")
     modes.add_argument("--noisy-dir", type=Path, help="noisy inputs (same relative names as --clean-dir)")
@@ -202,12 +211,13 @@ def _read_mono(path: str) -> tuple[np.ndarray, int]:
 
 
 def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_dir: Path, workers: int, *,
-                         out_dir: Path | None = None, progress: bool = False,
-                         device: str = "cpu") -> tuple[dict, dict, list[dict]]:
+                         out_dir: Path | None = None, progress: bool = False, device: str = "cpu",
+                         dnsmos: bool = False, rows_by_column: dict | None = None) -> tuple[dict, dict, list[dict]]:
     """Enhance ``noisy_dir`` with each checkpoint and score it; also score the noisy input itself.
 
     Returns (summaries by column name, identities by column name, rows of the last column).
-    A file that cannot be read is a failed row in every column.
+    A file that cannot be read is a failed row in every column. ``rows_by_column``, when given, is
+    filled with every column's rows (for intervals and paired differences).
     """
     from trainer.core.checkpoint import load_generator
     from trainer.tasks.speech.inference import enhance
@@ -241,9 +251,11 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
         def score(column: str, estimates: list[np.ndarray]) -> None:
             nonlocal rows
             scored, _ = score_pairs([(name, clean, est) for (name, clean, _, _), est in zip(readable, estimates,
-                                     strict=True)], sr, workers, progress=progress, pool=pool)
+                                     strict=True)], sr, workers, progress=progress, pool=pool, dnsmos=dnsmos)
             rows = scored + unreadable
-            summaries[column] = summarize(rows)
+            summaries[column] = wiring.summarize_rows(rows)
+            if rows_by_column is not None:
+                rows_by_column[column] = rows
 
         score("noisy", [noisy for _, _, noisy, _ in readable])
         identities["noisy"] = {"path": str(noisy_dir.resolve())}
@@ -296,24 +308,31 @@ def _checkpoint_mode(args, workers: int) -> int:
         if folder is None or not folder.is_dir():
             return _fail(f"{flag} {folder} is not a folder")
     started = time.perf_counter()
+    rows_by_column: dict[str, list[dict]] = {}
     summaries, identities, rows = evaluate_checkpoints(checkpoints, args.clean_dir, args.noisy_dir, workers,
                                                        out_dir=args.out_dir, progress=not args.no_progress,
-                                                       device=_device(args.device))
+                                                       device=_device(args.device), dnsmos=args.dnsmos,
+                                                       rows_by_column=rows_by_column)
     elapsed = time.perf_counter() - started
+    report = {"summaries": summaries, "checkpoints": identities, "clean_dir": str(args.clean_dir.resolve()),
+              "noisy_dir": str(args.noisy_dir.resolve()), "workers": workers,
+              "wall_seconds": round(elapsed, 2),
+              "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi"}
+    statistics_text = wiring.add_statistics(report, rows_by_column, args)
     if args.csv:
         atomic_write_text(args.csv, rows_to_csv(rows))
     if args.json:
-        report = {"summaries": summaries, "checkpoints": identities, "clean_dir": str(args.clean_dir.resolve()),
-                  "noisy_dir": str(args.noisy_dir.resolve()), "workers": workers,
-                  "wall_seconds": round(elapsed, 2),
-                  "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi"}
         atomic_write_text(args.json, json.dumps(report | environment_info(), indent=2) + "\n")
     print(f"enhanced and scored {len(rows)} files with {len(checkpoints)} checkpoint(s) in {elapsed:.1f} s")
     for column, identity in identities.items():
         if column != "noisy":
             print(f"  {column}: epoch {identity['epoch']}, step {identity['step']} ({identity['path']})")
     print(format_table(summaries, rows))
-    return 0
+    print(wiring.notes_text(summaries) + statistics_text)
+    if args.report is not None:
+        wiring.checkpoint_report(args, report, checkpoints, rows_by_column)
+    problem = wiring.nothing_scored(summaries)
+    return _fail(problem) if problem else 0
 
 
 def _fail(message: str) -> int:
@@ -344,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         problem = output_problem(flag, path)
         if problem:
             return _fail(problem)
+    problem = wiring.prepare(args)
+    if problem:
+        return _fail(problem)
     if args.checkpoint or args.run_dir:
         if args.enhanced_dir is not None:
             return _fail("--enhanced-dir is for scoring existing files; with --checkpoint/--run-dir give --noisy-dir")
@@ -353,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             return _checkpoint_mode(args, workers)
         except (CheckpointError, ValueError) as exc:
             return _fail(str(exc))
+    if args.clean_dir is None and args.enhanced_dir is not None and args.enhanced_dir.is_dir():
+        return wiring.reference_free(args, workers, _run_tasks, rows_to_csv, format_table, environment_info)
     if args.clean_dir is None or args.enhanced_dir is None:
         return _fail("give --clean-dir A and --enhanced-dir B (see --help)")
     for flag, folder in (("--clean-dir", args.clean_dir), ("--enhanced-dir", args.enhanced_dir)):
@@ -363,22 +387,32 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"no .wav files under --clean-dir {args.clean_dir}")
     started = time.perf_counter()
     rows, summary, unmatched = score_folders(args.clean_dir, args.enhanced_dir, workers,
-                                             progress=not args.no_progress)
+                                             progress=not args.no_progress, dnsmos=args.dnsmos)
     elapsed = time.perf_counter() - started
+    column = os.path.basename(str(args.enhanced_dir).rstrip('/')) or "enhanced"
+    report = {"summary": summary, "num_pairs": len(rows), "unmatched_enhanced": unmatched,
+              "clean_dir": str(args.clean_dir.resolve()), "enhanced_dir": str(args.enhanced_dir.resolve()),
+              "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi",
+              "workers": workers, "wall_seconds": round(elapsed, 2)} | environment_info()
+    statistics_text = wiring.add_statistics(report, {column: rows}, args)
     if args.csv:
         atomic_write_text(args.csv, rows_to_csv(rows))
     if args.json:
-        report = {"summary": summary, "num_pairs": len(rows), "unmatched_enhanced": unmatched,
-                  "clean_dir": str(args.clean_dir.resolve()), "enhanced_dir": str(args.enhanced_dir.resolve()),
-                  "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi",
-                  "workers": workers, "wall_seconds": round(elapsed, 2)} | environment_info()
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     print(f"scored {summary['num_valid']} of {len(rows)} files ({summary['num_failed']} failed) "
           f"in {elapsed:.1f} s with {workers} worker(s)")
     if unmatched:
         print(f"{len(unmatched)} enhanced file(s) without a clean reference were ignored, e.g. {unmatched[0]}")
-    print(format_table({os.path.basename(str(args.enhanced_dir).rstrip('/')) or "enhanced": summary}, rows))
-    return 0
+    print(format_table({column: summary}, rows))
+    print(wiring.notes_text({column: summary}) + statistics_text)
+    if args.report is not None:
+        from trainer.report.html import write_report
+
+        write_report(args.report, report, {column: rows},
+                     audio=wiring.folder_audio(args, rows))
+        print(f"report: {args.report / 'index.html'}")
+    problem = wiring.nothing_scored({column: summary})
+    return _fail(problem) if problem else 0
 
 
 if __name__ == "__main__":

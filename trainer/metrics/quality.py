@@ -1,4 +1,5 @@
-"""Speech-quality metrics that match published VoiceBank+DEMAND numbers: PESQ, STOI, SSNR, CSIG, CBAK, COVL.
+"""Speech-quality metrics that match published VoiceBank+DEMAND numbers: PESQ, STOI, SSNR, CSIG, CBAK, COVL;
+plus ESTOI (pystoi ``extended=True``) and SI-SDR (mean-removed, dB) as URGENT/ESPnet report them.
 
 numpy + pesq + pystoi (+ scipy for resampling) only; importing this module never imports torch.
 
@@ -48,7 +49,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from trainer.core.log import get_logger, warn_once
 
-METRIC_KEYS = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi")
+METRIC_KEYS = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi", "estoi", "si_sdr")
 COMPOSITE_KEYS = ("csig", "cbak", "covl")
 NATIVE_RATES = (8000, 16000)
 MIN_REFERENCE_SECONDS = 0.25
@@ -271,15 +272,26 @@ def pesq_score(clean: np.ndarray, enhanced: np.ndarray, sr: int) -> float:
         raise MetricInputError(f"pesq failed ({type(exc).__name__})") from exc
 
 
-def stoi_score(clean: np.ndarray, enhanced: np.ndarray, sr: int) -> float:
+def stoi_score(clean: np.ndarray, enhanced: np.ndarray, sr: int, *, extended: bool = False) -> float:
+    """pystoi's STOI (``extended=True``: ESTOI, Jensen & Taal 2016)."""
     from pystoi import stoi
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = float(stoi(clean, enhanced, sr, extended=False))
+        value = float(stoi(clean, enhanced, sr, extended=extended))
     if value == 1e-5:  # pystoi's sentinel for "not enough speech frames"
-        raise MetricInputError("stoi failed (too little speech)")
+        raise MetricInputError(f"{'estoi' if extended else 'stoi'} failed (too little speech)")
     return value
+
+
+def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), both signals mean-removed:
+    ``10 log10(|a s|^2 / |a s - e|^2)`` with ``a = <e, s> / |s|^2``."""
+    s = np.asarray(reference, dtype=np.float64) - np.mean(reference)
+    e = np.asarray(estimate, dtype=np.float64) - np.mean(estimate)
+    target = (np.sum(e * s) / np.sum(s * s)) * s  # np.sum, not BLAS dot: the same bits in every process
+    error = target - e
+    return float(10 * np.log10(np.sum(target * target) / max(np.sum(error * error), _EPS)))
 
 
 def _empty_result() -> dict:
@@ -295,7 +307,7 @@ def _resolve_which(which) -> set[str]:
 
 
 def compute_metrics(clean, enhanced, sr: int = 16000, *, which=None) -> dict:
-    """All (or ``which``) of PESQ, CSIG, CBAK, COVL, SSNR, STOI for one utterance.
+    """All (or ``which``) of PESQ, CSIG, CBAK, COVL, SSNR, STOI, ESTOI, SI-SDR for one utterance.
 
     Returns plain floats (None for metrics not asked for) and ``error``: None, or a short reason
     in which case every metric is None. Never NaN.
@@ -318,6 +330,10 @@ def compute_metrics(clean, enhanced, sr: int = 16000, *, which=None) -> dict:
             values.update(composite_scores(values["pesq"], llr, wss, values["ssnr"]))
         if "stoi" in wanted:
             values["stoi"] = stoi_score(clean, enhanced, sr)
+        if "estoi" in wanted:
+            values["estoi"] = stoi_score(clean, enhanced, sr, extended=True)
+        if "si_sdr" in wanted:
+            values["si_sdr"] = si_sdr(clean, enhanced)
         if not all(math.isfinite(v) for v in values.values()):
             raise MetricInputError("non-finite metric")
     except MetricInputError as exc:

@@ -52,7 +52,7 @@ class SpeechLossConfig(GanScheduleConfig):
 
 @dataclasses.dataclass(kw_only=True)
 class SpeechValidConfig(ValidConfig):
-    stoi_every: int = setting(1, "compute STOI every this many validations", min=1)
+    stoi_every: int = setting(1, "compute STOI and ESTOI every this many validations", min=1)
     composite_metrics: bool = setting(False, "also CSIG/CBAK/COVL (slower)")
 
 

@@ -95,10 +95,10 @@ class SpeechTask(Task):
                       "sec_label_wait": waited}
 
     def validation_metrics(self, validation_index: int, last: bool) -> tuple[str, ...]:
-        """PESQ and SSNR always, STOI every ``valid.stoi_every`` validations and at the last."""
-        which = ["pesq", "ssnr"]
+        """PESQ, SSNR and SI-SDR always, STOI and ESTOI every ``valid.stoi_every`` validations and at the last."""
+        which = ["pesq", "ssnr", "si_sdr"]
         if validation_index % self.cfg.valid.stoi_every == 0 or last:
-            which.append("stoi")
+            which += ["stoi", "estoi"]
         if self.cfg.valid.composite_metrics:
             which += ["csig", "cbak", "covl"]
         return tuple(which)

@@ -1,0 +1,1 @@
+"""Evaluation beyond the means: reference-free scoring, intervals, breakdowns, divergence alerts and the HTML report."""
