@@ -18,7 +18,8 @@ chunk length is the generator's (:mod:`trainer.tasks.speech.chunking`: CMGAN's a
 needs memory growing with the square of the chunk).
 
 A signal the generator cannot take is refused before any work by :meth:`ChunkedEnhancer.refusal`
-(one line: non-finite samples, or shorter than half an STFT frame); callers list it and go on.
+(one line: non-finite samples, shorter than half an STFT frame, or a sample rate that
+cannot be resampled cheaply, e.g. 16001 Hz from a damaged header); callers list it and go on.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from trainer.core.log import get_logger, warn_once
 from trainer.tasks.speech.chunking import default_chunk_seconds
 
 log = get_logger("enhance")
+MAX_RATE = 768_000  # Hz: above any audio interface; a larger header value is damage
+MAX_RESAMPLE_TAPS = 1_000_000  # 44.1 kHz -> 16 kHz needs 70 560; a coprime rate such as 16001 Hz 256 million
 
 
 def _resample(wave: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
@@ -115,6 +118,11 @@ class ChunkedEnhancer:
             first = int(np.argmin(finite))
             return (f"{int(noisy.size - finite.sum())} non-finite samples (NaN or Inf), the first at "
                     f"{first / rate:.3f} s; repair the file or leave it out")
+        if rate != self.rate:  # torchaudio's kernel has (rate / gcd) x (model rate / gcd) taps: 1 GB for 16001 Hz
+            ratio = (rate // math.gcd(rate, self.rate)) * (self.rate // math.gcd(rate, self.rate))
+            if not 0 < rate <= MAX_RATE or ratio > MAX_RESAMPLE_TAPS:
+                return (f"sample rate {rate} Hz cannot be resampled to the model's {self.rate} Hz here; convert "
+                        f"the file to {self.rate} Hz (e.g. sox IN -r {self.rate} OUT)")
         if len(noisy) < self.shortest(rate):
             return (f"too short: {len(noisy)} samples ({1000 * len(noisy) / rate:.1f} ms) at {rate} Hz; the model "
                     f"needs at least {self.shortest(rate)} ({1000 * self.shortest(rate) / rate:.1f} ms)")
