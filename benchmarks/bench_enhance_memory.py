@@ -34,7 +34,7 @@ def hwm():
         if line.startswith('VmHWM:'):
             return int(line.split()[1]) * 1024
 
-cfg = load_config(sys.argv[1]); seconds = float(sys.argv[2])
+cfg = load_config(sys.argv[1], ['data.demo=true']); seconds = float(sys.argv[2])
 g = build_generator(cfg).eval(); rate = cfg.data.sample_rate
 with torch.no_grad():
     g(torch.randn(1, int(0.1 * rate)))
@@ -54,8 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--configs", nargs="+", default=["configs/smoke.yaml", "configs/cmgan_smoke.yaml",
-                                                          "configs/mpsenet_smoke.yaml", "configs/cmgan.yaml",
-                                                          "configs/mpsenet.yaml"])
+                                                          "configs/mpsenet_smoke.yaml", "configs/base.yaml",
+                                                          "configs/cmgan.yaml", "configs/mpsenet.yaml"])
     args = parser.parse_args()
     for config in args.configs:
         rows = [(s, measure(config, s)) for s in args.seconds]

@@ -41,6 +41,7 @@ import numpy as np
 from trainer.core.env import local_cores
 from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_DISK_FULL
 from trainer.core.io import DiskFull, atomic_write_text, atomic_write_wav
+from trainer.enhance import write_problem
 from trainer.metrics.labeler import process_pool
 from trainer.metrics.quality import METRIC_KEYS, compute_metrics, summarize
 
@@ -303,12 +304,9 @@ def _checkpoint_mode(args, workers: int) -> int:
     for flag, folder in (("--clean-dir", args.clean_dir), ("--noisy-dir", args.noisy_dir)):
         if folder is None or not folder.is_dir():
             return _fail(f"{flag} {folder} is not a folder")
-    if args.out_dir is not None:
-        from trainer.enhance import write_problem
-
-        problem = write_problem(args.out_dir)  # before any scoring: a read-only folder refuses even root
-        if problem:
-            return _fail(problem)
+    problem = args.out_dir and write_problem(args.out_dir)  # before any scoring (a read-only mount stops root)
+    if problem:
+        return _fail(problem)
     started = time.perf_counter()
     summaries, identities, rows = evaluate_checkpoints(checkpoints, args.clean_dir, args.noisy_dir, workers,
                                                        out_dir=args.out_dir, progress=not args.no_progress,

@@ -12,7 +12,10 @@ A user's own pair of files (any rate or channel count; mixed to mono, resampled)
 Per sample it writes ``sample_<k>_{input,target,output}.wav`` (float32 WAV at the model's rate and
 level, so nothing clips), prints the output->input / output->target correlations, mask means and
 the alert line, and writes all of it to ``report.json``. Pieces are cut to ``--max-seconds``
-(default: the training crop length; longer inputs cost quadratic attention memory).
+(default: the training crop length; longer inputs cost quadratic attention memory; it must be a
+positive finite number). A file with NaN or Inf samples is refused naming it (exit 2); a silent
+input or target gets the alert "silent ...: nothing to compare", not a copy verdict; ``report.json``
+is strict JSON (a non-finite value is written as null).
 """
 
 from __future__ import annotations
