@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from trainer.core.env import local_cores
-from trainer.core.exitcodes import EXIT_BAD_INPUT
-from trainer.core.io import atomic_write_text, atomic_write_wav
+from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_DISK_FULL
+from trainer.core.io import DiskFull, atomic_write_text, atomic_write_wav
+from trainer.enhance import write_problem
 from trainer.metrics.labeler import process_pool
 from trainer.metrics.quality import METRIC_KEYS, compute_metrics
 from trainer.report import wiring
@@ -248,11 +249,14 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
     summaries, identities, rows = {}, {}, []
     pool = process_pool(workers) if workers > 1 else None
     try:
-        def score(column: str, estimates: list[np.ndarray]) -> None:
-            nonlocal rows
-            scored, _ = score_pairs([(name, clean, est) for (name, clean, _, _), est in zip(readable, estimates,
-                                     strict=True)], sr, workers, progress=progress, pool=pool, dnsmos=dnsmos)
-            rows = scored + unreadable
+        def score(column: str, estimates: list[np.ndarray | str]) -> None:
+            nonlocal rows  # an estimate that is a str: why the generator refused that file
+            done = [(item, est) for item, est in zip(readable, estimates, strict=True) if not isinstance(est, str)]
+            refused = [{"name": item[0], "seconds": None, "error": est} | dict.fromkeys(METRIC_KEYS)
+                       for item, est in zip(readable, estimates, strict=True) if isinstance(est, str)]
+            scored, _ = score_pairs([(name, clean, est) for (name, clean, _, _), est in done], sr, workers,
+                                    progress=progress, pool=pool, dnsmos=dnsmos)
+            rows = scored + refused + unreadable
             summaries[column] = wiring.summarize_rows(rows)
             if rows_by_column is not None:
                 rows_by_column[column] = rows
@@ -263,7 +267,12 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
             generator, cfg, info = models.pop(column)
             estimates = []
             for name, _, noisy, rate in readable:
-                estimate = enhance(generator, cfg, noisy, rate)
+                try:  # chunks of the generator's default length (CMGAN's attention grows quadratically)
+                    estimate = enhance(generator, cfg, noisy, rate)
+                except ValueError as exc:  # a signal it cannot take (too short, non-finite): a failed row
+                    print(f"evaluate: {name}: {exc}", file=sys.stderr)
+                    estimates.append(f"not enhanced: {exc}")
+                    continue
                 estimates.append(estimate)
                 if out_dir is not None:
                     atomic_write_wav(out_dir / column / name, estimate, rate)
@@ -307,6 +316,9 @@ def _checkpoint_mode(args, workers: int) -> int:
     for flag, folder in (("--clean-dir", args.clean_dir), ("--noisy-dir", args.noisy_dir)):
         if folder is None or not folder.is_dir():
             return _fail(f"{flag} {folder} is not a folder")
+    problem = args.out_dir and write_problem(args.out_dir)  # before any scoring (a read-only mount stops root)
+    if problem:
+        return _fail(problem)
     started = time.perf_counter()
     rows_by_column: dict[str, list[dict]] = {}
     summaries, identities, rows = evaluate_checkpoints(checkpoints, args.clean_dir, args.noisy_dir, workers,
@@ -375,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
             return _checkpoint_mode(args, workers)
         except (CheckpointError, ValueError) as exc:
             return _fail(str(exc))
+        except DiskFull as exc:
+            print(f"evaluate: {exc}", file=sys.stderr)
+            return EXIT_DISK_FULL
     if args.clean_dir is None and args.enhanced_dir is not None and args.enhanced_dir.is_dir():
         return wiring.reference_free(args, workers, _run_tasks, rows_to_csv, format_table, environment_info)
     if args.clean_dir is None or args.enhanced_dir is None:

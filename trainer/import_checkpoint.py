@@ -12,8 +12,10 @@ state, step 0, so that ``trainer.evaluate --checkpoint``, ``trainer.enhance --ch
 ``--set train.init_from=DST.pt`` (fine-tuning: the discriminator starts fresh) take it. It is
 written through ``trainer.core.checkpoint`` (atomic, then read back and verified).
 
-A file that is not a checkpoint of that format, or whose tensors do not fit the config's
-architecture, is refused with one line naming the missing/unexpected/mis-shaped keys (exit 2).
+A file that is not a checkpoint of that format (not a PyTorch file, a pickle holding code, NaN or
+Inf weights), or whose tensors do not fit the config's architecture, is refused with one line
+naming the file and the missing/unexpected/mis-shaped or non-finite keys (exit 2); so is an
+``--out`` that is a folder.
 """
 
 from __future__ import annotations
@@ -75,7 +77,25 @@ def official_state(raw, fmt: str, path: Path) -> dict:
     if bad:
         raise ValueError(f"{path}: not a {fmt} checkpoint (expected {FORMATS[fmt]['layout']}; "
                          f"non-tensor entries: {', '.join(bad[:5])})")
+    nonfinite = [k for k, v in raw.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise ValueError(f"{path}: non-finite values (NaN or Inf) in {len(nonfinite)} tensor(s), e.g. "
+                         f"{', '.join(nonfinite[:3])}: the file is damaged or its training diverged; "
+                         "download it again or use another file")
     return raw
+
+
+def unreadable(path: Path, fmt: str, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in our words (torch's advice to
+    disable the safe load is not for our users)."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return (f"{path}: not a readable checkpoint (it holds Python objects other than tensors, which the safe "
+                f"load refuses because loading them could run code); an official {fmt} file holds only tensors "
+                "(expected " + FORMATS[fmt]["layout"] + "): check where the file came from")
+    return (f"{path}: not a readable checkpoint (not a PyTorch file, or a truncated or damaged one: "
+            f"{type(exc).__name__}); expected {FORMATS[fmt]['layout']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     config_path = args.config or ROOT / spec["preset"]
     if not args.source.is_file():
         return _fail(f"{args.source}: no such file")
+    if args.out.is_dir():
+        return _fail(f"--out {args.out} is a folder; give the checkpoint's file name, e.g. {args.out / 'imported.pt'}")
     if args.out.exists() and not args.force:
         return _fail(f"--out {args.out} exists; pass --force to overwrite it")
     if args.out.resolve() == args.source.resolve():
@@ -107,12 +129,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         raw = torch.load(args.source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, not a torch file, unsafe pickle
+        return _fail(unreadable(args.source, args.format, exc))
+    try:
         weights = official_state(raw, args.format, args.source)
     except ValueError as exc:
         return _fail(str(exc))
-    except Exception as exc:  # truncated zip, not a torch file, unsafe pickle
-        return _fail(f"{args.source}: not a readable checkpoint ({type(exc).__name__}: "
-                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
     generator = build_generator(cfg)
     try:  # strict, and one line naming the missing/unexpected/mis-shaped keys (official names)
         ckpt.load_module_state(generator.net, weights, f"{args.format} network", args.source)

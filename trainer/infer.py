@@ -12,7 +12,10 @@ A user's own pair of files (any rate or channel count; mixed to mono, resampled)
 Per sample it writes ``sample_<k>_{input,target,output}.wav`` (float32 WAV at the model's rate and
 level, so nothing clips), prints the output->input / output->target correlations, mask means and
 the alert line, and writes all of it to ``report.json``. Pieces are cut to ``--max-seconds``
-(default: the training crop length; longer inputs cost quadratic attention memory).
+(default: the training crop length; longer inputs cost quadratic attention memory; it must be a
+positive finite number). A file with NaN or Inf samples is refused naming it (exit 2); a silent
+input or target gets the alert "silent ...: nothing to compare", not a copy verdict; ``report.json``
+is strict JSON (a non-finite value is written as null).
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ def read_mono(path: str | Path, sample_rate: int, max_samples: int) -> np.ndarra
         raise ConfigError(f"{path}: cannot read audio ({exc}); give a WAV/FLAC/OGG file") from None
     if wave.size == 0:
         raise ConfigError(f"{path}: the file holds no samples")
+    if not np.isfinite(wave).all():
+        raise ConfigError(f"{path}: {int((~np.isfinite(wave)).sum())} non-finite samples (NaN or Inf); "
+                          "repair the file or give another")
     wave = wave.mean(axis=1)
     if rate != sample_rate:
         import torchaudio
@@ -104,6 +110,9 @@ def run_pairs(model: torch.nn.Module, cfg: Config, pairs: list[dict], out_dir: P
         y = torch.from_numpy(np.ascontiguousarray(wave_tgt))[None].to(device)
         out = model(x, y)
         diag = diagnostics.creative_diagnostics(out, x, y)
+        silent = [role for role, wave in (("input", wave_in), ("target", wave_tgt)) if not np.any(wave)]
+        if silent:  # correlations with silence are 0 by convention, not a finding
+            diag["alert"] = f"silent {' and '.join(silent)}: nothing to compare (correlations are undefined)"
         wave_out = out["wave"][0].float().cpu().numpy()
         files = {}
         for role, wave in (("input", wave_in), ("target", wave_tgt), ("output", wave_out)):
@@ -112,8 +121,19 @@ def run_pairs(model: torch.nn.Module, cfg: Config, pairs: list[dict], out_dir: P
         rows.append({"sample": k, "input_name": pair["input_name"], "target_name": pair["target_name"],
                      "seconds": length / cfg.data.sample_rate, **diag,
                      "files": {role: str(p) for role, p in files.items()}})
-    atomic_write_text(out_dir / "report.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.json", json.dumps(_json_safe(rows), indent=2, allow_nan=False) + "\n")
     return rows
+
+
+def _json_safe(value):
+    """Non-finite floats as null: report.json stays JSON (NaN is not)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def print_table(rows: list[dict]) -> None:
@@ -142,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give both --input and --target (or neither, for validation pairs)")
     if args.num_samples < 1:
         parser.error("--num-samples must be at least 1")
+    if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):
+        print(f"error: --max-seconds {args.max_seconds} must be a positive number of seconds", file=sys.stderr)
+        return EXIT_BAD_INPUT
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     from trainer.core.checkpoint import CheckpointError

@@ -20,7 +20,8 @@ def unit_rms_scale(wave: np.ndarray) -> np.float32:
 def reference_unit_rms_scale(wave: np.ndarray) -> np.float32:
     """The inference factor of CMGAN's ``enhance_one_track`` and MP-SENet's ``inference.py``:
     ``sqrt(T / sum(x ** 2))`` computed as they compute it (float32 torch, no epsilon), so a model sees
-    bitwise the reference's input; the epsilon factor :func:`unit_rms_scale` for a silent ``wave``.
+    bitwise the reference's input; the epsilon factor :func:`unit_rms_scale` (float64) for a silent
+    ``wave`` or one whose float32 energy overflows (their scripts would divide by infinity).
 
     Why not :func:`unit_rms_scale` here: MP-SENet feeds the noisy *phase* to its network, and the phase
     of a bin near the negative real axis jumps between -pi and pi with the last bits of the input, so a
@@ -32,6 +33,6 @@ def reference_unit_rms_scale(wave: np.ndarray) -> np.float32:
 
     x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     energy = torch.sum(x**2.0)
-    if not float(energy) > 0.0:
+    if not 0.0 < float(energy) < math.inf:  # silence, or a float32 overflow (samples near 1e19): float64
         return unit_rms_scale(wave)
     return np.float32(torch.sqrt(len(x) / energy).item())

@@ -162,6 +162,10 @@ def check_state(state: Any, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a training checkpoint (top level is {type(state).__name__})")
     version = state.get("format_version")
+    if "format_version" not in state:
+        raise CheckpointError(f"{path}: not a toolkit checkpoint (no format_version; a bare network state dict, "
+                              "e.g. an official CMGAN or MP-SENet file?): convert it first with python -m "
+                              "trainer.import_checkpoint --format cmgan|mpsenet SRC --out DST.pt")
     if version not in (FORMAT_VERSION, *LEGACY_VERSIONS) or isinstance(version, bool):
         raise CheckpointError(f"{path}: format_version {version!r} is not supported "
                               f"(this toolkit reads version {FORMAT_VERSION} and older)")

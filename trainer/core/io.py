@@ -188,7 +188,13 @@ def umask_mode(base: int = 0o666) -> int:
 
 
 def atomic_write_wav(path: str | Path, wave, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """A WAV file (float32 by default, so nothing clips) through :func:`atomic_write`."""
+    """A WAV file (float32 by default, so nothing clips) through :func:`atomic_write`. Encoded in
+    memory first: soundfile writing straight to a file object turns ENOSPC into a bare AssertionError,
+    while a plain write raises :class:`DiskFull` naming the bytes."""
+    import io
+
     import soundfile as sf  # not at the top: login-node commands import this module and need no audio
 
-    atomic_write(path, lambda fh: sf.write(fh, wave, sample_rate, subtype=subtype, format="WAV"))
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, subtype=subtype, format="WAV")
+    atomic_write_bytes(path, buffer.getbuffer())

@@ -13,11 +13,18 @@ overlap-add with linear cross-fades, so memory stays bounded by the chunk length
 longer than one chunk is enhanced in one pass, exactly as without chunking. Chunks of several
 signals go through the generator together (``batch_size``), except for a generator whose batch
 items influence each other (``couples_batch_items``, MP-SENet): it gets one chunk per call, as its
-reference inference script does, so a file's output never depends on the other files.
+reference inference script does, so a file's output never depends on the other files. The default
+chunk length is the generator's (:mod:`trainer.tasks.speech.chunking`: CMGAN's attention over time
+needs memory growing with the square of the chunk).
+
+A signal the generator cannot take is refused before any work by :meth:`ChunkedEnhancer.refusal`
+(one line: non-finite samples, shorter than half an STFT frame, or a sample rate that
+cannot be resampled cheaply, e.g. 16001 Hz from a damaged header); callers list it and go on.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -27,8 +34,11 @@ import torch
 from trainer.audio.level import reference_unit_rms_scale
 from trainer.core.config import Config
 from trainer.core.log import get_logger, warn_once
+from trainer.tasks.speech.chunking import default_chunk_seconds
 
 log = get_logger("enhance")
+MAX_RATE = 768_000  # Hz: above any audio interface; a larger header value is damage
+MAX_RESAMPLE_TAPS = 1_000_000  # 44.1 kHz -> 16 kHz needs 70 560; a coprime rate such as 16001 Hz 256 million
 
 
 def _resample(wave: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
@@ -78,8 +88,10 @@ class _Signal:
 class ChunkedEnhancer:
     """Enhance many signals in bounded memory; see the module docstring."""
 
-    def __init__(self, generator: torch.nn.Module, cfg: Config, *, chunk_seconds: float = 30.0,
+    def __init__(self, generator: torch.nn.Module, cfg: Config, *, chunk_seconds: float | None = None,
                  overlap_seconds: float = 1.0, batch_size: int = 1):
+        if chunk_seconds is None:
+            chunk_seconds = default_chunk_seconds(cfg.model.name, cfg.data.sample_rate)
         if chunk_seconds <= 2 * overlap_seconds or overlap_seconds < 0:
             raise ValueError(f"chunk_seconds ({chunk_seconds}) must exceed twice overlap_seconds ({overlap_seconds})")
         self.generator, self.cfg = generator, cfg
@@ -93,10 +105,36 @@ class ChunkedEnhancer:
             self.batch_size = 1
         self.device = next(generator.parameters()).device
 
+    def shortest(self, rate: int) -> int:
+        """Fewest samples at ``rate`` the generator takes: more than half an STFT frame at the model's
+        rate (the STFT's reflect padding)."""
+        need = self.cfg.stft.n_fft // 2 + 1
+        return need if rate == self.rate else math.ceil(need * rate / self.rate) + 1
+
+    def refusal(self, noisy: np.ndarray, rate: int) -> str | None:
+        """Why this signal cannot be enhanced (one line), or None."""
+        finite = np.isfinite(noisy)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            return (f"{int(noisy.size - finite.sum())} non-finite samples (NaN or Inf), the first at "
+                    f"{first / rate:.3f} s; repair the file or leave it out")
+        if rate != self.rate:  # torchaudio's kernel has (rate / gcd) x (model rate / gcd) taps: 1 GB for 16001 Hz
+            ratio = (rate // math.gcd(rate, self.rate)) * (self.rate // math.gcd(rate, self.rate))
+            if not 0 < rate <= MAX_RATE or ratio > MAX_RESAMPLE_TAPS:
+                return (f"sample rate {rate} Hz cannot be resampled to the model's {self.rate} Hz here; convert "
+                        f"the file to {self.rate} Hz (e.g. sox IN -r {self.rate} OUT)")
+        if len(noisy) < self.shortest(rate):
+            return (f"too short: {len(noisy)} samples ({1000 * len(noisy) / rate:.1f} ms) at {rate} Hz; the model "
+                    f"needs at least {self.shortest(rate)} ({1000 * self.shortest(rate) / rate:.1f} ms)")
+        return None
+
     def _prepare(self, key, noisy: np.ndarray, rate: int) -> _Signal:
         wave = torch.as_tensor(np.asarray(noisy, dtype=np.float32))
         if wave.ndim != 1 or len(wave) == 0:
             raise ValueError(f"expected a non-empty mono signal, got shape {tuple(wave.shape)}")
+        problem = self.refusal(wave.numpy(), rate)
+        if problem:
+            raise ValueError(problem)
         if rate != self.rate:
             warn_once(log, f"resample-{rate}", f"resampling {rate} Hz input to the model's {self.rate} Hz")
             wave = _resample(wave, rate, self.rate)
@@ -159,8 +197,9 @@ class ChunkedEnhancer:
 
 
 def enhance(generator: torch.nn.Module, cfg: Config, noisy: np.ndarray, sample_rate: int, *,
-            chunk_seconds: float = 30.0, overlap_seconds: float = 1.0) -> np.ndarray:
-    """Enhance one mono signal; returns float32 at ``sample_rate`` and the same length."""
+            chunk_seconds: float | None = None, overlap_seconds: float = 1.0) -> np.ndarray:
+    """Enhance one mono signal; returns float32 at ``sample_rate`` and the same length (``ValueError``
+    with :meth:`ChunkedEnhancer.refusal`'s line for a signal it cannot take)."""
     enhancer = ChunkedEnhancer(generator, cfg, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
     ((_, out),) = enhancer.enhance_many([(0, noisy, sample_rate)])
     return out
