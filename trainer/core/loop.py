@@ -29,6 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer.core import checkpoint as ckpt
 from trainer.core import dist, revision, signals
+from trainer.core.changes import Change, allowed_by
+from trainer.core.changes import describe as describe_change
 from trainer.core.config import Config, ConfigError, to_dict
 from trainer.core.env import DistEnv
 from trainer.core.exitcodes import EXIT_FINISHED, stop_exit_code
@@ -54,8 +56,9 @@ def build_optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv):
+    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, changes: list[Change] = ()):
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
+        self.config_changes: list[dict] = []  # every change a resume accepted (core/changes), kept in checkpoints
         self.device, cores, self.amp = setup_process(cfg, env)
         self.metrics = MetricsLog(self.run_dir, enabled=env.is_main)
         self.tracker = build_tracker(cfg, self.run_dir, env.is_main)  # TensorBoard mirror of metrics.jsonl
@@ -92,14 +95,15 @@ class Trainer:
             "generator": self.generator, "discriminator": self.discriminator, "g_ddp": self.g_ddp,
             "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
+        self.saved_at = (0, 0)  # (step, epoch) of checkpoints/last.pt: what state.json reports
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
             code = ckpt.code_version() or {}
             log.info("code: %s%s", revision.describe(code), f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
-        self._resume()
+        self._resume(changes)
 
-    def _resume(self) -> None:
+    def _resume(self, changes: list[Change]) -> None:
         path = self.run_dir / "checkpoints" / "last.pt"
         if not path.exists():
             if self.env.is_main:
@@ -117,7 +121,12 @@ class Trainer:
             raise ckpt.CheckpointError(f"{path}: the config does not match the checkpoint's architecture: "
                                        + "; ".join(diffs) + " (use a new run directory for a new architecture)")
         self.progress = ckpt.restore_training_state(state, path, self._parts(), self.sampler, self.env)
+        self.config_changes = list(state.get("config_changes", []))
+        for change in changes:
+            log.info("config change at step %d: %s", self.progress.step, describe_change(change))
+            self.config_changes.append(change.record(self.progress.step, allowed_by(change)))
         self.saved_best = dict(self.progress.best)
+        self.saved_at = (self.progress.step, self.progress.epoch)
         dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
         self.tracker.start(self.progress.step)  # TensorBoard events after the checkpoint go too
         p = self.progress
@@ -132,19 +141,23 @@ class Trainer:
         """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
         state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
                                     extra={**self.task.state(), "world_size": self.env.world_size,
+                                           "config_changes": self.config_changes,
                                            "lr_schedule": {"name": self.cfg.optim.scheduler,
                                                            "factor": lr_factor(self.cfg, self.progress.epoch)}})
         saved = ckpt.save_collectively(state, self.run_dir / "checkpoints", improved, self.env.is_main)
         self.saved_best = dict(self.progress.best)
+        self.saved_at = (self.progress.step, self.progress.epoch)
         if self.env.is_main:
             self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
         self.last_save_time = time.monotonic()
         return saved
 
     def mark(self, status: str, **extra) -> None:
+        """Record ``status`` in state.json with the position of the last checkpoint (a run stopped
+        between two saves, e.g. by a second Ctrl-C, continues from there, not from where it stopped)."""
         if self.env.is_main:
-            p = self.progress
-            write_state(self.run_dir, status=status, step=p.step, epoch=p.epoch, epochs=self.cfg.train.epochs,
+            step, epoch = self.saved_at
+            write_state(self.run_dir, status=status, step=step, epoch=epoch, epochs=self.cfg.train.epochs,
                         best=self.saved_best, **extra)
 
     def _set_lr(self) -> None:
