@@ -14,6 +14,9 @@ Step protocol (identical on every rank, so a failure on one rank can never hang 
 5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42
    (130 after a Ctrl-C on any rank: no requeue).
 
+Epochs in log lines are counted from 1 ("epoch 11/30"), as ``launch.py status``, ``list`` and
+``compare`` show them; the ``epoch`` fields of metrics.jsonl and checkpoints are 0-based indices.
+
 Where the rest lives: the step itself ``core/step``, process setup ``core/runtime``, what a
 checkpoint holds ``core/checkpoint``,
 schedules ``core/schedules``, step records ``core/steplog``, validation ``core/validation``.
@@ -130,7 +133,7 @@ class Trainer:
         dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
         self.tracker.start(self.progress.step)  # TensorBoard events after the checkpoint go too
         p = self.progress
-        log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch, p.step,
+        log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch + 1, p.step,
                  p.batches_done, f"; dropped {dropped} metrics records written after it" if dropped else "")
 
     def _parts(self) -> dict:
@@ -238,7 +241,7 @@ class Trainer:
         if summed[1] > 0:  # tasks whose discriminator is labelled by PESQ
             record["pesq_valid_rate"] = rate = float(summed[0]) / float(summed[1])
             if rate < MIN_LABEL_RATE:
-                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", p.epoch, 100 * rate)
+                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", p.epoch + 1, 100 * rate)
         last_epoch = p.epoch + 1 == cfg.train.epochs
         improved: tuple[str, ...] = ()
         if (p.epoch + 1) % cfg.valid.every_epochs == 0 or last_epoch:
@@ -248,7 +251,7 @@ class Trainer:
             self.tracker.validation(self.task, self.generator, p.step)  # rank 0: audio, spectrograms
             record.update({f"valid_{k}": v for k, v in summary.items()})
             improved = improved_metrics(summary, p.best, cfg.checkpoint.keep_best, self.task.maximise)
-            log.info("epoch %d validation: %s", p.epoch,
+            log.info("epoch %d/%d validation: %s", p.epoch + 1, cfg.train.epochs,
                      ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
         p.epoch += 1
         p.batches_done = 0
