@@ -146,7 +146,8 @@ def test_a_crashed_attempt_records_the_step_it_reached_and_the_step_it_resumes_f
     torch.save({"format_version": 1, "step": 30, "epoch": 1, "generator": {"w": torch.zeros(3)},
                 "rng": [{"torch": torch.get_rng_state()}], "config": {"train": {"epochs": 4}}},
                run_dir / "checkpoints" / "last.pt")
-    (run_dir / "state.json").write_text(json.dumps({"status": "failed", "step": 37}))
+    # state.json's step is last.pt's (issue 22 item 17); step_reached where the crash happened
+    (run_dir / "state.json").write_text(json.dumps({"status": "failed", "step": 30, "step_reached": 37}))
     assert runs.checkpoint_step(run_dir) == 30
     monkeypatch.setenv("PATH", OFFLINE["PATH"])
     record = end_attempt(run_dir, JOB, 0, EXIT_CRASHED, POLICY, step_start=20)

@@ -54,6 +54,7 @@ def test_after_a_double_ctrl_c_state_and_status_name_the_checkpoint_step(repo_ro
     checkpoint_step = ckpt.load(run_dir / "checkpoints/last.pt")["step"]
     state = read_state(run_dir)
     assert (state["status"], state["step"], state["epoch"]) == ("stopped", checkpoint_step, 0), (state, checkpoint_step)
+    assert state["step_reached"] >= checkpoint_step  # where it stopped, for the launcher's attempt records
     status = subprocess.run([sys.executable, "launch.py", "status", str(run_dir)], cwd=repo_root,
                             capture_output=True, text=True, timeout=120)
     assert f"step {saved} " in status.stdout, status.stdout + status.stderr

@@ -157,11 +157,12 @@ class Trainer:
 
     def mark(self, status: str, **extra) -> None:
         """Record ``status`` in state.json with the position of the last checkpoint (a run stopped
-        between two saves, e.g. by a second Ctrl-C, continues from there, not from where it stopped)."""
+        between two saves, e.g. by a second Ctrl-C, continues from there, not from where it stopped);
+        ``step_reached``: the step it had reached (the launcher's attempt records)."""
         if self.env.is_main:
             step, epoch = self.saved_at
             write_state(self.run_dir, status=status, step=step, epoch=epoch, epochs=self.cfg.train.epochs,
-                        best=self.saved_best, **extra)
+                        step_reached=self.progress.step, best=self.saved_best, **extra)
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.cfg, self.progress.epoch)
