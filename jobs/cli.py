@@ -33,6 +33,9 @@ def _add_submit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training config YAML (e.g. configs/se_balanced.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (type-checked); repeatable")
+    parser.add_argument("--allow-change", dest="allow_changes", action="append", default=[], metavar="SECTION.KEY",
+                        help="let a resume change a setting that changes the training trajectory (e.g. run.seed); "
+                             "repeatable; recorded in the run (docs/resume-and-changes.md)")
     _add_cluster_flags(parser)
     parser.add_argument("--nodes", type=int, default=1, help="nodes (each runs one rank per GPU)")
     parser.add_argument("--gpus-per-node", type=int, help="GPUs = ranks per node (default: the profile's)")
@@ -152,6 +155,7 @@ def run_command(command: str, args: argparse.Namespace) -> int:
 def run_submit(args: argparse.Namespace) -> int:
     from jobs import runs, slurm, snapshot, submit
     from trainer.core.config import load_config
+    from trainer.core.io import DiskFull
 
     if not args.config:
         raise LaunchError("--config is required to submit (e.g. --config configs/se_balanced.yaml)")
@@ -169,7 +173,7 @@ def run_submit(args: argparse.Namespace) -> int:
         plan = evaluation.plan(args.evaluate_after, cfg.task, spec.name, profile)
     if args.local:
         submit.check_run_dir_free(spec, cfg, create=True)
-        return submit.run_local(spec, args.gpus_per_node or 1)
+        return submit.run_local(submit.freeze_config(spec, cfg), args.gpus_per_node or 1)
     if args.emit_sbatch:
         from jobs import template
 
@@ -178,6 +182,12 @@ def run_submit(args: argparse.Namespace) -> int:
         folder = runs.slurm_folder(spec.run_dir)
         try:  # Slurm opens the script's --output in RUN_DIR/slurm before it runs: it must exist
             folder.mkdir(parents=True, exist_ok=True)
+            spec = submit.freeze_config(spec, cfg)  # every attempt trains this config, whatever the YAML becomes
+        except (OSError, DiskFull) as exc:
+            raise LaunchError(f"cannot write the run's frozen config in {folder} ({getattr(exc, 'strerror', None) or exc}); "
+                              "every attempt of the script trains from it: free space, make it writable or choose "
+                              "another --run-dir") from None
+        try:
             spec, code = submit.take_snapshot(spec)  # every attempt of the script runs this copy
             sys.stderr.write(snapshot.describe(code) + "\n")
         except OSError as exc:

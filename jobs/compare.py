@@ -2,13 +2,15 @@
 
 One row per run: the config values that differ between the runs (a diff of their ``config.yaml``,
 or ``slurm/submitted_config.yaml`` before the trainer wrote one; ``run.dir`` is left out), the best
-validation PESQ, STOI, SSNR and composite with the epoch of each (0-based, from the ``valid_*``
-fields of the epoch records of ``metrics.jsonl``), the last validated epoch, the run's state
+validation PESQ, STOI, SSNR and composite with the epoch of each (counted from 1, as ``status``,
+``list`` and the training log count them: the record of ``"epoch": 10`` in ``metrics.jsonl`` is
+epoch 11), the last validated epoch, the run's state
 (``state.json``) and, when an evaluation wrote ``test_scores.json``, the test scores of the
 checkpoint chosen on validation (``best_<metric>``, else ``last``). Rows are sorted by the best
 value of ``--metric`` (higher is better; lower for a metric whose name contains ``loss``); runs
 without it come last. ``--plot`` draws every run's validation curves into one PNG (matplotlib is
-imported only then), ``--csv`` writes the table with one column per value.
+imported only then), ``--csv`` writes the table with one column per value. A run without a config
+file is listed with ``-`` in the config columns and a note; its (missing) values are not compared.
 
 Only the epoch records of ``metrics.jsonl`` are parsed (found by a byte search, the step records
 are skipped unread), so 50 runs of a few MB each compare in well under a second
@@ -87,6 +89,11 @@ class Run:
         return [(r["epoch"], float(r[key])) for r in self.epochs if isinstance(r.get("epoch"), int)
                 and isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
                 and math.isfinite(r[key])]
+
+
+def shown(epoch: object) -> str:
+    """An epoch index of metrics.jsonl (0-based) as every command shows it (1-based)."""
+    return str(epoch + 1) if isinstance(epoch, int) and not isinstance(epoch, bool) else "-"
 
 
 def lower_is_better(metric: str) -> bool:
@@ -244,9 +251,8 @@ def table(items: list[Run], keys: list[str], metric: str) -> list[tuple[str, ...
         row = [run.label, *(show(run.config[k]) if k in run.config else "-" for k in keys)]
         for m in columns(metric):
             best = run.best(m)
-            row.append(f"{_num(best[0])} ({best[1]})" if best else "-")
-        last = run.last_epoch
-        row += [f"{last}" if last is not None else "-", run.state]
+            row.append(f"{_num(best[0])} ({shown(best[1])})" if best else "-")
+        row += [shown(run.last_epoch), run.state]
         if with_test:
             chosen = run.test_column(metric)
             row += [chosen[0], *(_num(chosen[1].get(m)) for m in TEST_SHOWN)] if chosen else ["-"] * 4
@@ -264,8 +270,8 @@ def csv_text(items: list[Run], keys: list[str], metric: str) -> str:
         best = [run.best(m) for m in names]
         chosen = run.test_column(metric)
         writer.writerow([run.label, str(run.run_dir), *(show(run.config[k]) if k in run.config else "" for k in keys),
-                         *(x for b in best for x in (b if b else ("", ""))), run.last_epoch if run.last_epoch is not None
-                         else "", run.total_epochs if run.total_epochs is not None else "", run.state,
+                         *(x for b in best for x in ((b[0], shown(b[1])) if b else ("", ""))),
+                         shown(run.last_epoch) if run.last_epoch is not None else "", run.total_epochs if run.total_epochs is not None else "", run.state,
                          chosen[0] if chosen else "", *((chosen[1].get(m, "") if chosen else "") for m in TEST_ALL)])
     return buffer.getvalue()
 
@@ -286,7 +292,7 @@ def plot(items: list[Run], metric: str, path: Path) -> None:
         for run in items:
             curve = run.curve(name)
             if curve:
-                ax.plot([e for e, _ in curve], [v for _, v in curve], marker="o", markersize=2.5, linewidth=1.2,
+                ax.plot([e + 1 for e, _ in curve], [v for _, v in curve], marker="o", markersize=2.5, linewidth=1.2,
                         label=run.label)
         ax.set_title(f"validation {name}" + (" (lower is better)" if lower_is_better(name) else ""))
         ax.set_xlabel("epoch")
@@ -317,14 +323,17 @@ def main(targets: list[str], metric: str = "pesq", plot_path: str | None = None,
         raise LaunchError(f"--metric {metric!r}: no run has validation values valid_{metric} "
                           f"(they have: {', '.join(known) or 'no validation records yet'})")
     items = sort_runs(items, metric)
-    keys = differing_keys([run.config for run in items])
+    keys = differing_keys([run.config for run in items if run.config])  # a run without one: not compared
     rows = table(items, keys, metric)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = [f"{len(items)} run(s), sorted by best validation {metric} ({'lower' if lower_is_better(metric) else 'higher'} "
-           "is better; epochs 0-based; config values that differ between the runs as columns)"]
+           "is better; epochs counted from 1; config values that differ between the runs as columns)"]
     out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    if not keys and len(items) > 1:
+    without = [run.label for run in items if not run.config]
+    if not keys and len(items) - len(without) > 1:
         out.append("(the runs' configs do not differ)")
+    for label in without:
+        out.append(f"({label}: no config.yaml or slurm/submitted_config.yaml: its config is not compared)")
     if csv_path:
         atomic_write_text(csv_path, csv_text(items, keys, metric))
         out.append(f"wrote {csv_path}")

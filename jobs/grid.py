@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import re
 
+from jobs import validate
 from jobs.runs import LaunchError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
@@ -63,6 +64,7 @@ def parse_grid(flags: list[str], fixed: list[str] = ()) -> list[Axis]:
     fixed_keys = {item.split("=", 1)[0].strip() for item in fixed}
     axes: list[Axis] = []
     for flag in flags:
+        validate.argument(flag, "--grid")  # as --set: a newline would end the value (the rest a YAML comment)
         key, sep, text = flag.partition("=")
         key = key.strip()
         if not sep or not _KEY.fullmatch(key):
@@ -107,6 +109,21 @@ def element_names(axes: list[Axis], combos: list[tuple[str, ...]]) -> list[str]:
                               f"(at most {MAX_NAME}); sweep fewer keys at once or use shorter values")
         seen[name] = index
     return names
+
+
+def check_distinct(elements: list[Element], resolved: list[dict]) -> None:
+    """Two elements that train the same config (``0.1,0.10`` or ``0.1,1e-1``: the same value once
+    parsed and type-checked) would be two identical runs: refused, naming the values."""
+    seen: dict[str, int] = {}
+    for index, config in enumerate(resolved):
+        text = repr(config)
+        if text in seen:
+            first = elements[seen[text]]
+            pairs = [(a, b) for a, b in zip(first.overrides, elements[index].overrides, strict=True) if a != b]
+            listed = "; ".join(f"{a} and {b.split('=', 1)[1]}" for a, b in pairs)
+            raise LaunchError(f"--grid: {listed} are the same value once read: elements {first.name} and "
+                              f"{elements[index].name} would train the same run; give each value once")
+        seen[text] = index
 
 
 def expand(axes: list[Axis]) -> list[Element]:

@@ -224,7 +224,8 @@ def end_attempt(run_dir: Path, job_id: str, restart: int, exit_code: int, policy
     if step_start is None:
         start = _start_record(run_dir, job_id, restart)
         step_start = start.get("step", 0) if start else runs.resume_step(run_dir)
-    step_reached = runs.state_step(runs.read_state(run_dir))
+    state = runs.read_state(run_dir)  # "step" is last.pt's; "step_reached" where the trainer stopped
+    step_reached = runs.state_step({"step": state.get("step_reached", state.get("step"))})
     step_end = runs.resume_step(run_dir)
     ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end" and a.get("job_id") == job_id]
     current = {"event": "end", "job_id": job_id, "restart": restart, "exit_code": exit_code,

@@ -48,11 +48,14 @@ class JobSpec:
     setup: list[str]
     policy: RequeuePolicy
     entry: str = "trainer.train"
+    allow_changes: list[str] = dataclasses.field(default_factory=list)  # trajectory settings a resume may change
 
     def trainer_argv(self) -> list[str]:
         argv = ["--config", str(self.config), "--run-dir", str(self.run_dir)]
         for item in self.overrides:
             argv += ["--set", item]
+        for key in self.allow_changes:
+            argv += ["--allow-change", key]
         return argv
 
     @property
@@ -89,7 +92,7 @@ def build_spec(args, profile: ClusterProfile, cfg: Config) -> JobSpec:
         policy=RequeuePolicy(max_requeues=pick("max_requeues", args.max_requeues, profile.max_requeues),
                              max_crash_requeues=profile.max_crash_requeues,
                              max_stalled_restarts=profile.max_stalled_restarts),
-        entry=args.entry,
+        entry=args.entry, allow_changes=list(getattr(args, "allow_changes", None) or []),
     )
     validate.check_spec(spec, profile, from_profile)
     return spec
@@ -191,10 +194,14 @@ def check_not_sweep_root(run_dir: Path) -> None:
 
 
 def check_run_dir_free(spec: JobSpec, cfg: Config, create: bool) -> None:
-    """Every run-directory check before a job may train in it (file, sweep root, finished, live job, writable)."""
+    """Every run-directory check before a job may train in it (file, sweep root, finished, resume rule,
+    live job, writable)."""
+    from trainer.core.changes import resume_changes
+
     check_run_dir(spec.run_dir, create=False)
     check_not_sweep_root(spec.run_dir)
     check_not_finished(spec.run_dir, cfg)
+    resume_changes(cfg, spec.run_dir, spec.allow_changes)  # the trainer's own rule, refused here before a job
     check_no_live_job(spec.run_dir)
     if create:
         check_run_dir(spec.run_dir)
@@ -271,8 +278,9 @@ def training_job(spec: JobSpec) -> TrainingJob:
 
 
 def freeze_config(spec: JobSpec, cfg: Config) -> JobSpec:
-    """The job trains with the config as resolved at submission: editing the YAML file afterwards
-    cannot change a queued or requeued job. Written to ``RUN_DIR/slurm/submitted_config.yaml``."""
+    """The job trains with the config as resolved at submission: editing the YAML file (or a file of
+    its ``base:`` chain) afterwards cannot change a queued or requeued job. Every launch path (submitit,
+    --emit-sbatch, sweeps, --local) trains from it: ``RUN_DIR/slurm/submitted_config.yaml``."""
     path = runs.slurm_folder(spec.run_dir) / "submitted_config.yaml"
     atomic_write_text(path, dump_yaml(cfg))
     return dataclasses.replace(spec, config=path, overrides=[])

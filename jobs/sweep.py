@@ -86,7 +86,7 @@ def finished_elements(elements: list[grid.Element], specs: list[submit.JobSpec],
 
 def plan(args: argparse.Namespace):
     """Every check of the sweep -> (profile, axes, elements, configs, specs, root, name, evaluation plan)."""
-    from trainer.core.config import load_config
+    from trainer.core.config import load_config, to_dict
 
     if not args.config:
         raise LaunchError("--config is required (e.g. launch.py sweep --config configs/se_balanced.yaml --grid ...)")
@@ -105,6 +105,7 @@ def plan(args: argparse.Namespace):
         raise LaunchError(f"the grid has {len(elements)} combinations; Slurm's MaxArraySize {limit} allows task ids "
                           f"0-{limit - 1}: split the sweep")
     configs = element_configs(args.config, args.overrides, elements)
+    grid.check_distinct(elements, [to_dict(cfg) for cfg in configs])
     profile = load_profile(args.cluster or default_cluster())
     root = root_of(args, name)
     check_root(root, axes, args.config)

@@ -91,15 +91,31 @@ def test_compare_command_table_test_scores_csv_and_plot(repo_root, tmp_path):
     assert header[:5] == ["RUN", "run.name", "optim.lr", "train.epochs", "loss.w_gan"]
     assert header[-4:] == ["TEST_CKPT", "TEST_PESQ", "TEST_STOI", "TEST_SSNR"]
     fast, slow = lines[2].split(), lines[3].split()
-    assert fast[:8] == ["fast", "fast", "0.002", "3", "0.3", "1.600", "(1)", "0.900"]
-    assert fast[-6:] == ["2", "checkpointed", "-", "-", "-", "-"]
+    # epochs counted from 1, as status and list count them (issue 22 item 19): index 1 is epoch 2
+    assert fast[:8] == ["fast", "fast", "0.002", "3", "0.3", "1.600", "(2)", "0.900"]
+    assert fast[-6:] == ["3", "checkpointed", "-", "-", "-", "-"]
     assert slow[:5] == ["slow", "slow", "0.001", "2", "-"] and slow[-4:] == ["best_pesq", "2.410", "0.930", "8.500"]
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["run"] for r in rows] == ["fast", "slow"]
-    assert rows[1]["best_pesq"] == "1.4" and rows[1]["epoch_pesq"] == "1" and rows[1]["test_csig"] == "3.5"
+    assert rows[1]["best_pesq"] == "1.4" and rows[1]["epoch_pesq"] == "2" and rows[1]["test_csig"] == "3.5"
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     by_loss = launch(repo_root, "compare", str(tmp_path / "slow"), str(tmp_path / "fast"), "--metric", "loss")
     assert "LOSS (ep)" in by_loss.stdout.splitlines()[1] and "lower is better" in by_loss.stdout
+
+
+def test_a_run_without_a_config_is_noted_not_diffed(repo_root, tmp_path):
+    """Issue 22 item 19: a run lacking config.yaml listed every key as differing."""
+    make_run(tmp_path, "a", "0.001", [1.0, 1.2])
+    make_run(tmp_path, "b", "0.002", [1.1])
+    (make_run(tmp_path, "bare", "0.001", [1.3]) / "config.yaml").unlink()
+    proc = launch(repo_root, "compare", *(str(tmp_path / n) for n in ("a", "b", "bare")))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1].split()[:3] == ["RUN", "run.name", "optim.lr"] and "train.epochs" in lines[1].split()
+    assert "optim.betas" not in lines[1]  # the same in every run that has a config
+    bare = next(line.split() for line in lines[2:] if line.startswith("bare "))
+    assert bare[1:4] == ["-", "-", "-"]
+    assert lines[-1] == "(bare: no config.yaml or slurm/submitted_config.yaml: its config is not compared)"
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -63,6 +63,17 @@ def test_validation_samples_are_written_and_reported(creative_run, tmp_path, cap
         assert float(diagnostics.pearson(output, inp)[0]) == pytest.approx(row["corr_input"], abs=1e-4)
 
 
+def test_more_samples_than_exist_says_how_many_were_rendered(creative_run, tmp_path, capsys):
+    """Issue 22 item 19: --num-samples 1000 silently rendered the few that exist."""
+    out_dir = tmp_path / "listen"
+    assert infer.main(["--checkpoint", str(creative_run["ckpt"]), "--num-samples", "1000",
+                       "--out-dir", str(out_dir), "--device", "cpu", "--max-seconds", "0.25"]) == 0
+    rendered = len(json.loads((out_dir / "report.json").read_text()))
+    assert 1 <= rendered < 1000
+    assert (f"note: --num-samples 1000: the validation split holds {rendered} item(s); rendered all {rendered}"
+            in capsys.readouterr().err)
+
+
 def test_shuffled_targets_pair_different_pieces(creative_run, tmp_path):
     out_dir = tmp_path / "shuffled"
     assert infer.main(["--checkpoint", str(creative_run["ckpt"]), "--num-samples", "3", "--shuffle-targets",

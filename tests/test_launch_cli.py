@@ -229,3 +229,25 @@ def test_status_and_list_say_what_is_wrong_with_state_json(repo_root, tmp_path, 
     listed = launch(repo_root, "list", env={**env, **OFFLINE})
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
     assert f"note: job 4242: {run_dir / 'state.json'} {problem}" in listed.stdout
+
+
+@pytest.mark.parametrize("mode", ["--dry-run", "--emit-sbatch", "--local"])
+def test_a_resume_that_changes_the_recipe_is_refused_before_submission(repo_root, tmp_path, mode):
+    """Issue 22 item 4 on the login node: the trainer's resume rule, applied before anything is submitted."""
+    from trainer.core.config import load_config, save_config
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints/last.pt").write_bytes(b"a checkpoint")  # only its presence counts here
+    save_config(load_config(repo_root / "configs/smoke.yaml"), run_dir / "config.yaml")
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    err = one_line_error(launch(repo_root, *SUBMIT, "--account", "ab1234", mode, "--run-dir", str(run_dir),
+                                "--set", "run.seed=7", env=OFFLINE))
+    assert "run.seed: 0 in the run, 7 now" in err and "--allow-change run.seed" in err
+    assert sorted(p.name for p in run_dir.rglob("*")) == before  # nothing frozen, nothing submitted
+    if mode == "--local":
+        return
+    allowed = launch(repo_root, *SUBMIT, "--account", "ab1234", mode, "--run-dir", str(run_dir),
+                     "--set", "run.seed=7", "--set", "valid.every_epochs=2", "--allow-change", "run.seed", env=OFFLINE)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "--allow-change run.seed" in allowed.stdout  # every attempt of the job passes it on

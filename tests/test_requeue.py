@@ -148,7 +148,8 @@ def test_a_crashed_attempt_records_the_step_it_reached_and_the_step_it_resumes_f
     state.update(format_version=ckpt.FORMAT_VERSION, epoch=1, step=30, batches_done=0, rng=[ckpt.capture_rng()],
                  generator={"w": torch.zeros(3)}, versions=ckpt.versions(), config={"train": {"epochs": 4}})
     ckpt.save_run_checkpoints(state, run_dir / "checkpoints", ())
-    (run_dir / "state.json").write_text(json.dumps({"status": "failed", "step": 37}))
+    # state.json's step is last.pt's (issue 22 item 17); step_reached where the crash happened
+    (run_dir / "state.json").write_text(json.dumps({"status": "failed", "step": 30, "step_reached": 37}))
     assert runs.checkpoint_step(run_dir) == 30
     monkeypatch.setenv("PATH", OFFLINE["PATH"])
     record = end_attempt(run_dir, JOB, 0, EXIT_CRASHED, POLICY, step_start=20)

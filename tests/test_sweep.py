@@ -96,6 +96,14 @@ def test_a_bad_value_in_one_element_refuses_the_whole_sweep(repo_root, tmp_path)
     (["--grid", "loss.w_gan=0.1,0.2", "--max-parallel", "0"], "--max-parallel 0: must be at least 1"),
     (["--grid", "loss.w_gan=0.1,0.2", "--evaluate-after", "/nonexistent/test"], "--evaluate-after /nonexistent/test: not a folder"),
     (["--grid", "loss.w_gan=0.1,0.2", "--name", "a b"], "--name 'a b'"),
+    # issue 22 item 13: a newline made the rest a YAML comment (0.2 silently) and a raw #SBATCH line
+    (["--grid", "loss.w_gan=0.1,0.2\n#SBATCH --nodes=64"], "--grid 'loss.w_gan=0.1,0.2\\n#SBATCH --nodes=64': "
+                                                           "contains a control character"),
+    # duplicates judged by value once read, not by text
+    (["--grid", "loss.w_gan=0.1,0.10"], "--grid: loss.w_gan=0.1 and 0.10 are the same value once read"),
+    (["--grid", "loss.w_gan=0.1,1e-1", "--grid", "optim.lr=1e-3,2e-3"],
+     "--grid: loss.w_gan=0.1 and 1e-1 are the same value once read: elements w_gan=0.1,lr=1e-3 and "
+     "w_gan=1e-1,lr=1e-3 would train the same run"),
 ])
 def test_sweep_refusals_are_one_line(repo_root, tmp_path, extra, expected):
     err = one_line_error(launch(repo_root, *SWEEP, "--run-dir", str(tmp_path / "sweep"), "--dry-run", *extra,

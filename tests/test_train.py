@@ -232,7 +232,7 @@ def test_mismatched_architecture_extension_and_divergence(repo_root, tmp_path):
 
     other = run_train(repo_root, run_dir, "train.epochs=1", "model.num_channels=8")
     assert other.returncode == EXIT_BAD_INPUT
-    assert "model.num_channels: checkpoint 16, config 8" in other.stderr and "Traceback" not in other.stderr
+    assert "model.num_channels: 16 in the run, 8 now" in other.stderr and "Traceback" not in other.stderr
     assert (run_dir / "config.yaml").read_text() == config  # nothing overwritten by the refused run
 
     extended = run_train(repo_root, run_dir, "train.epochs=2")

@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print_table(rows)
+    if args.input is None and len(rows) < args.num_samples:
+        print(f"note: --num-samples {args.num_samples}: the validation split holds {len(rows)} item(s); rendered "
+              f"all {len(rows)}", file=sys.stderr)
     log.info("wrote %d samples and report.json to %s", len(rows), args.out_dir)
     return 0
 

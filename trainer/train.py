@@ -18,6 +18,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from trainer.core.changes import resume_changes
 from trainer.core.config import Config, ConfigError, config_class, load_config, save_config
 from trainer.core.errors import BadInput
 from trainer.core.exitcodes import (
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="training config YAML; default: the run directory's config.yaml")
     parser.add_argument("--run-dir", help="run directory (default: run.dir or logs/runs/<run.name>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--allow-change", dest="allow_changes", action="append", default=[], metavar="SECTION.KEY",
+                        help="let this resume change a setting that changes the training trajectory (e.g. "
+                             "run.seed); repeatable; recorded in train.log and the next checkpoint "
+                             "(docs/resume-and-changes.md)")
     parser.add_argument("--help-config", action="store_true",
                         help="list every config key with its reason (of the --config's task, else of every task)")
     return parser
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return _help_config(args)
     try:
         cfg, run_dir = resolve_config(args)
+        changes = resume_changes(cfg, run_dir, args.allow_changes)  # before anything is written
     except ConfigError as exc:
         sys.stderr.write(f"trainer.train: error: {exc}\n")
         return EXIT_BAD_INPUT
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_DISK_FULL if exc.errno in NO_SPACE else EXIT_BAD_INPUT
     setup_logging(env.rank)  # stderr only until this process owns the run directory
     try:
-        return _run(cfg, run_dir, env, setup_logging)
+        return _run(cfg, run_dir, env, setup_logging, changes)
     except KeyboardInterrupt:  # a second Ctrl-C before the training started or after it ended
         return EXIT_INTERRUPTED
     finally:
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         signals.uninstall_interrupt()
 
 
-def _run(cfg: Config, run_dir: Path, env, setup_logging) -> int:
+def _run(cfg: Config, run_dir: Path, env, setup_logging, changes: list) -> int:
     """Own the run directory (the lock), then train; maps every outcome to its exit code and
     leaves state.json in a final state (or "checkpointed" for a requeue)."""
     from trainer.core.checkpoint import NonFiniteState
@@ -131,7 +137,7 @@ def _run(cfg: Config, run_dir: Path, env, setup_logging) -> int:
                                                       lock.mtime)
             if removed:
                 log.info("removed %d stale temporary file(s) (%d bytes) left by an interrupted write", removed, freed)
-        trainer = Trainer(cfg, run_dir, env)
+        trainer = Trainer(cfg, run_dir, env, changes)
         if env.is_main:
             save_config(cfg, run_dir / "config.yaml")
         return trainer.fit()

@@ -5,6 +5,8 @@ handed to the tracker directly, as the loop does.
 """
 
 import io
+import logging
+import shutil
 import subprocess
 import sys
 import wave
@@ -297,3 +299,35 @@ def test_missing_package_stops_training_with_exit_2(monkeypatch, tmp_path, repo_
     assert code == 2
     err = capsys.readouterr().err
     assert "pip install tensorboard" in err and "Traceback" not in err
+
+
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_log_folder_removed_during_the_run_starts_a_new_log_with_one_warning(tmp_path):
+    """Issue 22 item 8: deleting RUN_DIR/tensorboard mid-run crashed the training (FileNotFoundError)."""
+    t, task, generator = tracker(tmp_path), FixedTask(), Gain()
+    t.start(0)
+    for step in range(1, 5):
+        t.write(step_record(step, 1.0 / step))
+    shutil.rmtree(tmp_path / "tensorboard")
+    logger, collect = logging.getLogger("segan.tracking"), Collect()
+    logger.addHandler(collect)
+    try:
+        for step in range(5, 9):
+            t.write(step_record(step, 1.0 / step))
+        t.validation(task, generator, 8)
+        t.close()
+    finally:
+        logger.removeHandler(collect)
+    warnings = collect.messages
+    assert len(warnings) == 1 and "was removed during the run" in warnings[0], warnings
+    acc = accumulate(tmp_path / "tensorboard")
+    assert [e.step for e in acc.Scalars("train/loss")][-3:] == [6, 7, 8]
+    assert "audio/0_spk0_utt_0/noisy" in acc.Tags()["audio"]  # the references go into the new log again

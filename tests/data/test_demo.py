@@ -11,6 +11,7 @@ import soundfile as sf
 import trainer.data.demo
 from trainer.core.config import load_config
 from trainer.data.demo import MARKER, ensure_demo_corpus
+from trainer.data.format import DataError
 from trainer.data.shards import ShardIndex, build_eval_loader, build_train_loader
 from trainer.data.synth import have_espeak
 
@@ -44,7 +45,7 @@ def test_second_call_reuses_the_corpus(demo):
     before = os.stat(marker).st_mtime_ns
     assert ensure_demo_corpus(demo["root"]) == demo
     assert os.stat(marker).st_mtime_ns == before
-    with pytest.raises(FileExistsError, match="another version or sample rate"):
+    with pytest.raises(DataError, match="data.sample_rate=8000: the demo corpus in .* is built at 16000 Hz"):
         ensure_demo_corpus(demo["root"], sample_rate=8000)
 
 
@@ -63,7 +64,7 @@ def test_an_older_version_is_rebuilt_in_place(tmp_path):
     assert json.loads(marker.read_text())["demo_version"] == info["demo_version"]
     assert not (root / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["creative"]
     marker.write_text(json.dumps({**info, "demo_version": 99}))  # a newer one is not ours to replace
-    with pytest.raises(FileExistsError, match="another version"):
+    with pytest.raises(DataError, match="a demo corpus of version 99, not one this code"):
         ensure_creative_demo_corpus(root)
 
 
@@ -91,3 +92,20 @@ def test_demo_config_uses_the_corpus(demo, tmp_path, monkeypatch):
     batch = next(iter(loader))
     assert len(sampler) == 10 and batch["noisy"].shape == (4, int(cfg.data.crop_seconds * 16000))
     assert len(build_eval_loader(None, cfg, 0, 1)) == 64
+
+
+@pytest.mark.slow
+def test_another_sample_rate_on_the_demo_is_one_line_exit_2(repo_root, tmp_path):
+    """Issue 22 item 11: --set data.sample_rate=8000 on a demo config gave a FileExistsError traceback."""
+    import subprocess
+    import sys
+
+    ensure_demo_corpus(repo_root / "logs/demo_corpus")  # the shared corpus the demo configs use, at 16 kHz
+    proc = subprocess.run([sys.executable, "-m", "trainer.train", "--config", "configs/smoke.yaml", "--run-dir",
+                           str(tmp_path / "run"), "--set", "data.sample_rate=8000", "--set", "train.tensorboard=false"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "data.sample_rate=8000: the demo corpus in logs/demo_corpus is built at 16000 Hz" \
+        in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr

@@ -14,12 +14,15 @@ from pathlib import Path
 from trainer.core.io import atomic_write_text
 from trainer.core.registry import task_spec
 from trainer.core.settings import (
+    FREE,
+    TRAJECTORY,
     ConfigError,
     Section,
     apply_overrides,
     build,
     dump_yaml,
     read_with_bases,
+    resume_classes,
     section,
     setting,
     to_dict,
@@ -32,11 +35,11 @@ __all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "config_c
 
 @dataclasses.dataclass(kw_only=True)
 class RunConfig(Section):
-    name: str = setting("run", "human-readable run name; the default run directory is logs/runs/<name>")
+    name: str = setting("run", "human-readable run name; the default run directory is logs/runs/<name>", resume=FREE)
     dir: str | None = setting(None, "run directory (checkpoints, metrics.jsonl, config.yaml); "
-                                    "default logs/runs/<name>; --run-dir overrides it")
+                                    "default logs/runs/<name>; --run-dir overrides it", resume=FREE)
     seed: int = setting(0, "global seed; each rank derives its own streams from it (seed * 1000 + rank, and "
-                           "NumPy takes seeds below 2**32)", min=0, max=MAX_SEED)
+                           "NumPy takes seeds below 2**32)", min=0, max=MAX_SEED, resume=TRAJECTORY)
 
     def validate(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ \t\n'\"$`;&|<>*?"):
@@ -47,31 +50,31 @@ class RunConfig(Section):
 @dataclasses.dataclass(kw_only=True)
 class DataConfig(Section):
     train_dir: str = setting("", "folder with the packed training shards and manifest.json "
-                                 "(python -m trainer.prepare); empty with demo=true")
+                                 "(python -m trainer.prepare); empty with demo=true", resume=TRAJECTORY)
     valid_dir: str = setting("", "folder with the held-out validation shards (prepare --valid-speakers "
-                                 "writes OUT/train and OUT/valid); never the test set")
-    demo: bool = setting(False, "build (once) and use the small built-in demo corpus under logs/demo_corpus")
-    sample_rate: int = setting(16000, "expected sample rate of the shards (Hz); a mismatch is an error", min=1000)
+                                 "writes OUT/train and OUT/valid); never the test set", resume=TRAJECTORY)
+    demo: bool = setting(False, "build (once) and use the small built-in demo corpus under logs/demo_corpus", resume=TRAJECTORY)
+    sample_rate: int = setting(16000, "expected sample rate of the shards (Hz); a mismatch is an error", min=1000, resume=TRAJECTORY)
     crop_seconds: float = setting(2.0, "length of the random training crop (s); shorter utterances are "
-                                       "zero-padded at the end", min=0.1)
+                                       "zero-padded at the end", min=0.1, resume=TRAJECTORY)
     valid_max_seconds: float | None = setting(None, "validation: deterministic centre crop of at most this "
-                                                    "many seconds (null = whole utterances)", min=0.25)
-    normalize: bool = setting(True, "CMGAN convention: scale noisy to unit RMS and clean by the same factor")
-    batch_size: int = setting(4, "training batch size per rank (per GPU)", min=1)
-    num_workers: int = setting(2, "DataLoader worker processes per rank (0 = load in the main process)", min=0)
+                                                    "many seconds (null = whole utterances)", min=0.25, resume=TRAJECTORY)
+    normalize: bool = setting(True, "CMGAN convention: scale noisy to unit RMS and clean by the same factor", resume=TRAJECTORY)
+    batch_size: int = setting(4, "training batch size per rank (per GPU)", min=1, resume=TRAJECTORY)
+    num_workers: int = setting(2, "DataLoader worker processes per rank (0 = load in the main process)", min=0, resume=FREE)
     shuffle_targets: bool = setting(False, "pair each input with a random reference each epoch (unpaired "
-                                           "training, e.g. the creative variant's mixes)")
+                                           "training, e.g. the creative variant's mixes)", resume=TRAJECTORY)
     verify_checksums: bool = setting(True, "check every shard's sha256 against manifest.json when a loader "
-                                           "is built (each rank hashes its share; a corrupted copy is an error)")
+                                           "is built (each rank hashes its share; a corrupted copy is an error)", resume=FREE)
 
 
 @dataclasses.dataclass(kw_only=True)
 class StftConfig(Section):
-    n_fft: int = setting(400, "FFT size in samples (400 = 25 ms at 16 kHz, the CMGAN setting)", min=16)
-    hop_length: int = setting(100, "hop in samples", min=1)
-    window: str = setting("hann", "analysis window", choices=("hann", "hamming"))
-    compress_factor: float = setting(0.3, "power-law magnitude compression exponent", min=0.05, max=1.0)
-    eps: float = setting(1e-8, "added to the magnitude before compression (keeps gradients finite)", min=0.0)
+    n_fft: int = setting(400, "FFT size in samples (400 = 25 ms at 16 kHz, the CMGAN setting)", min=16, resume=TRAJECTORY)
+    hop_length: int = setting(100, "hop in samples", min=1, resume=TRAJECTORY)
+    window: str = setting("hann", "analysis window", choices=("hann", "hamming"), resume=TRAJECTORY)
+    compress_factor: float = setting(0.3, "power-law magnitude compression exponent", min=0.05, max=1.0, resume=TRAJECTORY)
+    eps: float = setting(1e-8, "added to the magnitude before compression (keeps gradients finite)", min=0.0, resume=TRAJECTORY)
 
     def validate(self) -> None:
         if self.hop_length > self.n_fft:
@@ -82,27 +85,27 @@ class StftConfig(Section):
 class GanScheduleConfig(Section):
     """When the GAN term enters (shared by the tasks with a discriminator)."""
 
-    w_gan: float = setting(0.05, "final weight of the GAN term", min=0.0)
-    gan_start_fraction: float = setting(0.0, "fraction of train.epochs before the GAN term enters", min=0.0, max=1.0)
-    gan_ramp_epochs: int = setting(0, "epochs of linear ramp from 0 to w_gan after it enters", min=0)
+    w_gan: float = setting(0.05, "final weight of the GAN term", min=0.0, resume=TRAJECTORY)
+    gan_start_fraction: float = setting(0.0, "fraction of train.epochs before the GAN term enters", min=0.0, max=1.0, resume=TRAJECTORY)
+    gan_ramp_epochs: int = setting(0, "epochs of linear ramp from 0 to w_gan after it enters", min=0, resume=TRAJECTORY)
 
 
 @dataclasses.dataclass(kw_only=True)
 class OptimConfig(Section):
-    name: str = setting("adamw", "optimizer for both networks", choices=("adam", "adamw"))
-    lr: float = setting(5e-4, "generator learning rate", min=0.0)
-    disc_lr_ratio: float = setting(2.0, "discriminator lr = lr * disc_lr_ratio (CMGAN uses 2)", min=0.0)
-    betas: list[float] = setting(default_factory=lambda: [0.8, 0.99], help="Adam betas")
-    weight_decay: float = setting(0.01, "decoupled weight decay (adamw)", min=0.0)
+    name: str = setting("adamw", "optimizer for both networks", choices=("adam", "adamw"), resume=TRAJECTORY)
+    lr: float = setting(5e-4, "generator learning rate", min=0.0, resume=TRAJECTORY)
+    disc_lr_ratio: float = setting(2.0, "discriminator lr = lr * disc_lr_ratio (CMGAN uses 2)", min=0.0, resume=TRAJECTORY)
+    betas: list[float] = setting(default_factory=lambda: [0.8, 0.99], help="Adam betas", resume=TRAJECTORY)
+    weight_decay: float = setting(0.01, "decoupled weight decay (adamw)", min=0.0, resume=TRAJECTORY)
     scheduler: str = setting("step", "learning-rate schedule per epoch",
-                             choices=("none", "step", "cosine", "exponential"))
-    step_epochs: int = setting(30, "step: decay every this many epochs", min=1)
-    step_gamma: float = setting(0.5, "step: decay factor", min=0.0, max=1.0)
+                             choices=("none", "step", "cosine", "exponential"), resume=TRAJECTORY)
+    step_epochs: int = setting(30, "step: decay every this many epochs", min=1, resume=TRAJECTORY)
+    step_gamma: float = setting(0.5, "step: decay factor", min=0.0, max=1.0, resume=TRAJECTORY)
     exp_gamma: float = setting(0.99, "exponential: lr = lr * exp_gamma ** epoch (MP-SENet's ExponentialLR: 0.99)",
-                               min=0.0, max=1.0)
-    grad_clip: float = setting(5.0, "clip the gradient norm of each network to this (0 = off; norm logged)", min=0.0)
+                               min=0.0, max=1.0, resume=TRAJECTORY)
+    grad_clip: float = setting(5.0, "clip the gradient norm of each network to this (0 = off; norm logged)", min=0.0, resume=TRAJECTORY)
     grad_norm_alert: float = setting(100.0, "warn when a (pre-clipping) gradient norm is non-finite or exceeds "
-                                            "this safety threshold (0 = only non-finite)", min=0.0)
+                                            "this safety threshold (0 = only non-finite)", min=0.0, resume=FREE)
 
     def validate(self) -> None:
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -111,49 +114,49 @@ class OptimConfig(Section):
 
 @dataclasses.dataclass(kw_only=True)
 class TrainConfig(Section):
-    epochs: int = setting(100, "number of epochs; raising it on an existing run extends the run", min=1)
-    max_steps_per_epoch: int | None = setting(None, "cap steps per epoch (smoke tests); null = full epoch", min=1)
-    device: str = setting("auto", "auto = cuda when visible, else cpu", choices=("auto", "cpu", "cuda"))
-    amp: bool = setting(False, "bf16 autocast for the networks on CUDA (STFT stays fp32)")
-    log_every: int = setting(10, "steps between step records in metrics.jsonl and the log", min=1)
+    epochs: int = setting(100, "number of epochs; raising it on an existing run extends the run", min=1, resume=FREE)
+    max_steps_per_epoch: int | None = setting(None, "cap steps per epoch (smoke tests); null = full epoch", min=1, resume=TRAJECTORY)
+    device: str = setting("auto", "auto = cuda when visible, else cpu", choices=("auto", "cpu", "cuda"), resume=FREE)
+    amp: bool = setting(False, "bf16 autocast for the networks on CUDA (STFT stays fp32)", resume=TRAJECTORY)
+    log_every: int = setting(10, "steps between step records in metrics.jsonl and the log", min=1, resume=FREE)
     pesq_workers: int | None = setting(None, "processes labelling the discriminator's items with PESQ, per rank "
                                              "(null = this rank's cores, at most the batch size; 0 = in-process)",
-                                       min=0)
+                                       min=0, resume=FREE)
     overlap_labels: bool = setting(True, "start the discriminator's labels (PESQ) as soon as the generator's forward "
                                          "pass has produced the estimates and run the generator's backward while "
-                                         "they are computed; false = the serial order (the same losses)")
+                                         "they are computed; false = the serial order (the same losses)", resume=FREE)
     compile: bool = setting(False, "torch.compile the generator's training forward/backward (the weights, "
                                    "checkpoints, validation and inference stay eager); pays a compile at the "
-                                   "start of every job; losses equal eager within float rounding, not bit for bit")
+                                   "start of every job; losses equal eager within float rounding, not bit for bit", resume=FREE)
     compile_backend: str = setting("inductor", "train.compile's backend: inductor (fused kernels: Triton on CUDA, "
                                                "C++ on CPU, needs a working compiler), aot_eager (graph capture "
                                                "and AOT autograd, no code generation: a check, no speed-up)",
-                                   choices=("inductor", "aot_eager"))
-    max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1)
+                                   choices=("inductor", "aot_eager"), resume=FREE)
+    max_nonfinite_steps: int = setting(20, "stop after this many consecutive NaN/Inf losses", min=1, resume=FREE)
     init_from: str | None = setting(None, "start a NEW run from this checkpoint's generator (and discriminator, "
                                           "when it has one) weights with fresh optimizers: fine-tuning, not resume "
-                                          "(ignored once the run has its own checkpoints/last.pt)")
-    deterministic: bool = setting(True, "deterministic algorithms (bit-exact resume on CPU)")
+                                          "(ignored once the run has its own checkpoints/last.pt)", resume=FREE)
+    deterministic: bool = setting(True, "deterministic algorithms (bit-exact resume on CPU)", resume=FREE)
     tensorboard: bool = setting(True, "also write every metrics.jsonl scalar and the validation audio/images as "
                                       "TensorBoard events to RUN_DIR/tensorboard (rank 0; needs pip install "
-                                      "tensorboard); false = no writer and no import of tensorboard")
+                                      "tensorboard); false = no writer and no import of tensorboard", resume=FREE)
 
 
 @dataclasses.dataclass(kw_only=True)
 class ValidConfig(Section):
-    every_epochs: int = setting(1, "validate every this many epochs (always after the last)", min=1)
-    max_utterances: int | None = setting(None, "cap the validation set (smoke tests)", min=1)
+    every_epochs: int = setting(1, "validate every this many epochs (always after the last)", min=1, resume=FREE)
+    max_utterances: int | None = setting(None, "cap the validation set (smoke tests)", min=1, resume=TRAJECTORY)
     num_audio_samples: int = setting(4, "fixed validation utterances (evenly spaced over the split) whose audio "
                                         "and spectrograms go to TensorBoard at each validation, to listen to "
-                                        "progress (0 = none; needs train.tensorboard)", min=0)
+                                        "progress (0 = none; needs train.tensorboard)", min=0, resume=FREE)
 
 
 @dataclasses.dataclass(kw_only=True)
 class CheckpointConfig(Section):
-    every_steps: int = setting(500, "save `last` every this many steps (0 = only at epoch end)", min=0)
-    every_minutes: float = setting(30.0, "also save `last` when this many minutes passed (0 = off)", min=0.0)
+    every_steps: int = setting(500, "save `last` every this many steps (0 = only at epoch end)", min=0, resume=FREE)
+    every_minutes: float = setting(30.0, "also save `last` when this many minutes passed (0 = off)", min=0.0, resume=FREE)
     keep_best: list[str] = setting(default_factory=lambda: ["loss"],
-                                   help="best_<metric> checkpoints to keep (the task says which metrics exist)")
+                                   help="best_<metric> checkpoints to keep (the task says which metrics exist)", resume=FREE)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -162,7 +165,7 @@ class Config(Section):
     ``valid``, ``checkpoint``) have the section types of the chosen task (its ``TaskSpec.sections``);
     :func:`config_class` builds that class."""
 
-    task: str = setting("speech_enhancement", "which model family the training core runs (trainer/tasks/)")
+    task: str = setting("speech_enhancement", "which model family the training core runs (trainer/tasks/)", resume=TRAJECTORY)
     run: RunConfig = section(RunConfig, "naming, run directory and seed")
     data: DataConfig = section(DataConfig, "sharded HDF5 data and loading")
     stft: StftConfig = section(StftConfig, "STFT front-end shared by generator, losses and discriminator")
@@ -199,7 +202,12 @@ def config_class(task: str) -> type[Config]:
         if name not in {f.name for f in dataclasses.fields(Config)}:
             raise ValueError(f"task {task}: {name!r} is not a config section")
         fields.append((name, cls, section(cls, Config.__dataclass_fields__[name].metadata["help"])))
-    return dataclasses.make_dataclass(f"Config_{task}", fields, bases=(Config,), kw_only=True)
+    cls = dataclasses.make_dataclass(f"Config_{task}", fields, bases=(Config,), kw_only=True)
+    undeclared = [key for key, kind in resume_classes(cls).items() if kind is None]
+    if undeclared:  # a programming error: every setting says whether a resume may change it
+        raise TypeError(f"task {task}: settings without a resume class (setting(..., resume=TRAJECTORY or FREE)): "
+                        + ", ".join(undeclared))
+    return cls
 
 
 def config_from_dict(data: dict) -> Config:

@@ -14,6 +14,9 @@ Step protocol (identical on every rank, so a failure on one rank can never hang 
 5. on "checkpoint due" all ranks save ``last`` together; on "stop requested" they save and exit 42
    (130 after a Ctrl-C on any rank: no requeue).
 
+Epochs in log lines are counted from 1 ("epoch 11/30"), as ``launch.py status``, ``list`` and
+``compare`` show them; the ``epoch`` fields of metrics.jsonl and checkpoints are 0-based indices.
+
 Where the rest lives: the step itself ``core/step``, process setup ``core/runtime``, what a
 checkpoint holds ``core/checkpoint``,
 schedules ``core/schedules``, step records ``core/steplog``, validation ``core/validation``.
@@ -29,6 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer.core import checkpoint as ckpt
 from trainer.core import dist, revision, signals
+from trainer.core.changes import Change, allowed_by
+from trainer.core.changes import describe as describe_change
 from trainer.core.config import Config, ConfigError, to_dict
 from trainer.core.env import DistEnv
 from trainer.core.exitcodes import EXIT_FINISHED, stop_exit_code
@@ -54,8 +59,9 @@ def build_optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv):
+    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, changes: list[Change] = ()):
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
+        self.config_changes: list[dict] = []  # every change a resume accepted (core/changes), kept in checkpoints
         self.device, cores, self.amp = setup_process(cfg, env)
         self.metrics = MetricsLog(self.run_dir, enabled=env.is_main)
         self.tracker = build_tracker(cfg, self.run_dir, env.is_main)  # TensorBoard mirror of metrics.jsonl
@@ -92,14 +98,15 @@ class Trainer:
             "generator": self.generator, "discriminator": self.discriminator, "g_ddp": self.g_ddp,
             "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
+        self.saved_at = (0, 0)  # (step, epoch) of checkpoints/last.pt: what state.json reports
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
             code = ckpt.code_version() or {}
             log.info("code: %s%s", revision.describe(code), f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
-        self._resume()
+        self._resume(changes)
 
-    def _resume(self) -> None:
+    def _resume(self, changes: list[Change]) -> None:
         path = self.run_dir / "checkpoints" / "last.pt"
         if not path.exists():
             if self.env.is_main:
@@ -117,11 +124,16 @@ class Trainer:
             raise ckpt.CheckpointError(f"{path}: the config does not match the checkpoint's architecture: "
                                        + "; ".join(diffs) + " (use a new run directory for a new architecture)")
         self.progress = ckpt.restore_training_state(state, path, self._parts(), self.sampler, self.env)
+        self.config_changes = list(state.get("config_changes", []))
+        for change in changes:
+            log.info("config change at step %d: %s", self.progress.step, describe_change(change))
+            self.config_changes.append(change.record(self.progress.step, allowed_by(change)))
         self.saved_best = dict(self.progress.best)
+        self.saved_at = (self.progress.step, self.progress.epoch)
         dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
         self.tracker.start(self.progress.step)  # TensorBoard events after the checkpoint go too
         p = self.progress
-        log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch, p.step,
+        log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch + 1, p.step,
                  p.batches_done, f"; dropped {dropped} metrics records written after it" if dropped else "")
 
     def _parts(self) -> dict:
@@ -132,20 +144,25 @@ class Trainer:
         """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
         state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
                                     extra={**self.task.state(), "world_size": self.env.world_size,
+                                           "config_changes": self.config_changes,
                                            "lr_schedule": {"name": self.cfg.optim.scheduler,
                                                            "factor": lr_factor(self.cfg, self.progress.epoch)}})
         saved = ckpt.save_collectively(state, self.run_dir / "checkpoints", improved, self.env.is_main)
         self.saved_best = dict(self.progress.best)
+        self.saved_at = (self.progress.step, self.progress.epoch)
         if self.env.is_main:
             self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
         self.last_save_time = time.monotonic()
         return saved
 
     def mark(self, status: str, **extra) -> None:
+        """Record ``status`` in state.json with the position of the last checkpoint (a run stopped
+        between two saves, e.g. by a second Ctrl-C, continues from there, not from where it stopped);
+        ``step_reached``: the step it had reached (the launcher's attempt records)."""
         if self.env.is_main:
-            p = self.progress
-            write_state(self.run_dir, status=status, step=p.step, epoch=p.epoch, epochs=self.cfg.train.epochs,
-                        best=self.saved_best, **extra)
+            step, epoch = self.saved_at
+            write_state(self.run_dir, status=status, step=step, epoch=epoch, epochs=self.cfg.train.epochs,
+                        step_reached=self.progress.step, best=self.saved_best, **extra)
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.cfg, self.progress.epoch)
@@ -225,7 +242,7 @@ class Trainer:
         if summed[1] > 0:  # tasks whose discriminator is labelled by PESQ
             record["pesq_valid_rate"] = rate = float(summed[0]) / float(summed[1])
             if rate < MIN_LABEL_RATE:
-                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", p.epoch, 100 * rate)
+                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", p.epoch + 1, 100 * rate)
         last_epoch = p.epoch + 1 == cfg.train.epochs
         improved: tuple[str, ...] = ()
         if (p.epoch + 1) % cfg.valid.every_epochs == 0 or last_epoch:
@@ -235,7 +252,7 @@ class Trainer:
             self.tracker.validation(self.task, self.generator, p.step)  # rank 0: audio, spectrograms
             record.update({f"valid_{k}": v for k, v in summary.items()})
             improved = improved_metrics(summary, p.best, cfg.checkpoint.keep_best, self.task.maximise)
-            log.info("epoch %d validation: %s", p.epoch,
+            log.info("epoch %d/%d validation: %s", p.epoch + 1, cfg.train.epochs,
                      ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
         p.epoch += 1
         p.batches_done = 0

@@ -28,6 +28,11 @@ from trainer.core.errors import BadInput
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # every int setting fits in int64 (torch, numpy, HDF5, JSON readers)
 
+# What a resume may change (docs/resume-and-changes.md): every training setting declares one.
+TRAJECTORY = "trajectory"  # changes what the run learns (seed, data, batch, losses, optimizer, model): refused
+FREE = "free"  # changes how it runs or is watched (logging, validation cadence, workers, epochs): allowed
+RESUME_CLASSES = (TRAJECTORY, FREE)
+
 
 class ConfigError(BadInput):
     """A config problem a user can fix; the message is one line naming file/key/value."""
@@ -35,11 +40,15 @@ class ConfigError(BadInput):
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
             min: float | None = None, max: float | None = None, default_factory: Any = dataclasses.MISSING,
-            finite: bool = True):
+            finite: bool = True, resume: str | None = None):
     """A config field with its reason (``help``) and its validation rules.
 
-    ``finite=False`` allows NaN and +-Inf in a float setting (none needs it today)."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "finite": finite}
+    ``finite=False`` allows NaN and +-Inf in a float setting (none needs it today). ``resume``:
+    :data:`TRAJECTORY` or :data:`FREE`, what a resume may change (required of every training setting;
+    ``trainer.core.config.config_class`` checks; the cluster profiles have none)."""
+    if resume is not None and resume not in RESUME_CLASSES:
+        raise ValueError(f"setting(resume={resume!r}): must be one of {RESUME_CLASSES}")
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "finite": finite, "resume": resume}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -177,6 +186,20 @@ def build(cls: type, data: dict | None, prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError as exc:  # __post_init__ names the bare field; add the section path
         raise ConfigError(f"{prefix}{exc}") from None
+
+
+def resume_classes(cls: type, prefix: str = "") -> dict[str, str | None]:
+    """``section.key`` -> the setting's resume class (None where it declares none), every leaf of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, str | None] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.metadata.get("section"):
+            out.update(resume_classes(hints[f.name], prefix=f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = f.metadata.get("resume")
+    return out
 
 
 def to_dict(obj: Any) -> Any:

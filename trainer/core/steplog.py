@@ -58,7 +58,7 @@ def window_record(means: dict, *, step: int, epoch: int, gan_weight: float, lrs:
 
 def log_window(record: dict, *, grad_norm_threshold: float, log_every: int) -> None:
     rate = record.get("pesq_valid_rate")
-    log.info("epoch %d step %d loss %.4f d_loss %.4f gan_w %.3f%s %.2fs/step%s", record["epoch"], record["step"],
+    log.info("epoch %d step %d loss %.4f d_loss %.4f gan_w %.3f%s %.2fs/step%s", record["epoch"] + 1, record["step"],
              record["loss"], record.get("d_loss", float("nan")), record["gan_weight"],
              "" if rate is None else f" pesq-labelled {100 * rate:.0f}%", record["sec_per_step"],
              f" ({record['alert']})" if "alert" in record else "")

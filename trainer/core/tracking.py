@@ -158,7 +158,8 @@ def utterance_label(position: int, name: str) -> str:
 def _quiet_writer_thread_on_full_disk() -> None:
     """TensorBoard writes events on a thread that re-raises its error, which Python prints as a
     traceback, and hands it to the next write on the main thread. A full disk is reported there
-    (:meth:`TensorBoardTracker._disk_full_turns_off`): the thread's copy is not printed."""
+    (:meth:`TensorBoardTracker._disk_full_turns_off`), as is a log folder removed during the run:
+    the thread's copy is not printed."""
     from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 
     previous = threading.excepthook
@@ -167,7 +168,7 @@ def _quiet_writer_thread_on_full_disk() -> None:
 
     def hook(args):
         if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError) \
-                and args.exc_value.errno in (errno.ENOSPC, errno.EDQUOT):
+                and args.exc_value.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOENT):
             return
         previous(args)
 
@@ -230,6 +231,9 @@ class TensorBoardTracker:
         try:
             yield
         except OSError as exc:
+            if exc.errno == errno.ENOENT and not self.log_dir.is_dir():
+                self._reopen()
+                return
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             writer, self.writer = self.writer, None
@@ -238,6 +242,27 @@ class TensorBoardTracker:
             if writer is not None:
                 with contextlib.suppress(OSError):
                     writer.close()
+
+    def _reopen(self) -> None:
+        """RUN_DIR/tensorboard was removed during the run (by hand, a clean-up script): the writer's
+        file is gone. Start a new log there, with one warning; the training goes on."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
+        self.tags = set()  # the reference media go into the new log again
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(self.log_dir), flush_secs=FLUSH_SECONDS)
+        except OSError as exc:
+            log.warning("tensorboard: %s was removed during the run and cannot be made again (%s); TensorBoard "
+                        "is off for the rest of this attempt (metrics.jsonl keeps every record)", self.log_dir,
+                        exc.strerror or exc)
+            return
+        log.warning("tensorboard: %s was removed during the run; a new log starts there (its earlier events "
+                    "are gone; metrics.jsonl keeps every record)", self.log_dir)
 
     # ----- scalars --------------------------------------------------------------------------------
     def write(self, record: dict) -> None:

@@ -27,6 +27,7 @@ import soundfile as sf
 
 from trainer.core.log import get_logger
 from trainer.core.registry import resolve, task_spec
+from trainer.data.format import DataError
 from trainer.data.synth import (
     SENTENCES,
     VOICES,
@@ -141,10 +142,14 @@ def _ensure(root: Path, sample_rate: int, build, what: str, version: int) -> dic
         info = json.loads(marker.read_text())
         if info.get("demo_version") == version and info.get("sample_rate") == sample_rate:
             return demo_paths(root)
-        if info.get("sample_rate") != sample_rate or not isinstance(info.get("demo_version"), int) \
-                or info["demo_version"] > version:
-            raise FileExistsError(f"{root}: a demo corpus of another version or sample rate; delete the folder or "
-                                  f"pass another root (found {info}, want version {version}, sample_rate {sample_rate})")
+        if info.get("sample_rate") != sample_rate:
+            raise DataError(f"data.sample_rate={sample_rate}: the demo corpus in {root} is built at "
+                            f"{info.get('sample_rate')} Hz (shared by every demo run); drop the --set "
+                            f"data.sample_rate, or pack your own data at {sample_rate} Hz (python -m trainer.prepare) "
+                            "and give data.train_dir and data.valid_dir")
+        if not isinstance(info.get("demo_version"), int) or info["demo_version"] > version:
+            raise DataError(f"{root}: a demo corpus of version {info.get('demo_version')!r}, not one this code "
+                            f"(version {version}) can read or rebuild; delete the folder to rebuild it")
         _retire(root, info["demo_version"])  # an older version of our own cache: rebuild it
     root.parent.mkdir(parents=True, exist_ok=True)
     log.info("building the %s in %s", what, root)

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainer.audio.level import unit_rms_scale
 from trainer.core.log import get_logger
-from trainer.core.signals import helper_signals, ignore_signals
+from trainer.core.signals import helper_signals, init_helper
 from trainer.data.format import MANIFEST, DataError, check_manifest, sha256_file
 from trainer.data.sampler import TARGET_STREAM, ResumableBatchSampler, crop_offset
 
@@ -310,7 +310,7 @@ def _loader(dataset: Dataset, batch_sampler, num_workers: int) -> ShardLoader:
     # Ctrl-C when the trainer handles it
     # and draw no seed from the global torch RNG (own generator), which keeps resumes bit-exact.
     return ShardLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate,
-                       worker_init_fn=functools.partial(ignore_signals, helper_signals()), generator=torch.Generator().manual_seed(0),
+                       worker_init_fn=functools.partial(init_helper, helper_signals(), os.getpid()), generator=torch.Generator().manual_seed(0),
                        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
 

@@ -5,13 +5,14 @@ validation/evaluation scoring. The metric functions themselves are :mod:`trainer
 from __future__ import annotations
 
 import multiprocessing.resource_tracker
+import os
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from trainer.core.log import get_logger
-from trainer.core.signals import blocked, helper_signals, ignore_signals
+from trainer.core.signals import blocked, helper_signals, init_helper
 from trainer.metrics.quality import MetricInputError, pesq_score, prepare_pair
 
 log = get_logger("metrics")
@@ -42,6 +43,8 @@ def process_pool(num_workers: int):
     (trainer.signals); they also start with those signals blocked, because a worker is an
     interpreter that imports for a while before its initializer runs, and one signalled then dies
     and breaks the pool (e.g. a validation's pool starting at the moment of a requeue's USR2).
+    Workers end with this process whichever way it ends (``init_helper``: PR_SET_PDEATHSIG), and
+    then so do the resource trackers (they exit when the last holder of their pipe is gone).
     """
     from joblib.externals.loky import ProcessPoolExecutor
 
@@ -56,7 +59,8 @@ def process_pool(num_workers: int):
                 return super().submit(fn, *args, **kwargs)
 
     one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    return SignalSafePool(max_workers=num_workers, env=one_thread, initializer=ignore_signals, initargs=(signums,))
+    return SignalSafePool(max_workers=num_workers, env=one_thread, initializer=init_helper,
+                          initargs=(signums, os.getpid()))
 
 
 def start_resource_trackers(signums: tuple[int, ...]) -> None:
