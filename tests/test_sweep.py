@@ -230,7 +230,7 @@ def test_status_list_logs_and_compare_of_a_sweep(repo_root, tmp_path):
     assert compare.returncode == 0, compare.stderr
     rows = compare.stdout.splitlines()
     assert rows[1].split()[:2] == ["RUN", "optim.lr"]
-    assert [r.split()[:4] for r in rows[2:]] == [["lr=2e-3", "2e-3", "2.750", "(1)"], ["lr=1e-3", "1e-3", "1.750", "(1)"]]
+    assert [r.split()[:4] for r in rows[2:]] == [["lr=2e-3", "2e-3", "2.750", "(2)"], ["lr=1e-3", "1e-3", "1.750", "(2)"]]  # epochs 1-based
 
 
 def test_the_index_is_read_again_once_it_changes(tmp_path, monkeypatch):
