@@ -206,6 +206,18 @@ def start_attempt(run_dir: Path, job_id: str, restart: int, world_size: int | No
     return record
 
 
+def register_plain_job(run_dir: Path, job_id: str) -> None:
+    """Put a job of the plain sbatch template (submitted with ``sbatch``, not from launch.py) into the
+    submission index at its first start, so ``list``, ``status``, ``logs`` and ``cancel`` find it."""
+    if any(sub["job_id"] == str(job_id) for sub in runs.submissions()):
+        return
+    try:
+        runs.record_submission(str(job_id), Path(run_dir).resolve(), Path(run_dir).name,
+                               os.environ.get("SEGAN_CLUSTER", "-"), kind="training", via="sbatch")
+    except OSError as exc:  # the index is a convenience: the job itself goes on
+        sys.stderr.write(f"jobs.requeue: job {job_id} not recorded in {runs.index_path()} ({exc.strerror})\n")
+
+
 def _start_record(run_dir: Path, job_id: str, restart: int) -> dict | None:
     starts = [a for a in runs.read_attempts(run_dir)
               if a.get("event") == "start" and a.get("job_id") == str(job_id) and a.get("restart") == restart]
@@ -331,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "start":
         record = start_attempt(args.run_dir, args.job_id, args.restart, args.world_size)
+        register_plain_job(args.run_dir, args.job_id)
         sys.stdout.write(f"===== attempt {args.restart + 1} of job {args.job_id} · {record['host']} · "
                          f"{record['time']} · step {record['step']} =====\n")
         return 0

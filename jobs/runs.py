@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+from jobs import slurm
 from jobs.profiles import ROOT
 from trainer.core.runstate import load_state, now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
@@ -252,7 +253,13 @@ def job_folder(run_dir: Path, job_id: str | None) -> Path:
 
 
 def log_path(run_dir: Path, job_id: str, rank: int = 0, err: bool = False) -> Path:
-    return job_folder(run_dir, job_id) / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
+    """submitit's log of one rank; for a job of the plain sbatch template (no submitit files) its one
+    log, ``JOB_sbatch.out``, which holds every rank's output and errors."""
+    folder = job_folder(run_dir, job_id)
+    plain = folder / f"{job_id}_sbatch.out"
+    if plain.exists() and not (folder / f"{job_id}_submitted.pkl").exists():
+        return plain
+    return folder / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
 
 
 def cancel_marker(run_dir: Path, job_id: str) -> Path:
@@ -274,6 +281,15 @@ def job_ids_of(run_dir: Path) -> set[str]:
     return ids
 
 
+def plain_sbatch_run_dir(job_id: str) -> Path | None:
+    """The run directory of a job submitted with ``sbatch`` from an ``--emit-sbatch`` script (not in the
+    index): its log is RUN_DIR/slurm/JOB_sbatch.out, as Slurm knows it while it remembers the job."""
+    log = slurm.log_of(job_id)
+    if log and Path(log).name == f"{job_id}_sbatch.out" and Path(log).parent.name == "slurm":
+        return Path(log).parent.parent
+    return None
+
+
 def resolve(target: str | None) -> tuple[str | None, Path]:
     """JOB id, run directory or run name (None: the latest submission) -> (job id, run dir)."""
     subs = submissions()
@@ -287,6 +303,9 @@ def resolve(target: str | None) -> tuple[str | None, Path]:
         for sub in reversed(subs):
             if sub["job_id"] == target:
                 return target, Path(sub["run_dir"])
+        run_dir = plain_sbatch_run_dir(target)
+        if run_dir is not None:
+            return target, run_dir
         raise LaunchError(f"job {target} was not submitted from here (not in {index_path()}); "
                           "give its run directory instead")
     candidates = [Path(target), ROOT / "logs" / "runs" / target]

@@ -3,6 +3,7 @@ login-node commands (logs/status/list) reading a run directory, all without torc
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -229,3 +230,39 @@ def test_status_and_list_say_what_is_wrong_with_state_json(repo_root, tmp_path, 
     listed = launch(repo_root, "list", env={**env, **OFFLINE})
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
     assert f"note: job 4242: {run_dir / 'state.json'} {problem}" in listed.stdout
+
+
+def test_logs_refuses_a_rank_the_job_does_not_have(repo_root, tmp_path):
+    run_dir, env = make_run(tmp_path)
+    attempts = run_dir / "attempts.jsonl"
+    attempts.write_text(attempts.read_text().replace('"restart": 1, "step": 60}', '"restart": 1, "step": 60, '
+                                                     '"world_size": 2}'))
+    for rank, expected in (("3", "--rank 3: job 4242 has 2 rank(s), 0 to 1"), ("-1", "--rank -1: a rank is 0 or more")):
+        for follow in ([], ["--follow"]):
+            err = one_line_error(launch(repo_root, "logs", "4242", "--rank", rank, *follow, env={**env, **OFFLINE}))
+            assert expected in err
+
+
+def test_logs_of_a_plain_sbatch_job_read_its_one_log(repo_root, tmp_path):
+    """A job of the --emit-sbatch script writes RUN_DIR/slurm/JOB_sbatch.out (every rank), no submitit files."""
+    run_dir, env = make_run(tmp_path, job_id="37")
+    for name in ("37_0_log.out", "37_1_log.err"):
+        (run_dir / "slurm" / name).unlink()
+    (run_dir / "slurm" / "37_sbatch.out").write_text("===== attempt 1 of job 37 =====\nplain\n")
+    for target in ("37", str(run_dir)):
+        proc = launch(repo_root, "logs", target, env={**env, **OFFLINE})
+        assert proc.returncode == 0 and proc.stdout.endswith("plain\n"), proc.stdout + proc.stderr
+
+
+def test_list_into_a_closed_pipe_ends_quietly(repo_root, tmp_path):
+    _, env = make_run(tmp_path)
+    index = tmp_path / "submissions.jsonl"
+    row = json.loads(index.read_text())
+    index.write_text("".join(json.dumps({**row, "job_id": str(5000 + i), "run_dir": str(tmp_path / f"r{i}")}) + "\n"
+                             for i in range(2000)))  # ~200 kB of rows: more than a pipe holds
+    head = shutil.which("head")  # found before OFFLINE empties PATH
+    proc = subprocess.run(f"{sys.executable} launch.py list --limit 2000 2>{tmp_path / 'err'} | {head} -3", shell=True,
+                          cwd=repo_root, capture_output=True, text=True, env={**os.environ, **env, **OFFLINE},
+                          timeout=60)
+    assert len(proc.stdout.splitlines()) == 3
+    assert (tmp_path / "err").read_text() == ""
