@@ -68,6 +68,9 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
                 why = f" after {last.get('reason')}" if last.get("reason") else ""
                 return Outcome("requeued", f"requeued, waiting to start again (squeue PENDING{reason}){why}; "
                                f"it resumes at step {resume_step or 0}", True)
+            if queue_reason and queue_reason.startswith("JobHeld"):  # JobHeldUser / JobHeldAdmin
+                return Outcome("held", f"held: it will not start until released (squeue PENDING{reason}); "
+                               f"scontrol release {job_id}", True)
             return Outcome("pending", f"queued, not started yet (squeue PENDING{reason})", True)
         if queue_state == "RUNNING":
             return Outcome("running", f"running (squeue RUNNING); the run is at step {step if step is not None else 0}",

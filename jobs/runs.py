@@ -262,6 +262,21 @@ def log_path(run_dir: Path, job_id: str, rank: int = 0, err: bool = False) -> Pa
     return folder / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
 
 
+def lock_holder(run_dir: Path) -> str | None:
+    """The Slurm job id in the run directory's training lock (trainer/core/lock.py's train.lock), if any."""
+    try:
+        holder = json.loads((Path(run_dir) / "train.lock").read_text())
+    except (OSError, ValueError):
+        return None
+    job = holder.get("job_id") if isinstance(holder, dict) else None
+    return str(job) if job not in (None, "", "None") else None
+
+
+def locked_out_jobs(run_dir: Path) -> set[str]:
+    """Jobs whose attempts on this run directory were refused because another job held it."""
+    return {str(a.get("job_id")) for a in read_attempts(run_dir) if a.get("event") == "end" and a.get("locked_out_by")}
+
+
 def cancel_marker(run_dir: Path, job_id: str) -> Path:
     return slurm_folder(run_dir) / f"{job_id}.cancelled"
 
@@ -313,6 +328,13 @@ def resolve(target: str | None) -> tuple[str | None, Path]:
     if not existing:
         raise LaunchError(f"{target!r} is neither a job id, a run directory nor a run name under logs/runs")
     known = {Path(sub["run_dir"]).resolve(): sub["job_id"] for sub in subs if sub.get("kind", "training") == "training"}
+    for path in existing:  # a job locked out of the run directory is not the one to report or cancel
+        shut_out = locked_out_jobs(path)
+        if shut_out and known.get(path.resolve()) in shut_out:
+            others = [sub["job_id"] for sub in subs if Path(sub["run_dir"]).resolve() == path.resolve()
+                      and sub.get("kind", "training") == "training" and sub["job_id"] not in shut_out]
+            if others:
+                known[path.resolve()] = others[-1]
     run_dir = next((p.resolve() for p in existing if p.resolve() in known or is_run_dir(p)), None)
     if run_dir is None:
         raise LaunchError(f"{existing[0].resolve()} is not a run directory (none of {', '.join(RUN_DIR_MARKS)} "

@@ -52,7 +52,7 @@ CASES = {
     "budget spent": (EXIT_REQUEUE, [PROGRESS] * 3, (5, 9), False, "stop", "requeue budget spent (3 requeues)"),
     "cancelled": (EXIT_REQUEUE, [], (0, 5), True, "stop", CANCELLED),
     "crash while cancelled": (EXIT_CRASHED, [], (0, 5), True, "stop", CANCELLED),
-    "first crash": (EXIT_CRASHED, [], (0, 3), False, "requeue", "crashed; requeue 1 of 3"),
+    "first crash": (EXIT_CRASHED, [], (0, 3), False, "requeue", "crashed; requeue 1 of 3 (crash budget: 1 of 1)"),
     "crash budget": (EXIT_CRASHED, [end(EXIT_CRASHED, 0, 3)], (3, 6), False, "stop",
                      "crashed 2 times (crash budget 1 requeues)"),
     "stalls within the limit": (EXIT_REQUEUE, [STALLED], (7, 7), False, "requeue", "requeue 2 of 3"),

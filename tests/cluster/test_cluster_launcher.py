@@ -121,3 +121,61 @@ def test_a_job_submitted_with_plain_sbatch_is_found_by_list_status_logs_and_canc
         assert f"===== attempt 1 of job {job}" in logs.stdout
     cancel = launch("cancel", job, env=env)
     assert cancel.returncode == 1 and "had already ended (sacct COMPLETED" in cancel.stdout, cancel.stdout
+
+
+def test_a_stop_request_during_the_last_validation_finishes_the_run_without_a_requeue(tmp_path, env):
+    """USR2 once the last training step is recorded: the job is then validating (8 utterances with
+    PESQ and STOI) and saving; all epochs are trained, so it finishes (exit 0), spends no requeue."""
+    run_dir = tmp_path / "last_epoch"
+    sets = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.log_every=1", "data.batch_size=1",
+            "data.crop_seconds=0.5", "train.pesq_workers=1", "valid.max_utterances=8", "checkpoint.every_steps=0"]
+    job = submit("--config", "configs/smoke.yaml", "--run-dir", str(run_dir), "--gpus-per-node", "1",
+                 *[a for item in sets for a in ("--set", item)], env=env)
+    wait_for(lambda: records(run_dir / "metrics.jsonl", kind="step", step=2), 900, "the last step record", poll=0.05)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    assert wait_for(lambda: final_state(job), 900, "the job to end") == "COMPLETED"
+    ends = records(run_dir / "attempts.jsonl", event="end")
+    assert [(e["exit_code"], e["action"]) for e in ends] == [(0, "finish")], ends
+    log = (run_dir / "slurm" / f"{job}_0_log.err").read_text()
+    # the premise: the signal arrived before the run ended (during the last validation or its save)
+    assert "stop requested (SIGUSR2) after the last epoch: the run has finished, no requeue" in log, log[-3000:]
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "finished"
+    assert not release_if_waiting(job) and len(records(run_dir / "attempts.jsonl", event="start")) == 1
+
+
+def test_the_same_emitted_script_submitted_twice_locks_the_second_job_out_without_a_retry(tmp_path, env):
+    """The second job's trainer is refused the run directory (exit 2, which torchrun reports as 1): not a
+    crash, not requeued, and `status RUN_DIR` headlines the job that trains. The real trainer (it takes
+    the run directory's lock), with epochs enough to train until the test cancels it."""
+    run_dir = tmp_path / "twice"
+    sets = ["train.epochs=100", "train.max_steps_per_epoch=2", "train.log_every=1", "data.batch_size=1",
+            "data.crop_seconds=0.5", "train.pesq_workers=1", "valid.max_utterances=1", "valid.every_epochs=100"]
+    emitted = launch("--cluster", "local", "--emit-sbatch", "--config", "configs/smoke.yaml", "--run-dir",
+                     str(run_dir), "--gpus-per-node", "1", *[a for item in sets for a in ("--set", item)], env=env)
+    assert emitted.returncode == 0, emitted.stderr
+    script = tmp_path / "job.sbatch"
+    script.write_text(emitted.stdout)
+
+    def sbatch():
+        proc = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True,
+                              env={**os.environ, **env})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().split(";")[0]
+
+    first = sbatch()
+    second = None
+    try:
+        wait_for(lambda: records(run_dir / "metrics.jsonl", kind="step"), 600, "the first job's first step")
+        second = sbatch()
+        end = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end", job_id=second), 600,
+                       "the second job's end record")[0]
+        assert (end["action"], end.get("locked_out_by")) == ("stop", first), end
+        assert f"job {first} trains" in end["reason"] and "crashed" not in end["reason"]
+        assert wait_for(lambda: final_state(second), 120, "the second job to end") != "REQUEUED"
+        assert not release_if_waiting(second)
+        assert len(records(run_dir / "attempts.jsonl", event="start", job_id=second)) == 1
+        status = launch("status", str(run_dir), env=env)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith(f"job {first}  run directory") and "  state:  running" in status.stdout
+    finally:
+        subprocess.run(["scancel", first, *([second] if second else [])])
