@@ -65,7 +65,10 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
         reason = f", {queue_reason}" if queue_reason and queue_reason != "None" else ""
         if queue_state == "PENDING":
             if last.get("action") in ("requeue", "slurm-requeue") or queue_reason == "BeginTime":
-                why = f" after {last.get('reason')}" if last.get("reason") else ""
+                said = str(last.get("reason") or "")
+                for tail in ("; it resumes from the last save", ": it resumes from the last save"):
+                    said = said.removesuffix(tail)  # the headline says where it resumes, once
+                why = f" after {said}" if said else ""
                 return Outcome("requeued", f"requeued, waiting to start again (squeue PENDING{reason}){why}; "
                                f"it resumes at step {resume_step or 0}", True)
             if queue_reason and queue_reason.startswith("JobHeld"):  # JobHeldUser / JobHeldAdmin

@@ -227,3 +227,16 @@ def test_with_sacct_silent_the_headline_says_how_the_job_ended_is_unknown():
     done = describe(JOB, None, None, None, {"status": "finished", "step": 40}, [finished], 40, starts=start,
                     sacct_silent=True)
     assert done.state == "finished"  # our own end record says it: no need for sacct
+
+
+def test_a_requeued_headline_says_where_it_resumes_once():
+    preempted = {"event": "end", "job_id": JOB, "restart": 0, "exit_code": 42, "step_start": 0, "step_end": 40,
+                 "action": "slurm-requeue", "reason": "preempted, Slurm requeued the job itself (PreemptMode=REQUEUE); "
+                 "it resumes from the last save"}
+    waiting = describe(JOB, "PENDING", "BeginTime", None, {"status": "checkpointed", "step": 40}, [preempted], 40)
+    assert waiting.headline.count("resumes") == 1 and waiting.headline.endswith("it resumes at step 40")
+
+
+def test_a_held_job_says_it_needs_a_release():
+    held = describe(JOB, "PENDING", "JobHeldUser", None, {}, [], 0)
+    assert held.state == "held" and held.active and held.headline.endswith(f"scontrol release {JOB}")
