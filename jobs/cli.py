@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -247,3 +248,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_submit(build_parser().parse_args(argv))
     except (ConfigError, LaunchError) as exc:
         return _error(str(exc))
+    except BrokenPipeError:  # the reader went away (`launch.py list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 1

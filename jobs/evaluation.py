@@ -250,11 +250,22 @@ def describe(run_dir: Path, queue_state: tuple[str, str] | None = None, acct: di
                                  "(DependencyNeverSatisfied; --kill-on-invalid-dep)")
         return "cancelled", f"job {eval_id} cancelled ({acct.get('State')})"
     if word:
-        return word.lower(), (f"job {eval_id} ended {acct.get('State')} (exit {acct.get('ExitCode')}); see "
-                              f"{runs.log_path(run_dir, eval_id)}")
+        return word.lower(), f"job {eval_id} ended {acct.get('State')} (exit {acct.get('ExitCode')}){_why(run_dir, eval_id)}"
     if done is not None:
-        return "failed", f"job {eval_id} exited {done.get('exit_code')}; see {runs.log_path(run_dir, eval_id)}"
+        return "failed", f"job {eval_id} exited {done.get('exit_code')}{_why(run_dir, eval_id)}"
     return "submitted", f"job {eval_id} (Slurm does not know it here); after training job {after}"
+
+
+def _why(run_dir: Path, eval_id: str) -> str:
+    """': <the last line of the job's error log>; see it with: python launch.py logs E --err' (the
+    one-line reason of a failed evaluation is written to stderr)."""
+    err = runs.log_path(run_dir, eval_id, err=True)
+    try:
+        lines = [line for line in err.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    last = f": {lines[-1].strip()}" if lines else ""
+    return f"{last}; see {err} (python launch.py logs {eval_id} --err)"
 
 
 def describe_submission(job_id: str, after: str, plan_: Plan, cpu_only_note: bool = True) -> str:

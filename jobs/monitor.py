@@ -34,10 +34,21 @@ def job_active(job_id: str | None, run_dir: Path) -> bool:
     return runs.read_state(run_dir).get("status") not in RUN_DONE
 
 
+def _check_rank(rank: int, job_id: str, run_dir: Path) -> None:
+    """A rank the job does not have is an error (not a log that never comes)."""
+    if rank < 0:
+        raise LaunchError(f"--rank {rank}: a rank is 0 or more")
+    sizes = [a.get("world_size") for a in runs.read_attempts(run_dir)
+             if a.get("event") == "start" and a.get("job_id") == job_id and isinstance(a.get("world_size"), int)]
+    if sizes and rank >= sizes[-1]:
+        raise LaunchError(f"--rank {rank}: job {job_id} has {sizes[-1]} rank(s), 0 to {sizes[-1] - 1}")
+
+
 def logs(target: str | None, follow: bool, rank: int, err: bool, poll_s: float = 0.5) -> int:
     job_id, run_dir = runs.resolve(target)
     if job_id is None:
         raise LaunchError(f"no job recorded for {run_dir}")
+    _check_rank(rank, job_id, run_dir)
     path = runs.log_path(run_dir, job_id, rank, err)
     if not follow:
         if not path.exists():
@@ -106,25 +117,32 @@ def status(target: str | None) -> int:
         return _evaluation_status(job_id, run_dir)
     lines = [f"job {job_id or '-'}  run directory {run_dir}"]
     queue = acct = None
-    history: list[dict] = []
+    history: list[dict] | None = []
     if job_id and slurm.available():
         queue = slurm.queue_state_reason(job_id)
-        history = slurm.attempt_records(job_id)  # one record per attempt; the last is sacct's latest
+        history = slurm.attempt_history(job_id)  # one record per attempt; the last is sacct's latest
         acct = history[-1] if history else None
-    result = outcome.gather(job_id, run_dir, queue_state=queue, acct=acct, ask_slurm=False)
+    silent = history is None
+    history = history or []
+    result = outcome.gather(job_id, run_dir, queue_state=queue, acct=acct, ask_slurm=False, sacct_silent=silent)
     lines.append(f"  state:  {result.headline}")  # the headline: how the job stands or ended
     if queue:
         lines.append(f"  squeue: {queue[0]}" + (f" ({queue[1]})" if queue[1] and queue[1] != "None" else ""))
     if acct:
         lines.append(f"  sacct:  {acct['State']} exit {acct['ExitCode']} elapsed {acct['Elapsed']}")
-    if job_id and slurm.available() and not queue and not acct:
+    if silent and job_id and slurm.available():
+        lines.append(f"  sacct:  {slurm.SACCT_SILENT}: how the job ended is unknown; the run directory says:")
+    elif job_id and slurm.available() and not queue and not acct:
         lines.append("  SLURM no longer knows this job (no accounting); the run directory says:")
     state, problem = runs.load_state(run_dir)
     if problem:
         lines.append(f"  run:    {problem}")
     elif state:
         epoch = f"{state.get('epoch', '-')}/{state.get('epochs', '-')}"
-        lines.append(f"  run:    {state.get('status', '?')} step {state.get('step', '-')} epoch {epoch} "
+        word = state.get("status", "?")
+        if word == "running" and not result.active:  # the attempt that wrote it died before it could say so
+            word = "not running (state.json still says running: its attempt ended without updating it)"
+        lines.append(f"  run:    {word} step {state.get('step', '-')} epoch {epoch} "
                      f"best pesq {_best_pesq(state)} updated {state.get('updated', '-')}")
     else:
         lines.append("  run:    no state.json yet (the trainer has not started)")
@@ -150,15 +168,16 @@ def status(target: str | None) -> int:
     return 0
 
 
-def _slurm_views(job_ids: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, dict]]:
-    """squeue (one call, array elements one by one) and the latest sacct record of the other jobs (one call)."""
+def _slurm_views(job_ids: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, dict], bool]:
+    """squeue (one call, array elements one by one), the latest sacct record of the other jobs (one call)
+    and whether sacct did not answer."""
     queue: dict[str, tuple[str, str]] = {}
-    accts: dict[str, dict] = {}
+    accts: dict[str, dict] | None = {}
     if job_ids and slurm.available():
         for job in slurm.queue() or []:
             queue[job["JobID"]] = (job["State"], job["Reason"])
         accts = slurm.accounting_many([j for j in job_ids if j not in queue])
-    return queue, accts
+    return queue, accts or {}, accts is None
 
 
 def _table(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
@@ -170,7 +189,7 @@ def _table(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
 def sweep_status(root: Path, sweep: dict) -> int:
     elements = [e for e in sweep["elements"] if isinstance(e, dict) and e.get("run_dir")]
     evals = [str(e["evaluation_job_id"]) for e in elements if e.get("evaluation_job_id")]
-    queue, accts = _slurm_views([str(e.get("job_id")) for e in elements] + evals)
+    queue, accts, silent = _slurm_views([str(e.get("job_id")) for e in elements] + evals)
     axes = " x ".join(f"{a.get('key')}={','.join(map(str, a.get('values') or []))}" for a in sweep.get("grid") or [])
     lines = [f"sweep {sweep.get('name')}  array job {sweep.get('array_job_id')}  {len(elements)} elements  "
              f"root {root}", f"  grid: {axes}"]
@@ -179,7 +198,7 @@ def sweep_status(root: Path, sweep: dict) -> int:
         job_id, run_dir = str(element.get("job_id")), Path(element["run_dir"])
         state, problem = runs.load_state(run_dir)
         result = outcome.gather(job_id, run_dir, queue_state=queue.get(job_id), acct=accts.get(job_id),
-                                ask_slurm=False, resume=False)
+                                ask_slurm=False, resume=False, sacct_silent=silent)
         eval_id = str(element.get("evaluation_job_id") or "")
         described = evaluation.describe(run_dir, queue.get(eval_id), accts.get(eval_id), ask_slurm=False)
         rows.append((str(element.get("name")), job_id, result.state, str(state.get("step", "-")),
@@ -197,7 +216,7 @@ def list_runs(limit: int = 20) -> int:
         latest.pop(sub["run_dir"], None)
         latest[sub["run_dir"]] = sub
     subs = list(latest.values())[-limit:]
-    queue, accts = _slurm_views([sub["job_id"] for sub in subs])
+    queue, accts, silent = _slurm_views([sub["job_id"] for sub in subs])
     header = ("JOB", "NAME", "STATE", "STEP", "EPOCH", "BEST_PESQ", "ATTEMPTS", "RUN_DIR")
     groups: list[tuple[str | None, list[tuple[str, ...]]]] = []  # (sweep root or None, rows), newest first
     by_sweep: dict[str, list[tuple[str, ...]]] = {}
@@ -207,7 +226,7 @@ def list_runs(limit: int = 20) -> int:
         run_dir = Path(sub["run_dir"])
         state, problem = runs.load_state(run_dir)
         result = outcome.gather(sub["job_id"], run_dir, queue_state=queue.get(sub["job_id"]),
-                                acct=accts.get(sub["job_id"]), ask_slurm=False, resume=False)
+                                acct=accts.get(sub["job_id"]), ask_slurm=False, resume=False, sacct_silent=silent)
         if problem:
             notes.append(f"note: job {sub['job_id']}: {problem}")
         root = sub.get("sweep")
@@ -242,6 +261,8 @@ def list_runs(limit: int = 20) -> int:
         order = {str(e.get("run_dir")): i for i, e in enumerate(sweep.get("elements") or []) if isinstance(e, dict)}
         for row in sorted(group, key=lambda r: (order.get(r[-1], len(order)), r[0])):  # element order
             _out(line(row, "  "))
+    if silent:
+        notes.append(f"note: {slurm.SACCT_SILENT}: STATE 'unknown' is a job no longer queued whose end is not known")
     for note in notes:
         _out(note + "\n")
     return 0
@@ -276,6 +297,12 @@ def cancel(target: str) -> int:
         return 0
     job_id, run_dir = runs.resolve(target)
     job_id = job_id or target
+    if slurm.available() and slurm.left_queue(job_id):  # scancel answers 0 for an ended job: ask first
+        acct = slurm.accounting(job_id)
+        how = f"sacct {acct['State']}" if acct and acct.get("State") else slurm.SACCT_SILENT if acct is None else ""
+        _out(f"job {job_id} had already ended{f' ({how})' if how else ''}: nothing to cancel, nothing written; "
+             f"run directory {run_dir} (python launch.py status {job_id})\n")
+        return 1
     runs.cancel_marker(run_dir, job_id).parent.mkdir(parents=True, exist_ok=True)
     runs.cancel_marker(run_dir, job_id).write_text(runs.now_iso() + "\n")
     _scancel(job_id)

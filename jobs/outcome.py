@@ -34,12 +34,27 @@ def _resume_phrase(step: int | None) -> str:
     return f"the run is saved at step {step}" if step else "nothing was saved yet"
 
 
+def _unrecorded_end(ends: list[dict], starts: list[dict]) -> str:
+    """'' unless this job's latest attempt started but wrote no end record (SIGKILL, out of memory,
+    the batch host lost): then a clause saying so, so an earlier attempt's reason is not shown as its."""
+    if not starts:
+        return ""
+    latest = starts[-1].get("restart")
+    if ends and ends[-1].get("restart") == latest:
+        return ""
+    number = latest + 1 if isinstance(latest, int) else len(starts)
+    return (f"attempt {number} ended without an end record (killed: SIGKILL, out of memory or a lost node?), "
+            "so nothing requeues it")
+
+
 def describe(job_id: str | None, queue_state: str | None, queue_reason: str | None, acct: dict | None,
-             run_state: dict, ends: list[dict], resume_step: int | None) -> Outcome:
+             run_state: dict, ends: list[dict], resume_step: int | None, *, starts: list[dict] | None = None,
+             sacct_silent: bool = False) -> Outcome:
     """The outcome from squeue's state and reason (None when the job is not in the queue), sacct's
-    latest record (None without accounting), state.json, this job's ``end`` attempt records and
-    the step a restart resumes from."""
-    last = ends[-1] if ends else {}
+    latest record (None without accounting), state.json, this job's ``end`` and ``start`` attempt
+    records and the step a restart resumes from; ``sacct_silent``: sacct did not answer."""
+    unrecorded = _unrecorded_end(ends, starts or [])
+    last = ends[-1] if ends and not unrecorded else {}
     status = run_state.get("status")
     step = runs.state_step(run_state)
     acct_state = (acct or {}).get("State", "") or ""
@@ -50,9 +65,15 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
         reason = f", {queue_reason}" if queue_reason and queue_reason != "None" else ""
         if queue_state == "PENDING":
             if last.get("action") in ("requeue", "slurm-requeue") or queue_reason == "BeginTime":
-                why = f" after {last.get('reason')}" if last.get("reason") else ""
+                said = str(last.get("reason") or "")
+                for tail in ("; it resumes from the last save", ": it resumes from the last save"):
+                    said = said.removesuffix(tail)  # the headline says where it resumes, once
+                why = f" after {said}" if said else ""
                 return Outcome("requeued", f"requeued, waiting to start again (squeue PENDING{reason}){why}; "
                                f"it resumes at step {resume_step or 0}", True)
+            if queue_reason and queue_reason.startswith("JobHeld"):  # JobHeldUser / JobHeldAdmin
+                return Outcome("held", f"held: it will not start until released (squeue PENDING{reason}); "
+                               f"scontrol release {job_id}", True)
             return Outcome("pending", f"queued, not started yet (squeue PENDING{reason})", True)
         if queue_state == "RUNNING":
             return Outcome("running", f"running (squeue RUNNING); the run is at step {step if step is not None else 0}",
@@ -88,10 +109,21 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
                        f"{_resume_phrase(resume_step)}: resubmit with the same --run-dir", False)
     if word in FINAL_WORDS:
         why = f": {last.get('reason')}" if last.get("reason") else ""
+        if unrecorded:
+            why = (f": {unrecorded}; {_resume_phrase(resume_step)}: the reason is in the log "
+                   f"(python launch.py logs {job_id} --err), then resubmit with the same --run-dir")
         return Outcome(FINAL_WORDS[word], f"{word.lower()} (sacct {acct_state}, exit {(acct or {}).get('ExitCode', '-')})"
                        f"{why}", False)
     if word:
         return Outcome(word.lower(), f"sacct {acct_state}", word in slurm.ACTIVE)
+    if sacct_silent and job_id is not None:  # not in the queue, and how it ended cannot be asked
+        what = unrecorded or (f"its last attempt record says {last.get('action')}: {last.get('reason')}" if last
+                              else f"state.json says {status or 'nothing yet'}")
+        return Outcome("unknown", f"not in the queue; how it ended is unknown: {slurm.SACCT_SILENT} ({what}); "
+                       f"ask again once sacct answers (sacct -j {job_id})", False)
+    if unrecorded:
+        return Outcome("ended", f"ended: {unrecorded}; Slurm no longer knows the job; {_resume_phrase(resume_step)}: "
+                       f"see python launch.py logs {job_id} --err, then resubmit with the same --run-dir", False)
 
     # Slurm does not know the job (no accounting, or long forgotten): the run directory's word
     if stopped:
@@ -109,16 +141,19 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
 
 
 def gather(job_id: str | None, run_dir: Path, queue_state: tuple[str, str] | None = None,
-           acct: dict | None = None, ask_slurm: bool = True, resume: bool = True) -> Outcome:
+           acct: dict | None = None, ask_slurm: bool = True, resume: bool = True, sacct_silent: bool = False) -> Outcome:
     """:func:`describe` with the records read now (``queue_state``/``acct`` when already known;
     ``resume=False`` skips reading the checkpoint's step, for the one word of ``list``)."""
     if ask_slurm and job_id and slurm.available():
         if queue_state is None:
             queue_state = slurm.queue_state_reason(job_id)
         if acct is None:
-            acct = slurm.accounting(job_id)
-    ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end" and a.get("job_id") == job_id]
+            history = slurm.attempt_history(job_id)
+            acct, sacct_silent = (history[-1] if history else None), history is None
+    attempts = [a for a in runs.read_attempts(run_dir) if a.get("job_id") == job_id]
+    ends = [a for a in attempts if a.get("event") == "end"]
+    starts = [a for a in attempts if a.get("event") == "start"]
     state = runs.read_state(run_dir)
     step = runs.resume_step(run_dir) if resume else runs.state_step(state)
     queue_word, reason = queue_state or (None, None)
-    return describe(job_id, queue_word, reason, acct, state, ends, step)
+    return describe(job_id, queue_word, reason, acct, state, ends, step, starts=starts, sacct_silent=sacct_silent)

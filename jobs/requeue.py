@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import runs
+from jobs import runs, slurm
 from trainer.core.exitcodes import (
     EXIT_BAD_INPUT,
     EXIT_CRASHED,
@@ -108,8 +108,11 @@ def decide(exit_code: int, ends: list[dict], policy: RequeuePolicy,
     if stalled > policy.max_stalled_restarts:
         return "stop", (f"no training step of progress in {stalled} attempts in a row (limit "
                         f"{policy.max_stalled_restarts} restarts); not requeued again, see the logs")
-    why = "crashed" if exit_code == EXIT_CRASHED else "stop requested (timeout or preemption)"
-    return "requeue", f"{why}; requeue {len(requeued) + 1} of {policy.max_requeues}"
+    if exit_code == EXIT_CRASHED:
+        crashes = sum(1 for e in requeued if e.get("exit_code") == EXIT_CRASHED)
+        return "requeue", (f"crashed; requeue {len(requeued) + 1} of {policy.max_requeues} (crash budget: "
+                           f"{crashes + 1} of {policy.max_crash_requeues})")
+    return "requeue", f"stop requested (timeout or preemption); requeue {len(requeued) + 1} of {policy.max_requeues}"
 
 
 def _int(value, default: int) -> int:
@@ -206,6 +209,27 @@ def start_attempt(run_dir: Path, job_id: str, restart: int, world_size: int | No
     return record
 
 
+def locked_out_by(run_dir: Path, job_id: str) -> str | None:
+    """The other job that holds the run directory's lock (RUN_DIR/train.lock) while it is still queued
+    or running: this attempt was refused its start. None otherwise (no lock, ours, or a stale one)."""
+    holder = runs.lock_holder(run_dir)
+    if not holder or holder.split("_")[0] == str(job_id).split("_")[0]:
+        return None
+    return holder if slurm.left_queue(holder) is False else None
+
+
+def register_plain_job(run_dir: Path, job_id: str) -> None:
+    """Put a job of the plain sbatch template (submitted with ``sbatch``, not from launch.py) into the
+    submission index at its first start, so ``list``, ``status``, ``logs`` and ``cancel`` find it."""
+    if any(sub["job_id"] == str(job_id) for sub in runs.submissions()):
+        return
+    try:
+        runs.record_submission(str(job_id), Path(run_dir).resolve(), Path(run_dir).name,
+                               os.environ.get("SEGAN_CLUSTER", "-"), kind="training", via="sbatch")
+    except OSError as exc:  # the index is a convenience: the job itself goes on
+        sys.stderr.write(f"jobs.requeue: job {job_id} not recorded in {runs.index_path()} ({exc.strerror})\n")
+
+
 def _start_record(run_dir: Path, job_id: str, restart: int) -> dict | None:
     starts = [a for a in runs.read_attempts(run_dir)
               if a.get("event") == "start" and a.get("job_id") == str(job_id) and a.get("restart") == restart]
@@ -231,6 +255,14 @@ def end_attempt(run_dir: Path, job_id: str, restart: int, exit_code: int, policy
     current = {"event": "end", "job_id": job_id, "restart": restart, "exit_code": exit_code,
                "step_start": step_start, "step_reached": step_reached if step_reached is not None else step_end,
                "step_end": step_end, "time": runs.now_iso()}
+    holder = locked_out_by(run_dir, job_id) if exit_code != EXIT_FINISHED and ask_slurm else None
+    if holder:  # refused at the start (exit 2, which torchrun reports as 1): not a crash, and no retry
+        current["locked_out_by"] = holder
+        action, reason = "stop", (f"locked out: job {holder} trains in this run directory; not retried "
+                                  f"(python launch.py cancel {job_id} if it was submitted twice by mistake)")
+        current.update(action=action, reason=reason)
+        runs.append_jsonl(runs.attempts_path(run_dir), current)
+        return current
     if ending is None and ask_slurm and exit_code != EXIT_FINISHED:
         ending = classify_ending(run_dir, job_id, restart)
     action, reason = decide(exit_code, ends + [current], policy, ending)
@@ -332,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "start":
         record = start_attempt(args.run_dir, args.job_id, args.restart, args.world_size)
+        register_plain_job(args.run_dir, args.job_id)
         sys.stdout.write(f"===== attempt {args.restart + 1} of job {args.job_id} · {record['host']} · "
                          f"{record['time']} · step {record['step']} =====\n")
         return 0

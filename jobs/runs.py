@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+from jobs import slurm
 from jobs.profiles import ROOT
 from trainer.core import ckptinfo
 from trainer.core.runstate import load_state, now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
@@ -214,7 +215,28 @@ def job_folder(run_dir: Path, job_id: str | None) -> Path:
 
 
 def log_path(run_dir: Path, job_id: str, rank: int = 0, err: bool = False) -> Path:
-    return job_folder(run_dir, job_id) / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
+    """submitit's log of one rank; for a job of the plain sbatch template (no submitit files) its one
+    log, ``JOB_sbatch.out``, which holds every rank's output and errors."""
+    folder = job_folder(run_dir, job_id)
+    plain = folder / f"{job_id}_sbatch.out"
+    if plain.exists() and not (folder / f"{job_id}_submitted.pkl").exists():
+        return plain
+    return folder / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """The Slurm job id in the run directory's training lock (trainer/core/lock.py's train.lock), if any."""
+    try:
+        holder = json.loads((Path(run_dir) / "train.lock").read_text())
+    except (OSError, ValueError):
+        return None
+    job = holder.get("job_id") if isinstance(holder, dict) else None
+    return str(job) if job not in (None, "", "None") else None
+
+
+def locked_out_jobs(run_dir: Path) -> set[str]:
+    """Jobs whose attempts on this run directory were refused because another job held it."""
+    return {str(a.get("job_id")) for a in read_attempts(run_dir) if a.get("event") == "end" and a.get("locked_out_by")}
 
 
 def cancel_marker(run_dir: Path, job_id: str) -> Path:
@@ -236,6 +258,15 @@ def job_ids_of(run_dir: Path) -> set[str]:
     return ids
 
 
+def plain_sbatch_run_dir(job_id: str) -> Path | None:
+    """The run directory of a job submitted with ``sbatch`` from an ``--emit-sbatch`` script (not in the
+    index): its log is RUN_DIR/slurm/JOB_sbatch.out, as Slurm knows it while it remembers the job."""
+    log = slurm.log_of(job_id)
+    if log and Path(log).name == f"{job_id}_sbatch.out" and Path(log).parent.name == "slurm":
+        return Path(log).parent.parent
+    return None
+
+
 def resolve(target: str | None) -> tuple[str | None, Path]:
     """JOB id, run directory or run name (None: the latest submission) -> (job id, run dir)."""
     subs = submissions()
@@ -249,6 +280,9 @@ def resolve(target: str | None) -> tuple[str | None, Path]:
         for sub in reversed(subs):
             if sub["job_id"] == target:
                 return target, Path(sub["run_dir"])
+        run_dir = plain_sbatch_run_dir(target)
+        if run_dir is not None:
+            return target, run_dir
         raise LaunchError(f"job {target} was not submitted from here (not in {index_path()}); "
                           "give its run directory instead")
     candidates = [Path(target), ROOT / "logs" / "runs" / target]
@@ -256,6 +290,13 @@ def resolve(target: str | None) -> tuple[str | None, Path]:
     if not existing:
         raise LaunchError(f"{target!r} is neither a job id, a run directory nor a run name under logs/runs")
     known = {Path(sub["run_dir"]).resolve(): sub["job_id"] for sub in subs if sub.get("kind", "training") == "training"}
+    for path in existing:  # a job locked out of the run directory is not the one to report or cancel
+        shut_out = locked_out_jobs(path)
+        if shut_out and known.get(path.resolve()) in shut_out:
+            others = [sub["job_id"] for sub in subs if Path(sub["run_dir"]).resolve() == path.resolve()
+                      and sub.get("kind", "training") == "training" and sub["job_id"] not in shut_out]
+            if others:
+                known[path.resolve()] = others[-1]
     run_dir = next((p.resolve() for p in existing if p.resolve() in known or is_run_dir(p)), None)
     if run_dir is None:
         raise LaunchError(f"{existing[0].resolve()} is not a run directory (none of {', '.join(RUN_DIR_MARKS)} "

@@ -84,6 +84,18 @@ def queue_state_reason(job_id: str) -> tuple[str, str] | None:
     return state.strip(), reason.strip()
 
 
+def left_queue(job_id: str) -> bool | None:
+    """True when squeue answers and the job is not queued, running or ending any more (ended, or
+    forgotten: ``squeue -j`` then refuses the id); False while it is in the queue; None when
+    squeue cannot answer."""
+    proc = run(["squeue", "-h", "-j", str(job_id), "-o", "%T"])
+    if proc is None:
+        return None
+    if proc.returncode != 0:
+        return True if "Invalid job id" in proc.stderr else None
+    return not proc.stdout.strip()
+
+
 def queue_state(job_id: str) -> str | None:
     """State from squeue (PENDING, RUNNING, COMPLETING, ...) or None when not in the queue."""
     found = queue_state_reason(job_id)
@@ -119,16 +131,32 @@ def accounting(job_id: str) -> dict[str, str] | None:
     return rows[-1] if rows else None
 
 
-def accounting_many(job_ids: list[str]) -> dict[str, dict[str, str]]:
-    """The latest sacct record of each job, in one call ({} without accounting)."""
-    rows = _sacct([str(j) for j in job_ids], duplicates=False) if job_ids else None
-    return {row["JobID"]: row for row in rows or []}
+def accounting_many(job_ids: list[str]) -> dict[str, dict[str, str]] | None:
+    """The latest sacct record of each job, in one call; None when sacct does not answer."""
+    if not job_ids:
+        return {}
+    rows = _sacct([str(j) for j in job_ids], duplicates=False)
+    return None if rows is None else {row["JobID"]: row for row in rows}
 
 
 def attempt_records(job_id: str, timeout: float = TIMEOUT_S) -> list[dict[str, str]]:
     """sacct's record of every attempt of the job, oldest first (``--duplicates``: a requeued job
     keeps one record per run, whose State says how it ended: REQUEUED, PREEMPTED, NODE_FAIL, ...)."""
-    return _sacct([str(job_id)], duplicates=True, timeout=timeout) or []
+    return attempt_history(job_id, timeout) or []
+
+
+def attempt_history(job_id: str, timeout: float = TIMEOUT_S) -> list[dict[str, str]] | None:
+    """:func:`attempt_records`, but None when sacct does not answer (slurmdbd down, or no accounting)."""
+    return _sacct([str(job_id)], duplicates=True, timeout=timeout)
+
+
+SACCT_SILENT = "sacct does not answer (slurmdbd down?)"
+
+
+def log_of(job_id: str) -> str | None:
+    """The job's StdOut path as Slurm knows it (the job is queued, running or ended minutes ago), else None."""
+    info = job_info(job_id)
+    return (info or {}).get("StdOut") or None
 
 
 def queue() -> list[dict[str, str]] | None:

@@ -96,6 +96,18 @@ def test_status_says_where_the_evaluation_stands(tmp_path, test_dir, queue, acct
     assert got[0] == word and words in got[1], got
 
 
+def test_a_failed_evaluation_shows_the_reason_from_its_error_log(tmp_path, test_dir):
+    """The one-line reason of a failed evaluation is in its .err log: status shows it and how to read it."""
+    run_dir = evaluated_run(tmp_path, test_dir)
+    err = runs.log_path(run_dir, "101", err=True)
+    err.parent.mkdir(parents=True, exist_ok=True)
+    err.write_text("===== attempt 1 =====\ntrainer.evaluate: error: /data/test: no such folder\n\n")
+    got = evaluation.describe(run_dir, None, {"State": "FAILED", "ExitCode": "2:0", "NodeList": "n1", "Start": "x"},
+                              ask_slurm=False)
+    assert got == ("failed", f"job 101 ended FAILED (exit 2:0): trainer.evaluate: error: /data/test: no such folder; "
+                             f"see {err} (python launch.py logs 101 --err)")
+
+
 def test_a_final_stop_cancels_the_evaluation_and_status_says_why(tmp_path, test_dir):
     run_dir = evaluated_run(tmp_path, test_dir)
     assert evaluation.cancel_dependent(run_dir, "99", "whatever") is None  # another training job's evaluation

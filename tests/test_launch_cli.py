@@ -3,6 +3,7 @@ login-node commands (logs/status/list) reading a run directory, all without torc
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -251,3 +252,39 @@ def test_a_resume_that_changes_the_recipe_is_refused_before_submission(repo_root
                      "--set", "run.seed=7", "--set", "valid.every_epochs=2", "--allow-change", "run.seed", env=OFFLINE)
     assert allowed.returncode == 0, allowed.stderr
     assert "--allow-change run.seed" in allowed.stdout  # every attempt of the job passes it on
+
+
+def test_logs_refuses_a_rank_the_job_does_not_have(repo_root, tmp_path):
+    run_dir, env = make_run(tmp_path)
+    attempts = run_dir / "attempts.jsonl"
+    attempts.write_text(attempts.read_text().replace('"restart": 1, "step": 60}', '"restart": 1, "step": 60, '
+                                                     '"world_size": 2}'))
+    for rank, expected in (("3", "--rank 3: job 4242 has 2 rank(s), 0 to 1"), ("-1", "--rank -1: a rank is 0 or more")):
+        for follow in ([], ["--follow"]):
+            err = one_line_error(launch(repo_root, "logs", "4242", "--rank", rank, *follow, env={**env, **OFFLINE}))
+            assert expected in err
+
+
+def test_logs_of_a_plain_sbatch_job_read_its_one_log(repo_root, tmp_path):
+    """A job of the --emit-sbatch script writes RUN_DIR/slurm/JOB_sbatch.out (every rank), no submitit files."""
+    run_dir, env = make_run(tmp_path, job_id="37")
+    for name in ("37_0_log.out", "37_1_log.err"):
+        (run_dir / "slurm" / name).unlink()
+    (run_dir / "slurm" / "37_sbatch.out").write_text("===== attempt 1 of job 37 =====\nplain\n")
+    for target in ("37", str(run_dir)):
+        proc = launch(repo_root, "logs", target, env={**env, **OFFLINE})
+        assert proc.returncode == 0 and proc.stdout.endswith("plain\n"), proc.stdout + proc.stderr
+
+
+def test_list_into_a_closed_pipe_ends_quietly(repo_root, tmp_path):
+    _, env = make_run(tmp_path)
+    index = tmp_path / "submissions.jsonl"
+    row = json.loads(index.read_text())
+    index.write_text("".join(json.dumps({**row, "job_id": str(5000 + i), "run_dir": str(tmp_path / f"r{i}")}) + "\n"
+                             for i in range(2000)))  # ~200 kB of rows: more than a pipe holds
+    head = shutil.which("head")  # found before OFFLINE empties PATH
+    proc = subprocess.run(f"{sys.executable} launch.py list --limit 2000 2>{tmp_path / 'err'} | {head} -3", shell=True,
+                          cwd=repo_root, capture_output=True, text=True, env={**os.environ, **env, **OFFLINE},
+                          timeout=60)
+    assert len(proc.stdout.splitlines()) == 3
+    assert (tmp_path / "err").read_text() == ""

@@ -52,7 +52,7 @@ CASES = {
     "budget spent": (EXIT_REQUEUE, [PROGRESS] * 3, (5, 9), False, "stop", "requeue budget spent (3 requeues)"),
     "cancelled": (EXIT_REQUEUE, [], (0, 5), True, "stop", CANCELLED),
     "crash while cancelled": (EXIT_CRASHED, [], (0, 5), True, "stop", CANCELLED),
-    "first crash": (EXIT_CRASHED, [], (0, 3), False, "requeue", "crashed; requeue 1 of 3"),
+    "first crash": (EXIT_CRASHED, [], (0, 3), False, "requeue", "crashed; requeue 1 of 3 (crash budget: 1 of 1)"),
     "crash budget": (EXIT_CRASHED, [end(EXIT_CRASHED, 0, 3)], (3, 6), False, "stop",
                      "crashed 2 times (crash budget 1 requeues)"),
     "stalls within the limit": (EXIT_REQUEUE, [STALLED], (7, 7), False, "requeue", "requeue 2 of 3"),
@@ -197,3 +197,49 @@ def test_outcome_headline_is_the_final_state_not_the_last_attempt_record():
     stopped = dict(requeued, action="stop", reason="requeue budget spent (5 requeues); resubmit to continue")
     done = describe(JOB, None, None, {"State": "COMPLETED", "NodeList": "n1"}, {"status": "checkpointed"}, [stopped], 40)
     assert (done.state, done.headline) == ("stopped", f"stopped, not requeued: {stopped['reason']}")
+
+
+def test_a_job_that_died_without_an_end_record_does_not_show_the_previous_attempts_reason():
+    """Attempt 1 was requeued; attempt 2 was SIGKILLed (OOM, scancel of the step, lost batch host): it
+    has a start record and no end record, state.json still says running."""
+    requeued = {"event": "end", "job_id": JOB, "restart": 0, "exit_code": 42, "step_start": 0, "step_end": 40,
+                "action": "requeue", "reason": "stop requested (timeout or preemption); requeue 1 of 5"}
+    starts = [{"event": "start", "job_id": JOB, "restart": 0, "step": 0},
+              {"event": "start", "job_id": JOB, "restart": 1, "step": 40}]
+    acct = {"State": "FAILED", "ExitCode": "0:9", "NodeList": "n1", "Start": "2026-01-01T00:00:03"}
+    result = describe(JOB, None, None, acct, {"status": "running", "step": 55}, [requeued], 40, starts=starts)
+    assert result.state == "failed" and not result.active
+    assert "attempt 2 ended without an end record" in result.headline
+    assert "requeue 1 of 5" not in result.headline and f"logs {JOB} --err" in result.headline
+    forgotten = describe(JOB, None, None, None, {"status": "running", "step": 55}, [requeued], 40, starts=starts)
+    assert forgotten.state == "ended" and "attempt 2 ended without an end record" in forgotten.headline
+    # the same records while attempt 2 runs: it is running, nothing else
+    running = describe(JOB, "RUNNING", "None", None, {"status": "running", "step": 55}, [requeued], 40, starts=starts)
+    assert running.state == "running" and running.active
+
+
+def test_with_sacct_silent_the_headline_says_how_the_job_ended_is_unknown():
+    """slurmdbd down: the job is not in the queue and sacct does not answer; not 'Slurm does not know'."""
+    finished = {"event": "end", "job_id": JOB, "restart": 0, "exit_code": 0, "step_start": 0, "step_end": 40,
+                "action": "finish", "reason": "training finished"}
+    start = [{"event": "start", "job_id": JOB, "restart": 0, "step": 0}]
+    died = describe(JOB, None, None, None, {"status": "running", "step": 7}, [], 0, starts=start, sacct_silent=True)
+    assert died.state == "unknown" and not died.active
+    assert "sacct does not answer (slurmdbd down?)" in died.headline and "no accounting" not in died.headline
+    assert f"sacct -j {JOB}" in died.headline and "attempt 1 ended without an end record" in died.headline
+    done = describe(JOB, None, None, None, {"status": "finished", "step": 40}, [finished], 40, starts=start,
+                    sacct_silent=True)
+    assert done.state == "finished"  # our own end record says it: no need for sacct
+
+
+def test_a_requeued_headline_says_where_it_resumes_once():
+    preempted = {"event": "end", "job_id": JOB, "restart": 0, "exit_code": 42, "step_start": 0, "step_end": 40,
+                 "action": "slurm-requeue", "reason": "preempted, Slurm requeued the job itself (PreemptMode=REQUEUE); "
+                 "it resumes from the last save"}
+    waiting = describe(JOB, "PENDING", "BeginTime", None, {"status": "checkpointed", "step": 40}, [preempted], 40)
+    assert waiting.headline.count("resumes") == 1 and waiting.headline.endswith("it resumes at step 40")
+
+
+def test_a_held_job_says_it_needs_a_release():
+    held = describe(JOB, "PENDING", "JobHeldUser", None, {}, [], 0)
+    assert held.state == "held" and held.active and held.headline.endswith(f"scontrol release {JOB}")

@@ -107,3 +107,16 @@ def test_every_checkpoint_records_the_code_it_was_trained_with(monkeypatch):
     assert code_version() == {"revision": "abc", "dirty": True, "snapshot": "/r/slurm/code"}
     monkeypatch.setenv("SEGAN_CODE", "{not json")
     assert code_version() is None
+
+
+def test_a_venv_that_is_a_symlink_is_ignored_like_a_venv_folder(checkout, tmp_path):
+    """The project's .gitignore: a .venv symlink (to a shared environment) neither makes the snapshot
+    dirty nor is copied into it."""
+    (checkout / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-qm", "project ignores")
+    (tmp_path / "shared-venv").mkdir()
+    (checkout / ".venv").symlink_to(tmp_path / "shared-venv")
+    record = snapshot.take(tmp_path / "run" / "slurm", root=checkout)
+    assert record["dirty"] is False and record["untracked"] == []
+    assert not (tmp_path / "run" / "slurm" / "code" / ".venv").exists()

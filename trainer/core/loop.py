@@ -58,6 +58,12 @@ def build_optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
     return kind(params, lr=lr, betas=tuple(cfg.optim.betas), **extra)
 
 
+def fresh_totals() -> dict[str, int]:
+    """An epoch's running totals: PESQ-labelled items (``num_valid`` of ``num_items``). They are part of
+    the checkpoint, so the epoch record of a resumed run equals the uninterrupted run's."""
+    return {"num_valid": 0, "num_items": 0}
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, changes: list[Change] = ()):
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
@@ -99,6 +105,7 @@ class Trainer:
             "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
         self.saved_at = (0, 0)  # (step, epoch) of checkpoints/last.pt: what state.json reports
+        self.epoch_totals = fresh_totals()  # this rank's PESQ label counts of the current epoch
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
@@ -128,6 +135,9 @@ class Trainer:
         for change in changes:
             log.info("config change at step %d: %s", self.progress.step, describe_change(change))
             self.config_changes.append(change.record(self.progress.step, allowed_by(change)))
+        if self.env.rank == 0:  # the saved totals are all ranks' sums: counted once, on rank 0
+            self.epoch_totals.update({k: int(v) for k, v in state.get("epoch_totals", {}).items()
+                                      if k in self.epoch_totals})
         self.saved_best = dict(self.progress.best)
         self.saved_at = (self.progress.step, self.progress.epoch)
         dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
@@ -142,9 +152,12 @@ class Trainer:
 
     def save(self, improved: tuple[str, ...] = ()) -> list[str]:
         """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
+        summed = dist.all_reduce_sum(torch.tensor([float(v) for v in self.epoch_totals.values()]))
+        epoch_totals = {k: int(v) for k, v in zip(self.epoch_totals, summed.tolist(), strict=True)}
         state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
                                     extra={**self.task.state(), "world_size": self.env.world_size,
                                            "config_changes": self.config_changes,
+                                           "epoch_totals": epoch_totals,
                                            "lr_schedule": {"name": self.cfg.optim.scheduler,
                                                            "factor": lr_factor(self.cfg, self.progress.epoch)}})
         saved = ckpt.save_collectively(state, self.run_dir / "checkpoints", improved, self.env.is_main)
@@ -184,7 +197,7 @@ class Trainer:
             weight = self.task.gan_weight(p.epoch)
             self.sampler.set_epoch(p.epoch)
             self.sampler.start_at(p.batches_done)
-            totals = {"num_valid": 0, "num_items": 0}
+            totals = self.epoch_totals
             window = StepWindow()
             last_tick = time.perf_counter()
             for batch in self.train_loader:
@@ -206,8 +219,12 @@ class Trainer:
                 if flags[2] > 0:
                     return self._requeue_exit()
             self._end_epoch(totals)
-            if self._any_rank_stopping():  # collective: every rank asks, flag set or not
+            # every rank has the same epoch, so all of them skip the collective after the last one together
+            if p.epoch < cfg.train.epochs and self._any_rank_stopping():
                 return self._requeue_exit()
+        if signals.stop_requested():  # e.g. USR2 during the last validation: nothing is left to requeue for
+            log.info("stop requested (%s) after the last epoch: the run has finished, no requeue",
+                     signals.stop_reason())
         self.mark("finished")
         log.info("finished: %d epochs, step %d; best %s", cfg.train.epochs, p.step, p.best)
         return EXIT_FINISHED
@@ -256,6 +273,7 @@ class Trainer:
                      ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
         p.epoch += 1
         p.batches_done = 0
+        self.epoch_totals = fresh_totals()
         record["checkpoints"] = self.save(improved)
         self.metrics.write(record)
         self.tracker.write(record)
