@@ -106,9 +106,10 @@ def register_data_kind(name: str, module: str) -> None:
 
 
 def data_kind(cfg) -> str:
-    """``mixing`` when the config sets ``mixing.speech`` (mixtures made on the fly), else ``paired``."""
+    """``mixing`` when the config sets ``mixing.speech`` or ``mixing.demo`` (mixtures made on the fly),
+    else ``paired``."""
     mixing = getattr(cfg, "mixing", None)
-    return "mixing" if mixing is not None and mixing.speech else "paired"
+    return "mixing" if mixing is not None and mixing.active else "paired"
 
 
 def data_loaders(cfg) -> Any:

@@ -4,3 +4,4 @@ loaders come from (registered here, torch-free; each module is imported when a r
 from trainer.core.registry import register_data_kind
 
 register_data_kind("paired", "trainer.data.shards")
+register_data_kind("mixing", "trainer.data.mixing")
