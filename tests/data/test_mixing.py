@@ -116,6 +116,9 @@ def test_validation_uses_held_out_speakers_and_noise_files_only(corpora):
     cfg = config(corpora)
     folder = ensure_valid_set(cfg)
     assert ensure_valid_set(cfg) == folder  # synthesised once, then reused
+    from trainer.data.shards import split_dirs
+
+    assert split_dirs(cfg) == ("", str(folder))  # what infer and the eval loaders read
     manifest = json.loads((folder / "manifest.json").read_text())
     train, valid = Corpora(cfg, "train"), Corpora(cfg, "valid")
     names = {kind: (set(train.indexes[kind][0].names), set(valid.indexes[kind][0].names))

@@ -189,15 +189,8 @@ def build_train_loader(cfg, rank: int, world_size: int):
 
 
 def build_eval_loader(split_dir, cfg, rank: int, world_size: int, **kwargs):
-    """The paired kind's eval loader over ``split_dir``; ``None``: data.valid_dir when set, else the fixed
+    """The paired kind's eval loader; ``split_dir=None``: data.valid_dir when set, else the fixed
     validation mixtures (synthesised once: :func:`trainer.data.mixvalid.ensure_valid_set`)."""
     from trainer.data import shards
 
-    if split_dir is None:
-        if cfg.data.valid_dir:
-            split_dir = cfg.data.valid_dir
-        else:
-            from trainer.data.mixvalid import ensure_valid_set
-
-            split_dir = ensure_valid_set(cfg)
     return shards.build_eval_loader(split_dir, cfg, rank, world_size, **kwargs)

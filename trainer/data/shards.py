@@ -298,7 +298,13 @@ def _close_live_loaders() -> None:
 
 
 def split_dirs(cfg) -> tuple[str, str]:
-    """(train_dir, valid_dir) from the config; the demo corpus (built once) when data.demo."""
+    """(train_dir, valid_dir) from the config; the demo corpus (built once) when data.demo. A mixing
+    config has no train_dir; its valid_dir is data.valid_dir or the fixed validation mixtures."""
+    mixing = getattr(cfg, "mixing", None)
+    if mixing is not None and mixing.active:
+        from trainer.data.mixvalid import ensure_valid_set
+
+        return "", str(cfg.data.valid_dir or ensure_valid_set(cfg))
     if cfg.data.demo:
         from trainer.data.demo import demo_for
 
