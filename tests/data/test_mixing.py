@@ -175,3 +175,16 @@ def test_training_on_a_bad_corpus_exits_2_in_one_line(corpora, repo_root, tmp_pa
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     assert mixtures_main(["--config", "configs/smoke.yaml", "--out", str(tmp_path / "m")]) == 2
     assert not (tmp_path / "m").exists()
+
+
+def test_a_corrupted_noise_shard_is_refused_by_name(corpora, tmp_path):
+    import shutil
+
+    copy = tmp_path / "noise"
+    shutil.copytree(corpora / "noise", copy)
+    shard = copy / "train" / "shard-00000.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{shard}: sha256 does not match the manifest"):
+        training_dataset(config(corpora, f"mixing.noise={copy}"))
