@@ -188,3 +188,15 @@ def test_a_corrupted_noise_shard_is_refused_by_name(corpora, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(DataError, match=f"{shard}: sha256 does not match the manifest"):
         training_dataset(config(corpora, f"mixing.noise={copy}"))
+
+
+def test_launch_check_reports_each_mixing_corpus(corpora, tmp_path, capsys):
+    from jobs.preflight import _check_data
+
+    cfg = load_config("configs/smoke_mixing.yaml", ["mixing.demo=false", f"mixing.speech={corpora / 'speech'}",
+                                                    f"mixing.noise={tmp_path}", "mixing.reverb_probability=0"])
+    assert not _check_data(cfg)
+    out = capsys.readouterr().out
+    assert f"[ok  ] mixing.speech: {corpora / 'speech'}: packed" in out
+    assert f"[FAIL] mixing.noise: {tmp_path}: no manifest.json (pack it with python -m trainer.prepare --kind noise)" \
+        in out
