@@ -114,7 +114,24 @@ def check(args) -> int:
     return 0 if ok else 1
 
 
+def _check_mixing(cfg) -> bool:
+    """Mixing on the fly: every corpus folder is packed (its train/ split, or the folder itself)."""
+    from trainer.core.mixing_config import corpus_list
+
+    if cfg.mixing.demo:
+        return _line(True, "mixing", "demo corpora (built on first use)")
+    ok = True
+    for kind in ("speech", "noise", "rir"):
+        for path, _ in corpus_list(getattr(cfg.mixing, kind), f"mixing.{kind}"):
+            packed = any((Path(path) / sub / "manifest.json").is_file() for sub in ("train", "."))
+            ok &= _line(packed, f"mixing.{kind}", f"{path}: " + ("packed" if packed else
+                        f"no manifest.json (pack it with python -m trainer.prepare --kind {kind})"))
+    return ok
+
+
 def _check_data(cfg) -> bool:
+    if cfg.mixing.active:
+        return _check_mixing(cfg)
     if cfg.data.demo:
         return _line(True, "data", "demo corpus (built on first use)")
     ok = True

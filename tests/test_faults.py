@@ -69,15 +69,16 @@ def _wait(proc, run_dir, step: int, seconds: float | None) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path):
-    straight = run_train(repo_root, tmp_path / "straight", *FAULT_RUN)
+@pytest.mark.parametrize("config", ["configs/smoke.yaml", "configs/smoke_mixing.yaml"])
+def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path, config):
+    straight = run_train(repo_root, tmp_path / "straight", *FAULT_RUN, config=config)
     assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
     run_dir, rng = tmp_path / "faulted", random.Random(20261127)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     kills, left_behind = 0, []
     while kills < NUM_KILLS:
         seen = max([s for s, *_ in step_losses(run_dir)], default=0)
-        proc = subprocess.Popen(train_cmd(run_dir, *FAULT_RUN), cwd=repo_root, env=env, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(train_cmd(run_dir, *FAULT_RUN, config=config), cwd=repo_root, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         # Each kill lets the run advance by a step or two whatever the machine's speed (a startup kill
         # comes at the first new step at the latest), so 20 kills fit in its 44 steps.
@@ -97,7 +98,7 @@ def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path):
         check_at_rest(run_dir)
         left_behind = temporaries(run_dir)
     assert kills >= NUM_KILLS // 2, f"the run finished after only {kills} kills"
-    final = run_train(repo_root, run_dir, *FAULT_RUN)
+    final = run_train(repo_root, run_dir, *FAULT_RUN, config=config)
     assert final.returncode == EXIT_FINISHED, final.stderr[-3000:]
     check_at_rest(run_dir, whole=True)
     assert not temporaries(run_dir) and not (run_dir / "train.lock").exists()

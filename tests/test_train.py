@@ -89,10 +89,11 @@ def interrupt_and_resume(repo_root, run_dir, *overrides, nproc=1, after_step=3, 
 
 
 GENERATOR_SMOKES = ["configs/smoke.yaml", "configs/cmgan_smoke.yaml", "configs/mpsenet_smoke.yaml"]  # bsrnn, ...
+RESUME_CONFIGS = [*GENERATOR_SMOKES, "configs/smoke_mixing.yaml"]  # paired data, and mixtures made on the fly
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", GENERATOR_SMOKES)
+@pytest.mark.parametrize("config", RESUME_CONFIGS)
 def test_resume_is_bit_exact(repo_root, tmp_path, config):
     overrides = ("train.epochs=3", "data.num_workers=2", "train.pesq_workers=1")
     straight = run_train(repo_root, tmp_path / "straight", *overrides, config=config)
@@ -109,7 +110,7 @@ def test_resume_is_bit_exact(repo_root, tmp_path, config):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", GENERATOR_SMOKES)
+@pytest.mark.parametrize("config", RESUME_CONFIGS)
 def test_ddp_two_ranks_resume_is_bit_exact(repo_root, tmp_path, config):
     overrides = ("train.epochs=2",)
     straight = run_train(repo_root, tmp_path / "straight", *overrides, nproc=2, config=config)

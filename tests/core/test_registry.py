@@ -106,3 +106,20 @@ def test_a_tasks_sections_replace_the_others(gain_task):
         load_config(None, ["task=gain_test", "data.demo=true", "model.num_channels=8"])
     with pytest.raises(ConfigError, match="task: 'nope' is not a registered task; valid tasks: .*speech_enhancement"):
         load_config(None, ["task=nope"])
+
+
+def test_core_gets_its_loaders_through_the_data_kind_registry(repo_root):
+    """core/ imports nothing from data/, tasks/ or metrics/; the paired kind builds a default config's loaders."""
+    import ast
+
+    from trainer.core.registry import data_kind, data_loaders
+
+    for path in sorted((repo_root / "trainer/core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                assert not name.startswith(("trainer.data", "trainer.tasks", "trainer.metrics")), (path, name)
+    cfg = load_config("configs/smoke.yaml")
+    assert data_kind(cfg) == "paired"
+    assert data_loaders(cfg).__name__ == "trainer.data.shards"

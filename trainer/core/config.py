@@ -12,6 +12,7 @@ import functools
 from pathlib import Path
 
 from trainer.core.io import atomic_write_text
+from trainer.core.mixing_config import MixingConfig
 from trainer.core.registry import task_spec
 from trainer.core.settings import (
     FREE,
@@ -168,6 +169,8 @@ class Config(Section):
     task: str = setting("speech_enhancement", "which model family the training core runs (trainer/tasks/)", resume=TRAJECTORY)
     run: RunConfig = section(RunConfig, "naming, run directory and seed")
     data: DataConfig = section(DataConfig, "sharded HDF5 data and loading")
+    mixing: MixingConfig = section(MixingConfig, "training mixtures made on the fly from speech, noise and RIR "
+                                                 "corpora (instead of data.train_dir)")
     stft: StftConfig = section(StftConfig, "STFT front-end shared by generator, losses and discriminator")
     model: Section = section(Section, "generator architecture (the task's)")
     discriminator: Section = section(Section, "discriminator architecture (the task's)")
@@ -178,9 +181,13 @@ class Config(Section):
     checkpoint: CheckpointConfig = section(CheckpointConfig, "when and what to save")
 
     def validate(self) -> None:
-        if not self.data.demo and not self.data.train_dir:
-            raise ConfigError("data.train_dir: required unless data.demo is true")
-        if not self.data.demo and not self.data.valid_dir:
+        if self.mixing.active:
+            if self.data.train_dir or self.data.demo:
+                raise ConfigError("data.train_dir: must be empty (and data.demo false) with mixing.speech or "
+                                  "mixing.demo: training mixes on the fly; remove one of them")
+        elif not self.data.demo and not self.data.train_dir:
+            raise ConfigError("data.train_dir: required unless data.demo is true or mixing.speech is set")
+        if not self.data.demo and not self.data.valid_dir and not self.mixing.active:
             raise ConfigError("data.valid_dir: required unless data.demo is true (checkpoint selection "
                               "needs a held-out split; pack one with prepare --valid-speakers)")
         metrics = task_spec(self.task).checkpoint_metrics

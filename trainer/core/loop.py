@@ -38,6 +38,7 @@ from trainer.core.config import Config, ConfigError, to_dict
 from trainer.core.env import DistEnv
 from trainer.core.exitcodes import EXIT_FINISHED, stop_exit_code
 from trainer.core.log import get_logger
+from trainer.core.registry import data_loaders
 from trainer.core.runstate import MetricsLog, truncate_logs, write_state
 from trainer.core.runtime import seed_all, setup_process, start_compile_workers
 from trainer.core.schedules import lr_factor
@@ -46,7 +47,6 @@ from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_
 from trainer.core.task import build_task
 from trainer.core.tracking import build_tracker
 from trainer.core.validation import improved_metrics, run_validation
-from trainer.data.shards import build_eval_loader, build_train_loader
 
 log = get_logger("loop")
 
@@ -90,8 +90,9 @@ class Trainer:
                 start_compile_workers()
             self.g_ddp = torch.compile(self.g_ddp, backend=cfg.train.compile_backend)
 
-        self.train_loader, self.sampler = build_train_loader(cfg, env.rank, env.world_size)
-        self.valid_loader = build_eval_loader(None, cfg, env.rank, env.world_size,
+        loaders = data_loaders(cfg)  # the data kind's builders: paired shards or on-the-fly mixing
+        self.train_loader, self.sampler = loaders.build_train_loader(cfg, env.rank, env.world_size)
+        self.valid_loader = loaders.build_eval_loader(None, cfg, env.rank, env.world_size,
                                               max_seconds=cfg.data.valid_max_seconds,
                                               max_utterances=cfg.valid.max_utterances)
         self.steps_per_epoch = len(self.sampler)

@@ -6,6 +6,11 @@ The spec and its config sections are torch-free, so login-node commands validate
 without importing torch; the runtime parts (the task class, the generator modules, the demo
 corpus) are named as ``"module:attribute"`` strings and imported only when a run builds them.
 
+A data kind (how training batches are made: ``paired`` shards, on-the-fly ``mixing``) registers
+with :func:`register_data_kind` the module that builds its loaders (``trainer/data/__init__.py``
+registers the built-in ones; the package is imported on first use). The core receives its loaders
+through :func:`data_loaders` and imports nothing from ``trainer.data`` itself.
+
 A generator module registers ``factory(cfg) -> nn.Module`` with ``@register_generator("name")``;
 the task's ``models`` package imports its generator modules. A generator's contract:
 ``forward(input_wave (B, T))`` returns a dict with at least ``wave`` (B, T) float32.
@@ -21,7 +26,7 @@ from typing import Any
 
 from trainer.core.settings import ConfigError
 
-__all__ = ["TaskSpec", "register_task", "task_spec", "task_names", "resolve", "register_generator",
+__all__ = ["TaskSpec", "register_task", "register_data_kind", "data_kind", "data_loaders", "task_spec", "task_names", "resolve", "register_generator",
            "build_generator", "generator_names"]
 
 
@@ -85,6 +90,35 @@ def resolve(ref: str | Callable) -> Any:
         return ref
     module, _, attribute = ref.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+_DATA_KINDS: dict[str, str] = {}
+
+
+def register_data_kind(name: str, module: str) -> None:
+    """``module`` (imported when a run builds loaders) provides
+    ``build_train_loader(cfg, rank, world_size) -> (loader, sampler)`` and
+    ``build_eval_loader(split_dir | None, cfg, rank, world_size, *, max_seconds=None,
+    max_utterances=None, num_workers=None) -> loader`` (``None``: the config's validation split)."""
+    if _DATA_KINDS.get(name, module) != module:
+        raise ValueError(f"data kind {name!r} is already registered; pick another name")
+    _DATA_KINDS[name] = module
+
+
+def data_kind(cfg) -> str:
+    """``mixing`` when the config sets ``mixing.speech`` or ``mixing.demo`` (mixtures made on the fly),
+    else ``paired``."""
+    mixing = getattr(cfg, "mixing", None)
+    return "mixing" if mixing is not None and mixing.active else "paired"
+
+
+def data_loaders(cfg) -> Any:
+    """The module building the loaders of ``cfg``'s data kind (imports the data package)."""
+    importlib.import_module("trainer.data")
+    kind = data_kind(cfg)
+    if kind not in _DATA_KINDS:
+        raise ConfigError(f"data kind {kind!r} is not registered; valid kinds: {', '.join(sorted(_DATA_KINDS))}")
+    return importlib.import_module(_DATA_KINDS[kind])
 
 
 GeneratorFactory = Callable[[Any], Any]

@@ -284,10 +284,10 @@ class TensorBoardTracker:
     def _media_batches(self) -> list[dict]:
         """The fixed utterances, read once by a loader of their own (no workers, no sampler)."""
         if self._batches is None:  # read once, kept (a few utterances); closed at once
-            from trainer.data.shards import build_eval_loader
+            from trainer.core.registry import data_loaders
 
             num = self.cfg.valid.num_audio_samples
-            loader = build_eval_loader(None, self.cfg, 0, 1, max_seconds=self.cfg.data.valid_max_seconds,
+            loader = data_loaders(self.cfg).build_eval_loader(None, self.cfg, 0, 1, max_seconds=self.cfg.data.valid_max_seconds,
                                        max_utterances=num, num_workers=0)
             self._batches = list(loader)
             loader.close()

@@ -1,8 +1,11 @@
 """The dataset format: what a packed folder holds and how its integrity is checked.
 
 A dataset folder holds ``shard-00000.h5 ...`` and ``manifest.json`` (written last; without it a
-folder is not a dataset). The manifest has ``format_version``, ``sample_rate``, ``signals`` (the
-reference first: clean/target, then the model input: noisy/input), ``num_pairs``,
+folder is not a dataset). The manifest has ``format_version``, ``kind`` (``paired``: two aligned
+signals per item; ``speech``, ``noise``, ``rir``: one signal per item, the corpora mixed on the
+fly; version 1 manifests have no kind and are paired), ``sample_rate``, ``signals`` (paired: the
+reference first: clean/target, then the model input: noisy/input; else ``[kind]``), ``num_pairs``
+(the number of items),
 ``total_seconds``, the speakers, the silent files, and per shard its pair count, size in bytes
 and sha256.
 
@@ -22,7 +25,11 @@ from pathlib import Path
 
 from trainer.core.errors import BadInput
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest names the kind (single-signal corpora); 1 is still read (paired)
+READABLE_VERSIONS = (1, 2)
+PAIRED = "paired"
+SINGLE_KINDS = ("speech", "noise", "rir")
+KINDS = (PAIRED, *SINGLE_KINDS)
 MANIFEST = "manifest.json"
 CHUNK_SAMPLES = 16384  # 64 KiB chunks: a 2 s crop at 16 kHz touches 2-3 of them
 
@@ -40,6 +47,11 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def manifest_kind(manifest: dict) -> str:
+    """The kind of a checked manifest (version 1: paired)."""
+    return manifest.get("kind", PAIRED)
+
+
 def check_manifest(manifest, path: str | Path) -> None:
     """Raise DataError naming ``path`` and the key unless ``manifest`` (parsed JSON) has the keys and
     types the readers rely on: a JSON object with format_version, sample_rate, signals and shards,
@@ -47,10 +59,14 @@ def check_manifest(manifest, path: str | Path) -> None:
     fix = "re-run prepare (or restore the manifest that came with the shards)"
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: not a dataset manifest (a JSON {type(manifest).__name__}, not an object); {fix}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise DataError(f"{path}: format_version {manifest.get('format_version')!r}, this toolkit reads "
-                        f"{FORMAT_VERSION}; {fix}")
+                        f"{' and '.join(map(str, READABLE_VERSIONS))}; {fix}")
     problems = []
+    kind = manifest.get("kind", PAIRED)
+    if kind not in KINDS or (manifest["format_version"] == 1 and "kind" in manifest):
+        problems.append(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    count = 2 if kind == PAIRED else 1
     for key in ("sample_rate", "signals", "shards"):
         if key not in manifest:
             problems.append(f"key {key!r} is missing")
@@ -58,9 +74,9 @@ def check_manifest(manifest, path: str | Path) -> None:
     if "sample_rate" in manifest and (not _is_count(rate) or rate == 0):
         problems.append(f"sample_rate: {rate!r} is not a positive integer")
     signals = manifest.get("signals")
-    if "signals" in manifest and (not isinstance(signals, list) or len(signals) != 2
-                                  or not all(isinstance(s, str) and s for s in signals) or len(set(signals)) != 2):
-        problems.append(f"signals: {signals!r} is not a list of two signal names")
+    if "signals" in manifest and (not isinstance(signals, list) or len(signals) != count
+                                  or not all(isinstance(s, str) and s for s in signals) or len(set(signals)) != count):
+        problems.append(f"signals: {signals!r} is not a list of {count} signal name(s) (kind {kind})")
     shards = manifest.get("shards")
     if "shards" in manifest and not isinstance(shards, list):
         problems.append(f"shards: a {type(shards).__name__}, not a list")

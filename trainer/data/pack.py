@@ -40,6 +40,7 @@ from trainer.data.format import (
     CHUNK_SAMPLES,
     FORMAT_VERSION,
     MANIFEST,
+    PAIRED,
     DataError,
     check_manifest,
     sha256_file,
@@ -58,7 +59,7 @@ def plan_shards(pairs: list[Pair], shard_bytes: int) -> list[list[Pair]]:
             shards.append([])
             size = 0
         shards[-1].append(pair)
-        size += 2 * 4 * pair.out_samples
+        size += len(pair.paths) * 4 * pair.out_samples
     return shards
 
 
@@ -68,8 +69,9 @@ def _plan_hash(pairs: list[Pair], settings: Settings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_pair(pair: Pair, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """Both signals as float32 at the target rate, aligned and of equal length."""
+def load_pair(pair: Pair, settings: Settings) -> tuple[np.ndarray, ...]:
+    """Every signal of the item (both of a pair) as float32 at the target rate, aligned and of equal
+    length; single-signal kinds then go through their own conditioning (RIRs: onset and level)."""
     waves = []
     for path in pair.paths:
         try:
@@ -83,7 +85,19 @@ def load_pair(pair: Pair, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
         import torchaudio.functional as taf
 
         stacked = taf.resample(torch.from_numpy(stacked), pair.source_rate, settings.sample_rate).numpy()
-    return stacked[0], stacked[1]
+    if settings.kind != PAIRED:
+        from trainer.data.single import condition
+
+        return (condition(stacked[0], settings),)
+    return tuple(stacked)
+
+
+def _is_silent(waves: tuple[np.ndarray, ...], settings: Settings) -> bool:
+    if settings.kind == PAIRED:
+        return min(float(np.max(np.abs(w))) for w in waves) < settings.silence_threshold
+    from trainer.data.single import is_silent
+
+    return is_silent(waves[0], settings)
 
 
 def _fsync(path: Path) -> None:
@@ -136,7 +150,7 @@ def pack_shard(path: Path, pairs: list[Pair], settings: Settings, plan: str) -> 
                     problems.append(f"{p}: {len(idx)} NaN/Inf sample(s), first at sample {idx[0]}; "
                                     "fix or remove the pair")
                     continue
-                if min(float(np.max(np.abs(w))) for w in waves) < settings.silence_threshold:
+                if _is_silent(waves, settings):
                     silent.append(pair.name)
                     if settings.drop_silent:
                         dropped.append(pair.name)
@@ -245,7 +259,7 @@ def _commit(out: Path, summaries: dict[int, dict]) -> None:
 
 
 def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str | None, shard_size_mb: float,
-               workers: int, sources: dict, progress: bool) -> dict:
+               workers: int, sources: dict, progress: bool, manifest_extra: dict | None = None) -> dict:
     """Pack ``pairs`` into ``out``; returns the manifest (also written to out/manifest.json)."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
@@ -285,7 +299,7 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
     for summary in ordered:
         summary["seconds"] = round(summary["num_samples"] / settings.sample_rate, 3)
     manifest = {
-        "format_version": FORMAT_VERSION, "split": split, "sample_rate": settings.sample_rate,
+        "format_version": FORMAT_VERSION, "kind": settings.kind, "split": split, "sample_rate": settings.sample_rate,
         "signals": list(settings.signals), "num_pairs": sum(s["num_pairs"] for s in ordered),
         "total_seconds": round(sum(s["num_samples"] for s in ordered) / settings.sample_rate, 3),
         "num_shards": len(ordered), "speakers": dict(sorted(speakers.items())),
@@ -293,11 +307,12 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
         "settings": {"channel": settings.channel, "drop_silent": settings.drop_silent,
                      "silence_threshold": settings.silence_threshold,
                      "length_tolerance_ms": settings.length_tolerance_ms},
-        "shards": ordered,
+        "shards": ordered, **(manifest_extra or {}),
     }
     if silent:
         listed = ", ".join(silent[:MAX_LISTED]) + (f" (+{len(silent) - MAX_LISTED} more)" if len(silent) > MAX_LISTED else "")
-        log.warning("%s: %d silent pair(s) %s: %s (full list in manifest.json)", out, len(silent),
+        log.warning("%s: %d silent %s %s: %s (full list in manifest.json)", out, len(silent),
+                    "pair(s)" if settings.kind == PAIRED else f"{settings.kind} file(s)",
                     "dropped" if settings.drop_silent else "kept (pass --drop-silent to drop them)", listed)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     for extra in out.glob("shard-*.h5"):  # from an earlier run with a different plan
@@ -305,7 +320,8 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
             extra.unlink()
     for extra in out.glob(f".shard-*{STAGED_SUFFIX}"):  # staged by a failed run, not used after all
         extra.unlink()
-    log.info("%s: %d pairs, %.1f s of audio in %d shard(s)", out, manifest["num_pairs"],
+    log.info("%s: %d %s, %.1f s of audio in %d shard(s)", out, manifest["num_pairs"],
+             "pairs" if settings.kind == PAIRED else f"{settings.kind} items",
              manifest["total_seconds"], len(ordered))
     return manifest
 
@@ -315,7 +331,7 @@ def prepare(first_dir: str | Path, second_dir: str | Path, out: str | Path, *,
             valid_speakers: list[str] | tuple[str, ...] = (), speaker_pattern: str = DEFAULT_SPEAKER_PATTERN,
             workers: int = 1, channel: int | None = None, drop_silent: bool = False,
             silence_threshold: float = 1e-4, length_tolerance_ms: float = 10.0,
-            progress: bool = True) -> dict[str, dict]:
+            progress: bool = True, manifest_extra: dict | None = None) -> dict[str, dict]:
     """Pack ``first_dir`` (signals[0], e.g. clean) and ``second_dir`` (signals[1], e.g. noisy).
 
     Returns ``{"train": manifest, "valid": manifest}`` with ``valid_speakers`` (written to
@@ -332,7 +348,8 @@ def prepare(first_dir: str | Path, second_dir: str | Path, out: str | Path, *,
     settings = Settings(sample_rate, tuple(signals), channel, drop_silent, silence_threshold, length_tolerance_ms)
     pairs = scan(first_dir, second_dir, settings, speaker_pattern, bool(valid_speakers), workers)
     sources = {signals[0]: str(first_dir.resolve()), signals[1]: str(second_dir.resolve())}
-    common = dict(shard_size_mb=shard_size_mb, workers=workers, sources=sources, progress=progress)
+    common = dict(shard_size_mb=shard_size_mb, workers=workers, sources=sources, progress=progress,
+                  manifest_extra=manifest_extra)
     if not valid_speakers:
         return {"all": pack_split(out, pairs, settings, split=None, **common)}
     found = sorted({p.speaker for p in pairs})

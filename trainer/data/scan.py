@@ -44,6 +44,7 @@ class Settings:
     drop_silent: bool
     silence_threshold: float
     length_tolerance_ms: float
+    kind: str = "paired"  # or speech, noise, rir (one signal per item: trainer.data.single)
 
 
 def list_audio(folder: Path) -> dict[str, Path]:

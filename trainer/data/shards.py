@@ -35,12 +35,14 @@ from torch.utils.data import DataLoader, Dataset
 from trainer.audio.level import unit_rms_scale
 from trainer.core.log import get_logger
 from trainer.core.signals import helper_signals, init_helper
-from trainer.data.format import MANIFEST, DataError, check_manifest, sha256_file
+from trainer.data.format import MANIFEST, PAIRED, DataError, check_manifest, manifest_kind, sha256_file
 from trainer.data.sampler import TARGET_STREAM, ResumableBatchSampler, crop_offset
 
 __all__ = ["DataError", "ResumableBatchSampler", "ShardIndex", "ShardDataset", "open_split", "split_dirs",
            "build_train_loader", "build_eval_loader", "crop_offset"]
 
+_PACKED_WITH = {PAIRED: "python -m trainer.prepare --clean-dir/--noisy-dir",
+                **{k: f"python -m trainer.prepare --kind {k}" for k in ("speech", "noise", "rir")}}
 _verified: set[tuple] = set()  # shards whose checksum this process already checked
 
 log = get_logger("data")
@@ -50,7 +52,7 @@ class ShardIndex:
     """The manifest of one split plus per-utterance locations (shard, offset, length)."""
 
     def __init__(self, split_dir: str | Path, *, sample_rate: int | None = None, verify: bool = True,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, kind: str = PAIRED, role: str = ""):
         self.dir = Path(split_dir)
         manifest_path = self.dir / MANIFEST
         if not manifest_path.is_file():
@@ -61,6 +63,11 @@ class ShardIndex:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{manifest_path}: not valid JSON ({exc}); re-run prepare") from None
         check_manifest(self.manifest, manifest_path)
+        self.kind = manifest_kind(self.manifest)
+        if self.kind != kind:
+            what = f"{role}: " if role else ""
+            raise DataError(f"{what}{manifest_path}: a {self.kind} corpus where a {kind} one is expected; "
+                            f"give the folder packed with {_PACKED_WITH[kind]}")
         self.sample_rate = int(self.manifest["sample_rate"])
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise DataError(f"{manifest_path}: sample_rate {self.sample_rate} but data.sample_rate is {sample_rate}; "
@@ -291,7 +298,13 @@ def _close_live_loaders() -> None:
 
 
 def split_dirs(cfg) -> tuple[str, str]:
-    """(train_dir, valid_dir) from the config; the demo corpus (built once) when data.demo."""
+    """(train_dir, valid_dir) from the config; the demo corpus (built once) when data.demo. A mixing
+    config has no train_dir; its valid_dir is data.valid_dir or the fixed validation mixtures."""
+    mixing = getattr(cfg, "mixing", None)
+    if mixing is not None and mixing.active:
+        from trainer.data.mixvalid import ensure_valid_set
+
+        return "", str(cfg.data.valid_dir or ensure_valid_set(cfg))
     if cfg.data.demo:
         from trainer.data.demo import demo_for
 
