@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
-from trainer.core.settings import ConfigError, Section, setting
+from trainer.core.settings import FREE, TRAJECTORY, ConfigError, Section, setting
 
 CORPUS_HELP = ("a folder packed with `python -m trainer.prepare --kind {kind}` (its train/ split is mixed, its "
                "valid/ split makes the validation set), or a list of {{path, weight}}: each mixture draws a "
@@ -56,49 +56,49 @@ def _check_range(key: str, pair: list, low: float | None = None, high: float | N
 @dataclasses.dataclass(kw_only=True)
 class MixingConfig(Section):
     demo: bool = setting(False, "train on mixtures of the built-in demo speech, noise and RIR corpora (built once "
-                                "under logs/demo_mixing; instead of speech/noise/rir)")
+                                "under logs/demo_mixing; instead of speech/noise/rir)", resume=TRAJECTORY)
     speech: str | list[Any] = setting("", "speech corpus: " + CORPUS_HELP.format(kind="speech")
-                                      + "; set = train on mixtures made on the fly (data.train_dir must be empty)")
-    noise: str | list[Any] = setting("", "noise corpus (required with speech): " + CORPUS_HELP.format(kind="noise"))
+                                      + "; set = train on mixtures made on the fly (data.train_dir must be empty)", resume=TRAJECTORY)
+    noise: str | list[Any] = setting("", "noise corpus (required with speech): " + CORPUS_HELP.format(kind="noise"), resume=TRAJECTORY)
     rir: str | list[Any] = setting("", "room impulse responses (empty = no reverberation): "
-                                   + CORPUS_HELP.format(kind="rir"))
+                                   + CORPUS_HELP.format(kind="rir"), resume=TRAJECTORY)
     snr_db: list[float] = setting(default_factory=lambda: [-5.0, 20.0],
                                   help="SNR range [lo, hi] in dB, drawn uniformly: the energy ratio of the target "
-                                       "to the added noise over the crop (URGENT 2024's range; DNS uses -5..15)")
+                                       "to the added noise over the crop (URGENT 2024's range; DNS uses -5..15)", resume=TRAJECTORY)
     speech_level_dbfs: list[float] = setting(default_factory=lambda: [-35.0, -15.0],
                                              help="level of the target (RMS over the crop, dBFS) drawn uniformly "
-                                                  "in [lo, hi] (the DNS-Challenge synthesiser's range)")
+                                                  "in [lo, hi] (the DNS-Challenge synthesiser's range)", resume=TRAJECTORY)
     noises_per_mixture: list[int] = setting(default_factory=lambda: [1, 2],
                                             help="number of noise items summed per mixture, uniform in [lo, hi] "
-                                                 "(each at unit RMS before the sum is scaled to the SNR)")
+                                                 "(each at unit RMS before the sum is scaled to the SNR)", resume=TRAJECTORY)
     noise_crossfade_ms: float = setting(50.0, "noise shorter than the crop is looped with a linear cross-fade of "
-                                              "this length at each seam", min=0.0)
+                                              "this length at each seam", min=0.0, resume=TRAJECTORY)
     reverb_probability: float = setting(0.5, "probability that a mixture's speech is reverberated with a RIR "
-                                             "(needs rir; URGENT 2024 uses 0.5)", min=0.0, max=1.0)
+                                             "(needs rir; URGENT 2024 uses 0.5)", min=0.0, max=1.0, resume=TRAJECTORY)
     reverb_target: str = setting("early", "target under reverberation: early = speech convolved with the RIR's "
                                           "first early_reflections_ms (the default: early reflections are heard "
                                           "as part of the voice, and asking a model to remove them costs quality, "
                                           "the choice of the DNS Challenge and URGENT), dry = the dry speech",
-                                 choices=("early", "dry"))
+                                 choices=("early", "dry"), resume=TRAJECTORY)
     early_reflections_ms: float = setting(50.0, "length of the RIR kept for the early target (after its onset)",
-                                          min=0.0)
+                                          min=0.0, resume=TRAJECTORY)
     bandlimit_probability: float = setting(0.0, "probability of band-limiting the noisy input (a low-pass at "
-                                                "half a rate drawn from bandlimit_rates)", min=0.0, max=1.0)
+                                                "half a rate drawn from bandlimit_rates)", min=0.0, max=1.0, resume=TRAJECTORY)
     bandlimit_rates: list[int] = setting(default_factory=lambda: [8000, 16000, 22050, 24000, 32000],
                                          help="sample rates whose Nyquist frequency band-limiting keeps (rates at "
-                                              "or above data.sample_rate are skipped)")
-    clipping_probability: float = setting(0.0, "probability of clipping the noisy input", min=0.0, max=1.0)
+                                              "or above data.sample_rate are skipped)", resume=TRAJECTORY)
+    clipping_probability: float = setting(0.0, "probability of clipping the noisy input", min=0.0, max=1.0, resume=TRAJECTORY)
     clipping_quantile: list[float] = setting(default_factory=lambda: [0.9, 0.99],
-                                             help="clipping level: this quantile of |noisy|, drawn in [lo, hi]")
+                                             help="clipping level: this quantile of |noisy|, drawn in [lo, hi]", resume=TRAJECTORY)
     gain_probability: float = setting(0.0, "probability of a gain on both noisy and target (no effect with "
-                                           "data.normalize)", min=0.0, max=1.0)
-    gain_db: list[float] = setting(default_factory=lambda: [-6.0, 6.0], help="gain range [lo, hi] in dB")
+                                           "data.normalize)", min=0.0, max=1.0, resume=TRAJECTORY)
+    gain_db: list[float] = setting(default_factory=lambda: [-6.0, 6.0], help="gain range [lo, hi] in dB", resume=TRAJECTORY)
     items_per_epoch: int | None = setting(None, "mixtures per epoch (null = the number of training speech items; "
-                                                "fix it to bound an epoch on DNS-scale corpora)", min=1)
-    valid_items: int | None = setting(None, "validation mixtures (null = one per held-out speech item)", min=1)
+                                                "fix it to bound an epoch on DNS-scale corpora)", min=1, resume=TRAJECTORY)
+    valid_items: int | None = setting(None, "validation mixtures (null = one per held-out speech item)", min=1, resume=TRAJECTORY)
     valid_dir: str = setting("", "where the fixed validation set is synthesised once (empty = "
                                  "logs/mixing_valid/<digest of the corpora and settings>); data.valid_dir, when "
-                                 "set, is used instead")
+                                 "set, is used instead", resume=FREE)
 
     @property
     def active(self) -> bool:
