@@ -9,27 +9,27 @@ from torch import nn
 from trainer.core.config import CheckpointConfig, ConfigError, load_config
 from trainer.core.registry import TaskSpec, register_generator, register_task, task_names
 from trainer.core.runstate import read_metrics, read_state
-from trainer.core.settings import Section, setting
+from trainer.core.settings import TRAJECTORY, Section, setting
 from trainer.core.task import Task
 from trainer.data.demo import ensure_demo_corpus
 
 
 @dataclasses.dataclass(kw_only=True)
 class GainModelConfig(Section):
-    name: str = setting("gain", "the only generator", choices=("gain",))
-    init: float = setting(1.0, "initial gain", min=0.0)
+    name: str = setting("gain", "the only generator", choices=("gain",), resume=TRAJECTORY)
+    init: float = setting(1.0, "initial gain", min=0.0, resume=TRAJECTORY)
 
 
 @dataclasses.dataclass(kw_only=True)
 class NoDiscriminatorConfig(Section):
-    width: int = setting(1, "width of the critic", min=1)
+    width: int = setting(1, "width of the critic", min=1, resume=TRAJECTORY)
 
 
 @dataclasses.dataclass(kw_only=True)
 class GainLossConfig(Section):
-    w_gan: float = setting(0.0, "no GAN term", min=0.0)
-    gan_start_fraction: float = setting(0.0, "unused", min=0.0, max=1.0)
-    gan_ramp_epochs: int = setting(0, "unused", min=0)
+    w_gan: float = setting(0.0, "no GAN term", min=0.0, resume=TRAJECTORY)
+    gan_start_fraction: float = setting(0.0, "unused", min=0.0, max=1.0, resume=TRAJECTORY)
+    gan_ramp_epochs: int = setting(0, "unused", min=0, resume=TRAJECTORY)
 
 
 class Gain(nn.Module):
