@@ -31,6 +31,35 @@ def golden_keys():
     return read_golden_keys
 
 
+# pytest-xdist (pyproject's addopts: -n logical): which tests must run on the same worker, one after
+# the other. Scheduled by node id, since the controller never imports the tests: every test under
+# tests/cluster/ shares the one test cluster; the tests of a module with a module-scoped fixture (one
+# training run, one corpus) share it, built once. Every other test goes wherever a worker is free.
+# (xdist's own --dist loadgroup cannot be used: its xdist_group marks do not reach the node ids
+# under pytest 9.)
+SHARED_FIXTURE_MODULES = frozenset(
+    path.relative_to(ROOT).as_posix() for path in (ROOT / "tests").rglob("test_*.py")
+    if 'scope="module"' in path.read_text())
+
+
+def xdist_group(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/cluster/"):
+        return "slurm-cluster"
+    return path if path in SHARED_FIXTURE_MODULES else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedResourceScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return SharedResourceScheduling(config, log)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

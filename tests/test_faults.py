@@ -26,6 +26,9 @@ from trainer.core.exitcodes import EXIT_FINISHED
 
 FAULT_RUN = ("train.epochs=11", "checkpoint.every_steps=1", "valid.max_utterances=1")  # 44 steps
 FAULT_STEPS = 44
+# A hang guard only: with both cores loaded by stress-ng on top of a load of ~22, a 44-step run took
+# 10-19 s a step (about 1 s idle) and the straight run passed run_train's 900 s default.
+FAULT_RUN_TIMEOUT = 3600
 NUM_KILLS = 20
 
 
@@ -71,7 +74,7 @@ def _wait(proc, run_dir, step: int, seconds: float | None) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["configs/smoke.yaml", "configs/smoke_mixing.yaml"])
 def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path, config):
-    straight = run_train(repo_root, tmp_path / "straight", *FAULT_RUN, config=config)
+    straight = run_train(repo_root, tmp_path / "straight", *FAULT_RUN, config=config, timeout=FAULT_RUN_TIMEOUT)
     assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
     run_dir, rng = tmp_path / "faulted", random.Random(20261127)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -98,7 +101,7 @@ def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path, conf
         check_at_rest(run_dir)
         left_behind = temporaries(run_dir)
     assert kills >= NUM_KILLS // 2, f"the run finished after only {kills} kills"
-    final = run_train(repo_root, run_dir, *FAULT_RUN, config=config)
+    final = run_train(repo_root, run_dir, *FAULT_RUN, config=config, timeout=FAULT_RUN_TIMEOUT)
     assert final.returncode == EXIT_FINISHED, final.stderr[-3000:]
     check_at_rest(run_dir, whole=True)
     assert not temporaries(run_dir) and not (run_dir / "train.lock").exists()

@@ -97,6 +97,17 @@ while True:
 """
 
 
+def _save_in_progress(folder) -> bool:
+    """True while a temporary ``.last.pt.*.tmp`` holds some bytes (it may be renamed at any moment)."""
+    for path in folder.glob(".last.pt.*.tmp"):
+        try:
+            if path.stat().st_size:
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
 def test_killed_during_save_leaves_loadable_last(tmp_path, repo_root):
     path = tmp_path / "last.pt"
     good = full_state(step=7)
@@ -104,7 +115,10 @@ def test_killed_during_save_leaves_loadable_last(tmp_path, repo_root):
     proc = subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(repo_root), path=str(path))],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.5)  # ~160 MB per save: the kill lands mid-write with high probability
+    deadline = time.monotonic() + 300  # ~160 MB per save: wait until one is being written, then kill
+    while not _save_in_progress(tmp_path):
+        assert time.monotonic() < deadline and proc.poll() is None, "no save was ever seen in progress"
+        time.sleep(0.001)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     state = torch.load(path, map_location="cpu", weights_only=True)  # whichever version: complete

@@ -125,12 +125,15 @@ def test_two_trainings_on_one_run_directory(repo_root, tmp_path):
 
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(train_cmd(run_dir, "train.epochs=3"), cwd=repo_root, env=env,
+    # 400 steps: the first run is still training when the second starts, however fast the machine;
+    # the SIGTERM below ends it.
+    long_run = "train.epochs=100"
+    first = subprocess.Popen(train_cmd(run_dir, long_run), cwd=repo_root, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         while not step_losses(run_dir) and first.poll() is None:
             time.sleep(0.1)
-        second = run_train(repo_root, run_dir, "train.epochs=3")
+        second = run_train(repo_root, run_dir, long_run)
         assert second.returncode == EXIT_BAD_INPUT, second.stderr[-3000:]
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and "in use" in lines[0] and f"pid {first.pid}" in lines[0], second.stderr

@@ -11,12 +11,20 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_metrics import loop_llr, loop_metrics, loop_wss
-from trainer.data.synth import babble_like_noise, mix_at_snr, synthesize_speech
+from trainer.data.synth import babble_like_noise, have_espeak, mix_at_snr, synthesize_speech
 from trainer.metrics import quality as metrics
 from trainer.metrics.labeler import PesqLabeler
 from trainer.metrics.quality import METRIC_KEYS, compute_metrics, summarize
 
 SR = 16000
+
+# Without espeak-ng, synthesize_speech falls back to trainer.data.synth.speech_like, whose pauses and
+# first frames are exact zeros (espeak's are near-silence): identical signals then score a segmental
+# SNR of about 22.7 dB instead of the 35 dB cap, and its PESQ at 40 dB SNR is about 3.15. These two
+# tests check values that hold for real speech only.
+needs_espeak = pytest.mark.skipif(
+    not have_espeak(), reason="needs real speech from espeak-ng (apt-get install espeak-ng); "
+    "the speech-like fallback's exact-zero frames and lower PESQ do not reach these values")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +40,7 @@ def _assert_no_nan(result):
         assert result[key] is None or math.isfinite(result[key]), (key, result)
 
 
+@needs_espeak
 def test_identical_signals_give_maximum_scores(speech):
     clean, _ = speech[0]
     result = compute_metrics(clean, clean.copy(), SR)
@@ -44,6 +53,7 @@ def test_identical_signals_give_maximum_scores(speech):
     assert all(isinstance(result[k], float) for k in METRIC_KEYS)
 
 
+@needs_espeak
 def test_metrics_fall_monotonically_with_snr(speech):
     clean, noise = speech[1]
     # espeak's pauses are near digital silence, so stationary noise hurts LLR/WSS a lot: CSIG and
@@ -213,7 +223,10 @@ def test_pesq_labeler_replaces_a_dead_pool(speech):
         dead = labeler._executor
         for pid in list(dead._processes):  # our own worker
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 120  # until loky's manager thread has marked the pool broken
+        while dead._flags.broken is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert dead._flags.broken is not None, "the pool never noticed its killed worker"
         labels, valid = labeler.score(batch_c, batch_e, lengths)
         assert labeler._executor is not dead
     assert valid.tolist() == [True, True, False, True]
