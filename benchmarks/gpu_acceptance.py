@@ -19,6 +19,11 @@ On a machine with CUDA it checks, each step timed and written to the JSON report
    ``configs/mpsenet.yaml``: batch 4 x 2 s, bf16; other configs with ``--throughput-config``): ms per
    phase (data, generator, PESQ label wait, discriminator), samples/s, peak CUDA memory, for serial
    and overlapped PESQ labelling and no labelling at all, in the same run, with the ratios.
+6. ``peer`` (only with ``--peer-src DIR``; DIR holds checkouts ``CMGAN`` and ``MP-SENet`` of the authors'
+   repositories): ``benchmarks/bench_peer_step.py``, our step against the authors' train.py step on the
+   same weights and batch (4 x 2 s), ours in fp32 and bf16: s/step, samples/s, ratio, peak memory.
+7. ``profile`` (only with ``--profile``): ``benchmarks/profile_step.py`` for BSRNN base, CMGAN and MP-SENet
+   (bf16), with and without PESQ labels: synchronisations per step, host time outside ops, kernel gaps.
 
 Without CUDA it prints ``skipped: no CUDA device`` and exits 0 (``--allow-cpu`` runs the same
 steps on the CPU, to test this script). Exit 1 if any step failed; the report says which and why.
@@ -229,6 +234,42 @@ def check_throughput(device: str, work: Path, configs: list[str] | None, steps: 
     return results
 
 
+def check_peer(device: str, work: Path, peer_src: Path) -> dict:
+    """bench_peer_step.py: our step against the authors' train.py step (CMGAN, MP-SENet) at the recipe's
+    batch 4 x 2 s, fp32 and ours in bf16 too; ``peer_src`` holds checkouts named CMGAN and MP-SENet."""
+    out = work / "peer.json"
+    extra = ["--batch", "4", "--seconds", "2", "--steps", "10", "--rounds", "2", "--amp"] if device == "cuda" \
+        else ["--batch", "1", "--seconds", "1", "--steps", "1", "--rounds", "1"]
+    proc = _run([sys.executable, "benchmarks/bench_peer_step.py", "--cmgan-src", str(peer_src / "CMGAN"),
+                 "--mpsenet-src", str(peer_src / "MP-SENet"), "--device", device, *extra, "--json", str(out)],
+                timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {_tail(proc.stderr)}")
+    result = json.loads(out.read_text())
+    result["table"] = _tail(proc.stdout, 8)
+    print(result["table"], flush=True)
+    return result
+
+
+def check_profile(device: str, work: Path) -> dict:
+    """profile_step.py per preset (bf16 on CUDA), with the PESQ pool and without: synchronisations per
+    step, host time outside ops, kernel gaps."""
+    results = {}
+    amp = ["--amp"] if device == "cuda" else []
+    for config in ("configs/base.yaml", "configs/cmgan.yaml", "configs/mpsenet.yaml"):
+        for labels in ((), ("--no-labels",)):
+            name = f"{Path(config).stem}{'_no_labels' if labels else ''}"
+            out = work / f"profile_{name}.json"
+            proc = _run([sys.executable, "benchmarks/profile_step.py", "--config", config, "--device", device,
+                         "--set", "data.train_dir=", "--set", "data.valid_dir=", "--steps", "5", *amp, *labels,
+                         "--json", str(out)], timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{name}: exit {proc.returncode}: {_tail(proc.stderr)}")
+            results[name] = {k: v for k, v in json.loads(out.read_text()).items() if k != "top_ops_table"}
+            print(_tail(proc.stdout, 40), flush=True)
+    return results
+
+
 def environment(device: str) -> dict:
     import torch
 
@@ -249,6 +290,10 @@ def main() -> int:
                         help="configs for the throughput step, bf16 and fp32 each (repeatable; default: "
                              "BSRNN base bf16 and fp32, CMGAN and MP-SENet bf16)")
     parser.add_argument("--throughput-steps", type=int, default=8, help="measured steps per block and mode")
+    parser.add_argument("--peer-src", type=Path, metavar="DIR",
+                        help="also run bench_peer_step.py (step 'peer') with DIR/CMGAN and DIR/MP-SENet, checkouts "
+                             "of the authors' repositories")
+    parser.add_argument("--profile", action="store_true", help="also run profile_step.py per preset (step 'profile')")
     parser.add_argument("--worker-collectives", metavar="DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker_collectives:
@@ -276,6 +321,8 @@ def main() -> int:
         ("resume", lambda: check_resume(nproc, port + 2, work / "resumed", work / "straight", device)),
         ("evaluate", lambda: check_evaluate(work / "resumed", device, work / "evaluate.json")),
         ("throughput", lambda: check_throughput(device, work, args.throughput_config, args.throughput_steps)),
+        *([("peer", lambda: check_peer(device, work, args.peer_src.expanduser().resolve()))] if args.peer_src else []),
+        *([("profile", lambda: check_profile(device, work))] if args.profile else []),
     ]
     for name, step in steps:
         if name in args.skip:

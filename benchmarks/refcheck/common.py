@@ -249,15 +249,11 @@ def gradient_checks(report: Report, name: str, ref_net: torch.nn.Module, ours: t
 
 
 @contextlib.contextmanager
-def torch1_on_cpu():
-    """Run code written for torch 1.x on CUDA (CMGAN's ``evaluation.py``) on a CPU-only torch 2.
-
-    ``.cuda()`` of tensors and modules returns the object itself; ``torch.stft`` without
-    ``return_complex`` returns the torch 1 real ``(..., 2)`` layout; ``torch.istft`` of such a real
-    tensor reads it as complex. Nothing else changes; everything is restored on exit.
-    """
+def torch1_stft():
+    """torch 1's ``stft``/``istft`` on torch 2, on any device: ``torch.stft`` without ``return_complex``
+    returns the real ``(..., 2)`` layout; ``torch.istft`` of such a real tensor reads it as complex.
+    (CMGAN's ``train.py`` and ``evaluation.py`` need it; restored on exit.)"""
     stft, istft = torch.stft, torch.istft
-    tensor_cuda, module_cuda = torch.Tensor.cuda, torch.nn.Module.cuda
 
     def stft_torch1(x, *args, return_complex=None, **kwargs):
         if return_complex is None:
@@ -270,13 +266,34 @@ def torch1_on_cpu():
         return istft(x, *args, **kwargs)
 
     torch.stft, torch.istft = stft_torch1, istft_torch1
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
     try:
         yield
     finally:
         torch.stft, torch.istft = stft, istft
-        torch.Tensor.cuda, torch.nn.Module.cuda = tensor_cuda, module_cuda
+
+
+@contextlib.contextmanager
+def torch1_on_cpu():
+    """Run code written for torch 1.x on CUDA (CMGAN's ``evaluation.py``, ``train.py``) on a CPU-only torch 2.
+
+    :func:`torch1_stft`, and ``.cuda()`` of tensors and modules returns the object itself, ``.to("cuda")``
+    of a tensor stays on the CPU (CMGAN's ``batch_pesq``). Nothing else changes; everything is restored
+    on exit.
+    """
+    tensor_cuda, module_cuda, tensor_to = torch.Tensor.cuda, torch.nn.Module.cuda, torch.Tensor.to
+
+    def to_not_cuda(self, *args, **kwargs):
+        args = tuple("cpu" if isinstance(a, str) and a.startswith("cuda") else a for a in args)
+        return tensor_to(self, *args, **kwargs)
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    torch.Tensor.to = to_not_cuda
+    try:
+        with torch1_stft():
+            yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda, torch.Tensor.to = tensor_cuda, module_cuda, tensor_to
 
 
 @contextlib.contextmanager

@@ -77,41 +77,57 @@ class TrainingStep:
         with autocast:
             d_loss, d_info = self.task.discriminator_step(self.d_ddp, context)
         seconds["discriminator"] = self.clock() - tock - d_info.get("sec_label_wait", 0.0)
-        local = torch.tensor([float(not torch.isfinite(g_loss)), float(not torch.isfinite(d_loss)),
+        record = scalars_to_host({"loss": g_loss, **terms, "d_loss": d_loss, **d_info})
+        local = torch.tensor([float(not math.isfinite(record["loss"])), float(not math.isfinite(record["d_loss"])),
                               float(signals.stop_requested()), float(checkpoint_due())])
         flags = dist.all_reduce_sum(local).tolist()
-        record = {"loss": float(g_loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
-                  "d_loss": float(d_loss.detach()), **d_info}
         self._update(record, flags, seconds, progress, (g_loss, overlap), (d_loss, False))
         record.update({f"sec_{which}": value for which, value in seconds.items()})
         return flags, record
 
     def _update(self, record: dict, flags: list[float], seconds: dict, progress: Progress,
                 generator: tuple, discriminator: tuple) -> None:
-        """Backward (unless done), clip and optimizer step of each network, unless non-finite on any rank."""
-        for which, (loss, backward_done), module, opt, finite in (
-                ("generator", generator, self.generator, self.opt_g, flags[0] == 0),
-                ("discriminator", discriminator, self.discriminator, self.opt_d, flags[1] == 0)):
+        """Backwards (unless done), gradient norms and clipping, optimizer steps, unless non-finite on any rank.
+
+        A non-finite generator loss or gradient norm skips both networks' steps, a non-finite
+        discriminator loss or norm the discriminator's. Both norms come to the host together (one
+        device synchronisation): the discriminator's backward runs before the generator's optimizer step,
+        which changes nothing it computes (its input is detached).
+        """
+        parts = (("generator", generator, self.generator, self.opt_g, flags[0] == 0),
+                 ("discriminator", discriminator, self.discriminator, self.opt_d, flags[1] == 0))
+        norms = []
+        for which, (loss, backward_done), module, _, finite in parts:
             if not finite:
-                opt.zero_grad(set_to_none=True)
-                self._count_nonfinite(f"{which} loss", progress)
-                return
+                break
             tick = self.clock()
             if not backward_done:
                 loss.backward()
-            norm = self._clip(module)
+            norms.append(self._clip(module))
+            seconds[which] += self.clock() - tick
+        norms = scalars_to_host(norms)
+        for (which, _, _, opt, _), norm in zip(parts, norms + [None] * (2 - len(norms)), strict=True):
+            if norm is None:
+                opt.zero_grad(set_to_none=True)
+                self._count_nonfinite(f"{which} loss", progress)
+                return
             record[f"grad_norm_{which[0]}"] = norm
             if not math.isfinite(norm):  # equal on every rank: DDP averaged the gradients
                 opt.zero_grad(set_to_none=True)
                 self._count_nonfinite(f"{which} gradient norm", progress)
                 return
+            tick = self.clock()
             opt.step()
             seconds[which] += self.clock() - tick
         self.num_nonfinite_in_row = 0
 
-    def _clip(self, module: torch.nn.Module) -> float:
-        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        return float(torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm))
+    def _clip(self, module: torch.nn.Module) -> torch.Tensor:
+        """The gradients' total norm (a 0-d tensor, left on the device), after clipping them to
+        ``optim.grad_clip`` (when > 0; else the gradients are left alone, as clipping to infinity does)."""
+        if self.cfg.optim.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.optim.grad_clip)
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
     def _count_nonfinite(self, what: str, progress: Progress) -> None:
         self.num_nonfinite_in_row += 1
@@ -123,3 +139,18 @@ class TrainingStep:
             raise Diverged(f"{self.num_nonfinite_in_row} consecutive non-finite losses at step {step}: "
                            f"stopping; the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} "
                            "(lower optim.lr, raise optim.grad_clip, or check the data)")
+
+
+def scalars_to_host(values):
+    """``values`` (a dict or a list) with every one-element tensor replaced by its Python float, copied
+    to the host together: one device synchronisation instead of one per value. Other values are kept
+    as they are. Exact: each value goes through float64, as ``float(tensor)`` does."""
+    items = list(values.items()) if isinstance(values, dict) else list(enumerate(values))
+    tensors = [(key, v) for key, v in items if isinstance(v, torch.Tensor) and v.numel() == 1]
+    if tensors:
+        stacked = torch.stack([v.detach().reshape(()).to(torch.float64) for _, v in tensors])
+        host = dict(zip((key for key, _ in tensors), stacked.cpu().tolist(), strict=True))
+    else:
+        host = {}
+    converted = [(key, host.get(key, v)) for key, v in items]
+    return dict(converted) if isinstance(values, dict) else [v for _, v in converted]

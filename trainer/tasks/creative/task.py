@@ -40,7 +40,8 @@ class CreativeTask(Task):
     def discriminator_step(self, discriminator, context: dict):
         loss, info = losses.creative_discriminator_loss(discriminator, context["out"], context["input"],
                                                           context["target"], self.cfg)
-        return loss, {key: float(value) for key, value in info.items()}
+        return loss, {key: value.detach() if isinstance(value, torch.Tensor) else float(value)  # the step reads
+                      for key, value in info.items()}  # the tensors to the host together (one sync)
 
     def window_extras(self, means: dict) -> dict:
         """Derived fields of a log window or an epoch (from mean values)."""

@@ -194,10 +194,12 @@ def _pearson(x: list[float], y: list[float]) -> float | None:
 
 
 def _floats(info: dict) -> dict:
+    """The one-element entries of ``info``: tensors as they are (the training step copies a record's
+    tensors to the host together, one synchronisation), numbers as floats."""
     out = {}
     for key, value in info.items():
         if isinstance(value, torch.Tensor) and value.numel() == 1:
-            out[key] = float(value)
+            out[key] = value.detach()
         elif isinstance(value, (int, float, np.floating)):
             out[key] = float(value)
     return out
