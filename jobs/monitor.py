@@ -289,9 +289,11 @@ def cancel(target: str) -> int:
         array = str(sweep.get("array_job_id"))
         _scancel(array)
         extra = ""
-        if (sweep.get("evaluation") or {}).get("array_job_id"):
-            _scancel(str(sweep["evaluation"]["array_job_id"]))
-            extra = f" and its evaluation array {sweep['evaluation']['array_job_id']}"
+        evaluations = runs.evaluation_arrays(sweep)  # every submission's: a resubmission keeps the earlier ones
+        for evaluation in evaluations:
+            _scancel(evaluation)
+        if evaluations:
+            extra = f" and its evaluation array{'s' if len(evaluations) > 1 else ''} {', '.join(evaluations)}"
         _out(f"cancelled sweep {sweep.get('name')}: job array {array} ({len(elements)} elements){extra}; "
              f"none is requeued; root {root}\n")
         return 0

@@ -118,9 +118,16 @@ def find_sweep(target: str | None) -> tuple[Path, dict] | None:
     for root in dict.fromkeys(sub["sweep"] for sub in reversed(submissions()) if isinstance(sub.get("sweep"), str)):
         record = read_sweep(Path(root))
         if record is not None and target in (record.get("name"), str(record.get("array_job_id")),
-                                             str((record.get("evaluation") or {}).get("array_job_id"))):
+                                             *evaluation_arrays(record)):
             return Path(root), record
     return None
+
+
+def evaluation_arrays(sweep: dict) -> list[str]:
+    """Every evaluation array (or single evaluation job) a sweep's submissions chained, oldest first."""
+    found = [str(a) for a in sweep.get("evaluation_arrays") or []]
+    latest = (sweep.get("evaluation") or {}).get("array_job_id")
+    return found + ([str(latest)] if latest and str(latest) not in found else [])
 
 
 def sweep_target(target: str | None) -> tuple[Path, dict] | None:

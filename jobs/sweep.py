@@ -17,7 +17,10 @@ job id; the submission index gets one record per element (``sweep``: the root).
 Resubmitting the same grid to the same root continues the sweep: elements that have trained all
 their epochs are skipped (they keep their job ids in ``sweep.json``), and the new array holds the
 others in element order (its task i is the i-th element not skipped); a single one left is
-submitted as a job of its own, its files and logs in its run directory's ``slurm/``.
+submitted as a job of its own, its files and logs in its run directory's ``slurm/``. The snapshot in
+``ROOT/slurm/code`` is replaced only once no earlier evaluation job of the sweep, which runs from it,
+is still queued or running (:func:`evaluations_in_queue`); ``sweep.json`` lists every evaluation
+array (``evaluation_arrays``) so that ``cancel SWEEP`` reaches them all.
 """
 
 from __future__ import annotations
@@ -201,12 +204,29 @@ def write_sweep(root: Path, name: str, args, axes, elements, specs, submitted: d
         "code": {k: code.get(k) for k in ("snapshot", "revision", "dirty")},
         "evaluation": {"array_job_id": eval_ids[0].split("_", 1)[0], "test_dir": args.evaluate_after}
         if eval_ids else None,
+        "evaluation_arrays": runs.evaluation_arrays(previous) + ([eval_ids[0].split("_", 1)[0]] if eval_ids else []),
         "elements": [{"index": e.index, "name": e.name, "overrides": list(e.overrides), "run_dir": str(s.run_dir),
                       **ids(e.index)} for e, s in zip(elements, specs, strict=True)],
         "arrays": arrays + [job_ids[0].split("_", 1)[0]],
     }
     atomic_write_text(root / runs.SWEEP_FILE, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def evaluations_in_queue(root: Path) -> list[str]:
+    """The earlier evaluation jobs of the sweep at ``root`` that squeue still shows: they run from
+    ``ROOT/slurm/code``, which a new submission would replace under them. Raises LaunchError when
+    squeue does not answer (it cannot be known)."""
+    arrays = set(runs.evaluation_arrays(runs.read_sweep(root) or {}))
+    if not arrays:
+        return []
+    queue = slurm.queue()
+    if queue is None:
+        raise LaunchError(f"squeue does not answer, so it cannot be told whether evaluation job(s) "
+                          f"{', '.join(sorted(arrays))} of this sweep still run from {root}/slurm/code; "
+                          "try again once it answers")
+    return sorted(job["JobID"] for job in queue if job["JobID"].split("_", 1)[0] in arrays
+                  and job["State"] in slurm.ACTIVE)
 
 
 def submit_array(specs: list[submit.JobSpec], parallel: int, folder: Path) -> list[str]:
@@ -254,6 +274,12 @@ def run(args: argparse.Namespace) -> int:
         return dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, done)
     for i in todo:
         submit.check_run_dir(specs[i].run_dir)
+    waiting = evaluations_in_queue(root)
+    if waiting:
+        raise LaunchError(f"sweep {name}: evaluation job(s) {', '.join(waiting)} of an earlier submission are still "
+                          f"queued or running from the code snapshot in {root}/slurm/code, which this submission "
+                          "would replace; resubmit once they have ended (python launch.py status "
+                          f"{name}), or cancel them (python launch.py cancel JOB)")
     code = snapshot.take(runs.slurm_folder(root))
     frozen = []
     for i in todo:

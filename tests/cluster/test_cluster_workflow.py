@@ -182,6 +182,50 @@ def test_a_resubmitted_sweep_continues_only_its_unfinished_elements(tmp_path, en
     assert refused.returncode == 2 and "every element of sweep wf-again" in refused.stderr, refused.stderr
 
 
+def test_a_resubmitted_sweep_never_replaces_the_code_under_a_queued_evaluation(tmp_path, env):
+    """Issue 24 item 2: element 0 finishes while its chained evaluation is held in the queue; element 1 is
+    cancelled. The same sweep command is refused, naming the evaluation job, and neither ROOT/slurm/code
+    nor sweep.json changes; once that job has ended the resubmission goes through, sweep.json lists both
+    evaluation arrays, and cancel SWEEP reaches both."""
+    test_dir = tmp_path / "test"
+    for sub in ("clean", "noisy"):
+        (test_dir / sub).mkdir(parents=True)
+        (test_dir / sub / "a.wav").write_bytes(b"")
+    root = tmp_path / "sweep"
+    probe = {**env, "SEGAN_PROBE_STEPS": "30", "SEGAN_PROBE_STEP_SECONDS": "0.3"}
+    command = ("sweep", "--cluster", "local", "--config", "configs/smoke.yaml", "--entry", "jobs.probe",
+               "--set", "train.epochs=1", "--grid", "loss.w_gan=0.05,0.1", "--name", "wf-evalheld",
+               "--run-dir", str(root), "--gpus-per-node", "1", "--evaluate-after", str(test_dir))
+    proc = launch(*command, env=probe)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sweep = json.loads((root / "sweep.json").read_text())
+    first, evaluations = sweep["array_job_id"], sweep["evaluation"]["array_job_id"]
+    subprocess.run(["scontrol", "hold", evaluations], check=True)  # held: still queued after its training ends
+    dirs = [root / "w_gan=0.05", root / "w_gan=0.1"]
+    wait_for(lambda: state(dirs[1]).get("step", 0) >= 3, 300, "element 1's first steps")
+    assert launch("cancel", f"{first}_1", env=env).returncode == 0
+    assert wait_for(lambda: final_state(f"{first}_1"), 180, "the cancellation") == "CANCELLED"
+    assert wait_for(lambda: final_state(f"{first}_0"), 300, "element 0 to finish") == "COMPLETED"
+    assert queue_of(f"{evaluations}_0")[:1] == ["PENDING"]
+    code_record = (root / "slurm" / "code.json").read_text()
+    refused = launch(*command, env=probe)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"evaluation job(s) {evaluations}_0" in refused.stderr and "still" in refused.stderr, refused.stderr
+    assert json.loads((root / "sweep.json").read_text()) == sweep
+    assert (root / "slurm" / "code.json").read_text() == code_record
+    subprocess.run(["scancel", evaluations], check=True)
+    assert wait_for(lambda: final_state(f"{evaluations}_0"), 180, "the evaluation's end") == "CANCELLED"
+    again = launch(*command, env=probe)
+    assert again.returncode == 0, again.stdout + again.stderr
+    resubmitted = json.loads((root / "sweep.json").read_text())
+    second_evaluation = resubmitted["evaluation"]["array_job_id"]
+    assert resubmitted["evaluation_arrays"] == [evaluations, second_evaluation] and second_evaluation != evaluations
+    cancelled = launch("cancel", "wf-evalheld", env=env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"evaluation arrays {evaluations}, {second_evaluation}" in cancelled.stdout, cancelled.stdout
+    assert wait_for(lambda: final_state(resubmitted["array_job_id"]), 300, "the cancelled resubmission") == "CANCELLED"
+
+
 def checkout_copy(tmp_path):
     """The working tree as a fresh git checkout of its own (the tests must not edit the real one)."""
     copy = tmp_path / "checkout"
