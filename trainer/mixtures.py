@@ -6,13 +6,16 @@ the model's normalisation) and ``DIR/params.jsonl`` (one JSON object per mixture
 files' stem), ``snr_db``, ``speech`` (source file id), ``noise`` (list of ids), ``rir`` (id or null),
 the offsets, level and gains, and the augmentations drawn). ``--split train``: mixture ``i`` is
 exactly item ``i`` of epoch ``E`` of the training loader (``trainer.data.mixing``); ``--split valid``:
-the first N mixtures of the fixed validation set. DIR is built in a temporary folder beside it and
+the first N mixtures of the fixed validation set. ``DIR/conditions.csv`` (``name``, ``snr_db``,
+``reverberant``, ``noises``) is what ``trainer.evaluate --conditions`` reads to break scores down by
+condition (SNR in 5 dB bands). DIR is built in a temporary folder beside it and
 renamed into place when complete; an existing DIR is refused (exit 2), a full disk exits 4.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import sys
@@ -50,12 +53,17 @@ def write(cfg, split: str, count: int, epoch: int, out: Path) -> None:
     try:
         for kind in ("clean", "noisy"):
             (tmp / kind).mkdir()
-        with open(tmp / "params.jsonl", "w", encoding="utf-8") as params:
+        with open(tmp / "params.jsonl", "w", encoding="utf-8") as params, \
+                open(tmp / "conditions.csv", "w", encoding="utf-8", newline="") as table:
+            conditions = csv.writer(table)
+            conditions.writerow(["name", "snr_db", "reverberant", "noises"])
             for clean, noisy, record in mixtures(cfg, split, count, epoch):
                 # scipy's float32 WAV: libsndfile's carries a PEAK chunk with a time stamp (files would differ)
                 wavfile.write(tmp / "clean" / f"{record['name']}.wav", cfg.data.sample_rate, clean)
                 wavfile.write(tmp / "noisy" / f"{record['name']}.wav", cfg.data.sample_rate, noisy)
                 params.write(json.dumps(record) + "\n")
+                conditions.writerow([f"{record['name']}.wav", record["snr_db"],
+                                     "no" if record["rir"] is None else "yes", len(record["noise"])])
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

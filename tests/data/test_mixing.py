@@ -84,7 +84,7 @@ def test_mixtures_command_writes_what_the_loader_yields(corpora, tmp_path):
     for name, epoch in (("a", 1), ("b", 1), ("c", 2)):
         assert mixtures_main([*args, "--epoch", str(epoch), "--out", str(tmp_path / name)]) == 0
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files) == 13
+    assert len(files) == 14  # 6 clean, 6 noisy, params.jsonl, conditions.csv
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     assert (tmp_path / "a/params.jsonl").read_text() != (tmp_path / "c/params.jsonl").read_text()
@@ -110,6 +110,25 @@ def test_mixtures_command_writes_what_the_loader_yields(corpora, tmp_path):
             noisy, _ = sf.read(tmp_path / "a/noisy" / f"{record['name']}.wav", dtype="float32")
             assert measured_snr(clean, noisy) == pytest.approx(record["snr_db"], abs=1e-3)
     assert mixtures_main([*args, "--out", str(tmp_path / "a")]) == 2  # an existing folder is refused
+
+
+def test_mixtures_conditions_break_an_evaluation_down_by_snr_band(corpora, tmp_path):
+    """trainer.mixtures' conditions.csv is what trainer.evaluate --conditions reads: the noisy input scored
+    against the clean target, broken down by the recorded SNR in 5 dB bands."""
+    from trainer.evaluate import main as evaluate_main
+    from trainer.report.stats import snr_band
+
+    out = tmp_path / "valid"
+    assert mixtures_main(["--config", "configs/smoke_mixing.yaml", *sum((["--set", o] for o in overrides(corpora)), []),
+                          "--split", "valid", "--count", "4", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "params.jsonl").read_text().splitlines()]
+    report = tmp_path / "scores.json"
+    assert evaluate_main(["--clean-dir", str(out / "clean"), "--enhanced-dir", str(out / "noisy"),
+                          "--conditions", str(out / "conditions.csv"), "--json", str(report), "--workers", "1",
+                          "--no-progress"]) == 0
+    text = report.read_text()
+    for record in records:
+        assert snr_band(record["snr_db"]) in text, record["snr_db"]
 
 
 def test_validation_uses_held_out_speakers_and_noise_files_only(corpora):
