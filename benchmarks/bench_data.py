@@ -53,7 +53,8 @@ class WavCrops:
                 wave[:len(data)] = data
                 waves[signal] = (wave, len(data))
         length = waves["noisy"][1]
-        scale = np.float32(1.0 / math.sqrt(float(np.mean(np.square(waves["noisy"][0][:length], dtype=np.float64))) + 1e-8))
+        scale = np.float32(1.0 / math.sqrt(float(np.mean(np.square(waves["noisy"][0][:length], dtype=np.float64)))
+                                           + 1e-8))
         return {"clean": waves["clean"][0] * scale, "noisy": waves["noisy"][0] * scale, "length": length}
 
 

@@ -169,7 +169,8 @@ def main() -> None:
     from trainer.data.demo import demo_for
 
     counts = sorted({1, len(ALL_CORES)})
-    results: dict = {"cores": counts, "load_average_start": os.getloadavg()[0], "validation": {}, "evaluate_in_process": {}, "evaluate_command": {}}
+    results: dict = {"cores": counts, "load_average_start": os.getloadavg()[0], "validation": {},
+                     "evaluate_in_process": {}, "evaluate_command": {}}
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         work = Path(tmp)
         cfg = load_config(args.config, ["data.demo=true", "checkpoint.every_steps=0", "checkpoint.every_minutes=0",

@@ -96,8 +96,10 @@ def main(argv=None) -> int:
             new_kept += int(labeler.score(clean, enhanced)[1].sum())
             t_new += time.perf_counter() - started
 
-    print(f"  joblib.Parallel per call : {num_clips / t_old:7.1f} clips/s  ({1000 * t_old / args.num_batches:.0f} ms/batch)")
-    print(f"  PesqLabeler (warm pool)  : {num_clips / t_new:7.1f} clips/s  ({1000 * t_new / args.num_batches:.0f} ms/batch)")
+    print(f"  joblib.Parallel per call : {num_clips / t_old:7.1f} clips/s  "
+          f"({1000 * t_old / args.num_batches:.0f} ms/batch)")
+    print(f"  PesqLabeler (warm pool)  : {num_clips / t_new:7.1f} clips/s  "
+          f"({1000 * t_new / args.num_batches:.0f} ms/batch)")
     print(f"  ratio                    : {t_old / t_new:7.2f}x   (pool start-up once: {t_start:.2f} s)")
     print(f"  labels kept              : old {old_kept}/{num_clips} (a batch with a failed clip is dropped), "
           f"ours {new_kept}/{num_clips} (failed clips masked)")

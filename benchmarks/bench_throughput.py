@@ -4,8 +4,8 @@
         [--steps 8] [--rounds 2] [--torch-threads 1] [--pesq-workers 1] [--modes serial,overlapped,none]
         [--device cpu|cuda] [--amp] [--json OUT.json]
 
-Drives the training loop's own step (``Trainer.step``, a ``core.step.TrainingStep``, the real task, models, optimizers and
-PESQ pool; no checkpoints) on the demo corpus, the modes taking turns in ``--rounds`` blocks of
+Drives the training loop's own step (``Trainer.step``, a ``core.step.TrainingStep``, the real task, models,
+optimizers and PESQ pool; no checkpoints) on the demo corpus, the modes taking turns in ``--rounds`` blocks of
 ``--steps`` measured steps so that the load of a shared machine falls on all of them alike:
 
 - ``serial``: ``train.overlap_labels=false``, the labels computed before the backwards;
@@ -305,7 +305,8 @@ def main() -> None:
               "generator": cfg.model.name, "generator_params": params, "batch_size": batch_size,
               "crop_seconds": crop, "steps_per_block": args.steps, "rounds": args.rounds,
               "torch_threads": args.torch_threads, "pesq_workers": args.pesq_workers,
-              "cpu_cores": os.cpu_count(), "load_average_start_end": [load_start, os.getloadavg()[0]], "modes": results, "ratios": ratios}
+              "cpu_cores": os.cpu_count(), "load_average_start_end": [load_start, os.getloadavg()[0]],
+              "modes": results, "ratios": ratios}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

@@ -112,7 +112,8 @@ def main() -> None:
     print(f"{'total':<14}{1000 * total:>10.1f}   ({cfg.data.batch_size / total:.1f} samples/s, "
           f"p90 step {1000 * float(np.percentile([sum(s) for s in zip(*phases.values(), strict=True)], 90)):.0f} ms)")
     report = {
-        "config": args.config, "model": cfg.model.name, "overrides": args.overrides, "device": str(device), "amp": bool(args.amp and cuda),
+        "config": args.config, "model": cfg.model.name, "overrides": args.overrides, "device": str(device),
+        "amp": bool(args.amp and cuda),
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "batch_size": cfg.data.batch_size, "crop_seconds": cfg.data.crop_seconds, "steps": args.steps,
         "pesq_workers": args.pesq_workers, "torch_threads": torch.get_num_threads(),

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", help="run directory (default: run.dir or logs/runs/<run.name>); "
                                           "an existing one is resumed")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="print the sbatch script and resolved config; submit nothing")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print the sbatch script and resolved config; submit nothing")
     mode.add_argument("--local", action="store_true", help="run the same job here in the foreground (no SLURM)")
     mode.add_argument("--emit-sbatch", action="store_true",
                       help="print a plain sbatch script (srun + torchrun, no submitit) with the same requeue behaviour")
@@ -92,7 +93,8 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"launch.py {command}")
     if command == "logs":
         parser.add_argument("target", nargs="?", help="job id, run directory or run name (default: the latest job)")
-        parser.add_argument("--follow", "-f", action="store_true", help="keep following, across requeues, until the job ends")
+        parser.add_argument("--follow", "-f", action="store_true",
+                            help="keep following, across requeues, until the job ends")
         parser.add_argument("--rank", type=int, default=0, help="global rank whose log to show (default 0)")
         parser.add_argument("--err", action="store_true", help="show stderr (the training log) instead of stdout")
     elif command == "status":
@@ -185,7 +187,8 @@ def run_submit(args: argparse.Namespace) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             spec = submit.freeze_config(spec, cfg)  # every attempt trains this config, whatever the YAML becomes
         except (OSError, DiskFull) as exc:
-            raise LaunchError(f"cannot write the run's frozen config in {folder} ({getattr(exc, 'strerror', None) or exc}); "
+            raise LaunchError(f"cannot write the run's frozen config in {folder} "
+                              f"({getattr(exc, 'strerror', None) or exc}); "
                               "every attempt of the script trains from it: free space, make it writable or choose "
                               "another --run-dir") from None
         try:

@@ -271,7 +271,8 @@ def csv_text(items: list[Run], keys: list[str], metric: str) -> str:
         chosen = run.test_column(metric)
         writer.writerow([run.label, str(run.run_dir), *(show(run.config[k]) if k in run.config else "" for k in keys),
                          *(x for b in best for x in ((b[0], shown(b[1])) if b else ("", ""))),
-                         shown(run.last_epoch) if run.last_epoch is not None else "", run.total_epochs if run.total_epochs is not None else "", run.state,
+                         shown(run.last_epoch) if run.last_epoch is not None else "",
+                         run.total_epochs if run.total_epochs is not None else "", run.state,
                          chosen[0] if chosen else "", *((chosen[1].get(m, "") if chosen else "") for m in TEST_ALL)])
     return buffer.getvalue()
 
@@ -326,7 +327,8 @@ def main(targets: list[str], metric: str = "pesq", plot_path: str | None = None,
     keys = differing_keys([run.config for run in items if run.config])  # a run without one: not compared
     rows = table(items, keys, metric)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    out = [f"{len(items)} run(s), sorted by best validation {metric} ({'lower' if lower_is_better(metric) else 'higher'} "
+    out = [f"{len(items)} run(s), sorted by best validation {metric} "
+           f"({'lower' if lower_is_better(metric) else 'higher'} "
            "is better; epochs counted from 1; config values that differ between the runs as columns)"]
     out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     without = [run.label for run in items if not run.config]

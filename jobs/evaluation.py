@@ -236,7 +236,8 @@ def describe(run_dir: Path, queue_state: tuple[str, str] | None = None, acct: di
             return "waiting", (f"job {eval_id} waits for training job {after} to finish for good (squeue PENDING, "
                                f"Dependency); then it scores every kept checkpoint on {record.get('test_dir')}")
         if state == "RUNNING":
-            return "running", f"job {eval_id} is scoring every kept checkpoint on {record.get('test_dir')} (squeue RUNNING)"
+            return "running", (f"job {eval_id} is scoring every kept checkpoint on {record.get('test_dir')} "
+                               "(squeue RUNNING)")
         return state.lower(), f"job {eval_id}: squeue {state}" + (f" ({reason})" if reason and reason != "None" else "")
     word = ((acct or {}).get("State") or "").split(" ")[0]
     if cancelled_by_us is not None:
@@ -250,7 +251,8 @@ def describe(run_dir: Path, queue_state: tuple[str, str] | None = None, acct: di
                                  "(DependencyNeverSatisfied; --kill-on-invalid-dep)")
         return "cancelled", f"job {eval_id} cancelled ({acct.get('State')})"
     if word:
-        return word.lower(), f"job {eval_id} ended {acct.get('State')} (exit {acct.get('ExitCode')}){_why(run_dir, eval_id)}"
+        return word.lower(), (f"job {eval_id} ended {acct.get('State')} (exit {acct.get('ExitCode')})"
+                              f"{_why(run_dir, eval_id)}")
     if done is not None:
         return "failed", f"job {eval_id} exited {done.get('exit_code')}{_why(run_dir, eval_id)}"
     return "submitted", f"job {eval_id} (Slurm does not know it here); after training job {after}"

@@ -246,7 +246,8 @@ def list_runs(limit: int = 20) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
 
     def line(row: tuple[str, ...], indent: str = "") -> str:
-        return indent + "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] + "\n"
+        return (indent + "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+                + "\n")
 
     _out(line(header))
     for root, group in groups:

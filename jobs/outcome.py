@@ -112,7 +112,8 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
         if unrecorded:
             why = (f": {unrecorded}; {_resume_phrase(resume_step)}: the reason is in the log "
                    f"(python launch.py logs {job_id} --err), then resubmit with the same --run-dir")
-        return Outcome(FINAL_WORDS[word], f"{word.lower()} (sacct {acct_state}, exit {(acct or {}).get('ExitCode', '-')})"
+        return Outcome(FINAL_WORDS[word], f"{word.lower()} (sacct {acct_state}, "
+                       f"exit {(acct or {}).get('ExitCode', '-')})"
                        f"{why}", False)
     if word:
         return Outcome(word.lower(), f"sacct {acct_state}", word in slurm.ACTIVE)
@@ -141,7 +142,8 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
 
 
 def gather(job_id: str | None, run_dir: Path, queue_state: tuple[str, str] | None = None,
-           acct: dict | None = None, ask_slurm: bool = True, resume: bool = True, sacct_silent: bool = False) -> Outcome:
+           acct: dict | None = None, ask_slurm: bool = True, resume: bool = True,
+           sacct_silent: bool = False) -> Outcome:
     """:func:`describe` with the records read now (``queue_state``/``acct`` when already known;
     ``resume=False`` skips reading the checkpoint's step, for the one word of ``list``)."""
     if ask_slurm and job_id and slurm.available():

@@ -66,7 +66,8 @@ def check(args) -> int:
     torch_ok, detail = _torch_probe()
     num_gpus = int(detail.split()[-1]) if torch_ok else 0
     ok &= _line(torch_ok, "import torch, torchaudio", detail.split()[0] if torch_ok else detail)
-    _line(None if num_gpus == 0 else True, "GPUs visible", f"{num_gpus} (compute nodes only; 0 on a login node is normal)")
+    _line(None if num_gpus == 0 else True, "GPUs visible",
+          f"{num_gpus} (compute nodes only; 0 on a login node is normal)")
 
     profile = load_profile(args.cluster or default_cluster())
     run_dir = None

@@ -152,7 +152,8 @@ def check_not_finished(run_dir: Path, cfg: Config) -> None:
     if finished is not None:
         done, step = finished
         raise LaunchError(f"run directory {run_dir} has already finished its {done} epochs (step {step}); "
-                          f"to train it further raise train.epochs (e.g. --set train.epochs={done + max(1, done // 2)}), "
+                          "to train it further raise train.epochs "
+                          f"(e.g. --set train.epochs={done + max(1, done // 2)}), "
                           "or choose another --run-dir")
 
 

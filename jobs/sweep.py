@@ -150,7 +150,8 @@ def dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, d
     code = snapshot.planned(runs.slurm_folder(root))
     spec = submit.with_code(specs[todo[0]], code)
     listed = describe_elements(elements)
-    listed = [f"{line}   ({done[e.index]})" if e.index in done else line for e, line in zip(elements, listed, strict=True)]
+    listed = [f"{line}   ({done[e.index]})" if e.index in done else line
+              for e, line in zip(elements, listed, strict=True)]
     at_most = f", at most {min(parallel, len(todo))} at once"
     if not done:
         which = f"one job array 0-{len(todo) - 1}{at_most}"

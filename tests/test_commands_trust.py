@@ -34,7 +34,8 @@ def test_case10_nan_weights_are_named_without_training_advice(tmp_path, capsys):
     state = net.state_dict()
     state["dense_encoder.conv_1.0.weight"][0, 0, 0, 0] = float("nan")
     torch.save(state, tmp_path / "ckpt")
-    err = refused(capsys, "--format", "cmgan", tmp_path / "ckpt", "--out", tmp_path / "x.pt", "--config", SMOKE["cmgan"])
+    err = refused(capsys, "--format", "cmgan", tmp_path / "ckpt", "--out", tmp_path / "x.pt",
+                  "--config", SMOKE["cmgan"])
     assert "non-finite values (NaN or Inf) in 1 tensor(s), e.g. dense_encoder.conv_1.0.weight" in err
     assert "optim.lr" not in err and not (tmp_path / "x.pt").exists()
 

@@ -49,7 +49,8 @@ def test_creative_run_logs_diagnostics_and_keeps_its_checkpoints(repo_root, tmp_
 def test_creative_resume_is_bit_exact(repo_root, tmp_path, monkeypatch):
     import tests.test_train as core
 
-    monkeypatch.setattr(core, "train_cmd", lambda run_dir, *overrides, nproc=1, config=None: creative_cmd(run_dir, *overrides))
+    monkeypatch.setattr(core, "train_cmd",
+                        lambda run_dir, *overrides, nproc=1, config=None: creative_cmd(run_dir, *overrides))
     straight = core.run_train(repo_root, tmp_path / "straight")
     assert straight.returncode == EXIT_FINISHED, straight.stderr[-3000:]
     interrupt_and_resume(repo_root, tmp_path / "resumed", after_step=2)

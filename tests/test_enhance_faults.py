@@ -61,7 +61,8 @@ def test_kill_9_at_random_moments_keeps_only_whole_files(tmp_path, repo_root, ca
         sf.write(noisy / ("spk" if k % 2 else "") / f"f{k}.wav", noisy_speech(0.6 + 0.4 * k, k), SR, subtype="FLOAT")
     code, _ = enhance(capsys, bsrnn_ckpt, noisy, tmp_path / "straight", "--chunk-seconds", 2, "--overlap-seconds", 0.25)
     assert code == EXIT_FINISHED
-    reference = {name: sf.read(tmp_path / "straight" / name, dtype="float32")[0] for name in outputs(tmp_path / "straight")}
+    reference = {name: sf.read(tmp_path / "straight" / name, dtype="float32")[0]
+                 for name in outputs(tmp_path / "straight")}
     out, rng = tmp_path / "out", random.Random(20261207)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for _ in range(NUM_KILLS):

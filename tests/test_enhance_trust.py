@@ -39,7 +39,8 @@ def cmgan_ckpt(tmp_path_factory):
     """The CMGAN smoke network (22 k parameters) with random weights, as a training checkpoint."""
     cfg = load_config("configs/cmgan_smoke.yaml")
     torch.manual_seed(0)
-    state = {"format_version": ckpt.FORMAT_VERSION, "config": to_dict(cfg), "generator": build_generator(cfg).state_dict(),
+    state = {"format_version": ckpt.FORMAT_VERSION, "config": to_dict(cfg),
+             "generator": build_generator(cfg).state_dict(),
              "discriminator": build_discriminator(cfg).state_dict(), "opt_g": {}, "opt_d": {}, "epoch": 1, "step": 3,
              "batches_done": 0, "sampler": {}, "rng": [], "best": {}, "versions": ckpt.versions()}
     path = tmp_path_factory.mktemp("ckpt") / "cmgan.pt"
@@ -140,7 +141,8 @@ def test_case7_cmgan_gets_its_own_default_chunk_and_a_too_long_one_is_refused(tm
     model = chunking.memory_model("cmgan")
     assert model.chunk_bytes(safe) <= chunking.USABLE_FRACTION * available < model.chunk_bytes(safe + 0.2)
     code, lines = enhance(capsys, cmgan_ckpt, noisy, out)
-    assert code == EXIT_FINISHED and lines == [] and outputs(out) == ["long.wav"]  # chunking itself: tests/test_enhance.py
+    # chunking itself: tests/test_enhance.py
+    assert code == EXIT_FINISHED and lines == [] and outputs(out) == ["long.wav"]
     assert json.loads((out / "enhance.json").read_text())["chunk_seconds"] == default
     assert np.isfinite(sf.read(out / "long.wav")[0]).all()
 

@@ -55,7 +55,8 @@ def test_dry_run_shows_the_dependent_cpu_only_job(repo_root, tmp_path, test_dir)
                  f"export PYTHONPATH={tmp_path / 'run'}/slurm/code"):
         assert line in script
     assert "--gpus-per-node" not in script  # the local profile's evaluate_gpus: 0
-    assert f"--clean-dir {test_dir}/clean --noisy-dir {test_dir}/noisy --json {tmp_path / 'run'}/test_scores.json" in script
+    assert (f"--clean-dir {test_dir}/clean --noisy-dir {test_dir}/noisy "
+            f"--json {tmp_path / 'run'}/test_scores.json" in script)
     levante = subprocess.run([sys.executable, "launch.py", "--cluster", "levante", "--account", "ab1234", "--config",
                               "configs/smoke.yaml", "--run-dir", str(tmp_path / "run"), "--evaluate-after",
                               str(test_dir), "--dry-run"], cwd=repo_root, capture_output=True, text=True,

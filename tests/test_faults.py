@@ -81,8 +81,8 @@ def test_kill_9_at_random_moments_then_resume_is_exact(repo_root, tmp_path, conf
     kills, left_behind = 0, []
     while kills < NUM_KILLS:
         seen = max([s for s, *_ in step_losses(run_dir)], default=0)
-        proc = subprocess.Popen(train_cmd(run_dir, *FAULT_RUN, config=config), cwd=repo_root, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(train_cmd(run_dir, *FAULT_RUN, config=config), cwd=repo_root, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         # Each kill lets the run advance by a step or two whatever the machine's speed (a startup kill
         # comes at the first new step at the latest), so 20 kills fit in its 44 steps.
         if rng.random() < 0.3:  # anywhere, startup included (lock, clean-up, truncation, resume)

@@ -49,7 +49,8 @@ def save_official(fmt: str, path, seed: int = 0, wrapped: bool = True) -> torch.
 
 
 def noisy_wave(seconds: float, seed: int, rms: float = 0.05) -> np.ndarray:
-    speech = np.resize(synthesize_speech("The birch canoe slid on the smooth planks.", SR, seed=seed), int(seconds * SR))
+    speech = np.resize(synthesize_speech("The birch canoe slid on the smooth planks.", SR, seed=seed),
+                       int(seconds * SR))
     noisy = mix_at_snr(speech, babble_like_noise(len(speech), SR, seed=seed), 5.0)
     return (noisy * rms / np.sqrt(np.mean(noisy**2))).astype(np.float32)
 
@@ -136,7 +137,8 @@ def test_wrong_or_mismatched_files_are_refused_in_one_line(tmp_path, repo_root, 
     err = refused("--format", "mpsenet", tmp_path / "ckpt", "--out", tmp_path / "x.pt", "--config", SMOKE["mpsenet"])
     assert "missing dense_encoder.dense_conv_1.0.weight" in err and "unexpected dense_encoder.conv_1.0.weight" in err
     err = refused("--format", "cmgan", tmp_path / "ckpt", "--out", tmp_path / "x.pt")  # preset: 64 channels, 4 blocks
-    assert "missing TSCB_2." in err and "different shapes dense_encoder.conv_1.0.weight (8, 3, 1, 1) vs (64, 3, 1, 1)" in err
+    assert ("missing TSCB_2." in err
+            and "different shapes dense_encoder.conv_1.0.weight (8, 3, 1, 1) vs (64, 3, 1, 1)" in err)
     err = refused("--format", "cmgan", tmp_path / "ckpt", "--out", tmp_path / "x.pt", "--config", SMOKE["mpsenet"])
     assert "model.name is 'mpsenet'" in err
     (tmp_path / "junk").write_bytes(b"not a checkpoint")
@@ -145,7 +147,8 @@ def test_wrong_or_mismatched_files_are_refused_in_one_line(tmp_path, repo_root, 
     proc = subprocess.run([sys.executable, "-m", "trainer.import_checkpoint", "--format", "cmgan",
                            str(tmp_path / "none"), "--out", str(tmp_path / "x.pt")], cwd=repo_root,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"import_checkpoint: error: {tmp_path / 'none'}: no such file"
+    assert (proc.returncode == 2
+            and proc.stderr.strip() == f"import_checkpoint: error: {tmp_path / 'none'}: no such file")
 
 
 @pytest.mark.parametrize("fmt", ["cmgan", "mpsenet"])

@@ -68,7 +68,8 @@ def emit_sbatch(repo_root, run_dir, *extra):
 
 
 def test_emitted_sbatch_matches_the_golden_file(repo_root, tmp_path):
-    text = emit_sbatch(repo_root, tmp_path / "se_balanced", "--set", "optim.lr=1e-4", "--set", "data.train_dir=/data/my corpus/$(whoami);x")
+    text = emit_sbatch(repo_root, tmp_path / "se_balanced", "--set", "optim.lr=1e-4",
+                       "--set", "data.train_dir=/data/my corpus/$(whoami);x")
     assert text == (GOLDEN / "levante_2nodes.sbatch").read_text()
     assert "whoami" not in text  # the --set values live in the frozen config, never in the shell script
     frozen = yaml.safe_load((tmp_path / "se_balanced/slurm/submitted_config.yaml").read_text())
@@ -98,5 +99,6 @@ def test_emitted_sbatch_trains_the_frozen_config_not_the_checkout(repo_root, tmp
 
 
 def test_emitted_sbatch_for_the_defaults_matches_the_golden_file(repo_root, tmp_path):
-    text = emit_sbatch(repo_root, tmp_path / "se_balanced", "--nodes", "1", "--time", "04:00:00", "--signal-lead", "900")
+    text = emit_sbatch(repo_root, tmp_path / "se_balanced", "--nodes", "1", "--time", "04:00:00",
+                       "--signal-lead", "900")
     assert text == (GOLDEN / "levante_defaults.sbatch").read_text()

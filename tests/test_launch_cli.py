@@ -180,7 +180,8 @@ def test_values_slurm_would_misread_are_refused_in_one_line(repo_root, tmp_path,
 
 def test_a_value_from_the_cluster_profile_is_named_as_such(repo_root, tmp_path):
     profile = tmp_path / "bad.yaml"
-    profile.write_text(f"base: {repo_root / 'configs/clusters/local.yaml'}\nname: bad\nconstraint: \"a\\n#SBATCH -N 9\"\n")
+    profile.write_text(f"base: {repo_root / 'configs/clusters/local.yaml'}\n"
+                       "name: bad\nconstraint: \"a\\n#SBATCH -N 9\"\n")
     err = one_line_error(launch(repo_root, "--cluster", str(profile), "--config", "configs/smoke.yaml", "--dry-run",
                                 env=OFFLINE))
     assert r"constraint of cluster profile 'bad' 'a\n#SBATCH -N 9'" in err
@@ -218,7 +219,8 @@ def test_status_refuses_a_folder_that_is_not_a_run_directory(repo_root, tmp_path
     assert f"{plain.resolve()} is not a run directory" in err
 
 
-@pytest.mark.parametrize("text,problem", [("{not json", "is not valid JSON"), ("[1, 2]", "holds a JSON list, not an object"),
+@pytest.mark.parametrize("text,problem", [("{not json", "is not valid JSON"),
+                                          ("[1, 2]", "holds a JSON list, not an object"),
                                           ('"finished"', "holds a JSON str, not an object")])
 def test_status_and_list_say_what_is_wrong_with_state_json(repo_root, tmp_path, text, problem):
     run_dir, env = make_run(tmp_path)

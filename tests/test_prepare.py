@@ -198,7 +198,8 @@ def test_silent_file_warned_then_kept_or_dropped(pair_dirs, caplog):
     clean_dir, noisy_dir, out = pair_dirs
     sf.write(clean_dir / "p226_02.wav", np.zeros(sf.info(clean_dir / "p226_02.wav").frames), 16000)
     kept = prepare(clean_dir, noisy_dir, out, progress=False)["all"]
-    assert "1 silent pair(s) kept" in caplog.text and "p226_02" in caplog.text and kept["silent"] == ["p226_02"] and kept["num_pairs"] == 3
+    assert ("1 silent pair(s) kept" in caplog.text and "p226_02" in caplog.text and kept["silent"] == ["p226_02"]
+            and kept["num_pairs"] == 3)
     dropped = prepare(clean_dir, noisy_dir, out, drop_silent=True, progress=False)["all"]
     assert dropped["dropped_silent"] == ["p226_02"] and dropped["num_pairs"] == 2
     assert "p226_02" not in read_all(out) and "1 silent pair(s) dropped" in caplog.text

@@ -195,7 +195,8 @@ def test_outcome_headline_is_the_final_state_not_the_last_attempt_record():
     waiting = describe(JOB, "PENDING", "BeginTime", None, {"status": "checkpointed", "step": 40}, [requeued], 40)
     assert waiting.state == "requeued" and waiting.active and "it resumes at step 40" in waiting.headline
     stopped = dict(requeued, action="stop", reason="requeue budget spent (5 requeues); resubmit to continue")
-    done = describe(JOB, None, None, {"State": "COMPLETED", "NodeList": "n1"}, {"status": "checkpointed"}, [stopped], 40)
+    done = describe(JOB, None, None, {"State": "COMPLETED", "NodeList": "n1"}, {"status": "checkpointed"},
+                    [stopped], 40)
     assert (done.state, done.headline) == ("stopped", f"stopped, not requeued: {stopped['reason']}")
 
 

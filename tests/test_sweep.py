@@ -94,7 +94,8 @@ def test_a_bad_value_in_one_element_refuses_the_whole_sweep(repo_root, tmp_path)
     (["--grid", "loss.w_gan=0.1"], "the grid has one combination (w_gan=0.1)"),
     (["--grid", "loss.no_such_key=1,2"], "sweep element 0 (no_such_key=1): "),
     (["--grid", "loss.w_gan=0.1,0.2", "--max-parallel", "0"], "--max-parallel 0: must be at least 1"),
-    (["--grid", "loss.w_gan=0.1,0.2", "--evaluate-after", "/nonexistent/test"], "--evaluate-after /nonexistent/test: not a folder"),
+    (["--grid", "loss.w_gan=0.1,0.2", "--evaluate-after", "/nonexistent/test"],
+     "--evaluate-after /nonexistent/test: not a folder"),
     (["--grid", "loss.w_gan=0.1,0.2", "--name", "a b"], "--name 'a b'"),
     # issue 22 item 13: a newline made the rest a YAML comment (0.2 silently) and a raw #SBATCH line
     (["--grid", "loss.w_gan=0.1,0.2\n#SBATCH --nodes=64"], "--grid 'loss.w_gan=0.1,0.2\\n#SBATCH --nodes=64': "
@@ -230,7 +231,8 @@ def test_status_list_logs_and_compare_of_a_sweep(repo_root, tmp_path):
     assert compare.returncode == 0, compare.stderr
     rows = compare.stdout.splitlines()
     assert rows[1].split()[:2] == ["RUN", "optim.lr"]
-    assert [r.split()[:4] for r in rows[2:]] == [["lr=2e-3", "2e-3", "2.750", "(2)"], ["lr=1e-3", "1e-3", "1.750", "(2)"]]  # epochs 1-based
+    assert [r.split()[:4] for r in rows[2:]] == [["lr=2e-3", "2e-3", "2.750", "(2)"],
+                                                 ["lr=1e-3", "1e-3", "1.750", "(2)"]]  # epochs 1-based
 
 
 def test_the_index_is_read_again_once_it_changes(tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ PESQ, CSIG, CBAK, COVL, SSNR, STOI, ESTOI and SI-SDR (:mod:`trainer.metrics`, th
 conventions) in a process pool; ``--dnsmos`` adds DNSMOS SIG/BAK/OVRL/P.808 (reference-free; the
 ``dnsmos`` extra), the only scores without ``--clean-dir``. Every summary also gives seeded bootstrap
 95 % intervals, the paired difference against the noisy input (checkpoint modes) and, with
-``--conditions CSV``, a breakdown by condition (:mod:`trainer.report`). A file that cannot be read, has no counterpart or cannot be scored becomes a row with
-an ``error`` and is left out of the means; it never stops the run. Prints a table; ``--csv``
+``--conditions CSV``, a breakdown by condition (:mod:`trainer.report`). A file that cannot be read,
+has no counterpart or cannot be scored becomes a row with an ``error`` and is left out of the means;
+it never stops the run. Prints a table; ``--csv``
 writes one row per utterance, ``--json`` a summary with means, counts, failures, package versions
 and the git revision (both written atomically).
 

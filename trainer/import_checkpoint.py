@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # strict, and one line naming the missing/unexpected/mis-shaped keys (official names)
         ckpt.load_module_state(generator.net, weights, f"{args.format} network", args.source)
     except ckpt.CheckpointError as exc:
-        return _fail(f"{exc} (expected an official {args.format} file for the sizes of {config_path}: model.num_channels "
-                     f"{cfg.model.num_channels}, model.num_layers {cfg.model.num_layers}?)")
+        return _fail(f"{exc} (expected an official {args.format} file for the sizes of {config_path}: "
+                     f"model.num_channels {cfg.model.num_channels}, model.num_layers {cfg.model.num_layers}?)")
     state = {
         "format_version": ckpt.FORMAT_VERSION, "config": to_dict(cfg), "generator": generator.state_dict(),
         "discriminator": {}, "opt_g": {}, "opt_d": {}, "epoch": 0, "step": 0, "batches_done": 0, "sampler": {},

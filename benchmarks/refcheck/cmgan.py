@@ -190,6 +190,7 @@ def check_cmgan_losses(report: Report, ref, ref_step: dict, noisy_batch: torch.T
         pesq = torch.tensor([0.3, 0.7])
         ref_disc_loss = (F.mse_loss(ref_disc(clean_mag, clean_mag).flatten(), one_labels)
                          + F.mse_loss(ref_disc(clean_mag, est_mag).flatten(), pesq))  # train.py:162-170
-        our_disc_loss, _ = losses.discriminator_loss(ours, clean_mag[:, 0], est_mag[:, 0], pesq, torch.ones(2, dtype=torch.bool))
+        our_disc_loss, _ = losses.discriminator_loss(ours, clean_mag[:, 0], est_mag[:, 0], pesq,
+                                                     torch.ones(2, dtype=torch.bool))
         report.check("cmgan discriminator loss (train.py:162-170)", rel_diff(our_disc_loss, ref_disc_loss), NET_TOL,
                      "rel_diff")

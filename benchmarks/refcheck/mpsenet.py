@@ -180,8 +180,8 @@ def check_mpsenet(report: Report, ref, seed: int) -> None:
         mag_g_hat, _, com_g_hat = ref.mag_pha_stft(audio_g, *args)
 
         ours_front = our_mpsenet.mag_pha_stft(noisy)
-        for name, a, b in zip(("mag", "pha", "com"), ours_front, (noisy_mag, noisy_pha, ref.mag_pha_stft(noisy, *args)[2]),
-                              strict=True):
+        for name, a, b in zip(("mag", "pha", "com"), ours_front,
+                              (noisy_mag, noisy_pha, ref.mag_pha_stft(noisy, *args)[2]), strict=True):
             report.check(f"mpsenet mag_pha_stft: {name}", max_abs(a, b), NET_TOL)
         report.check("mpsenet mag_pha_istft", max_abs(our_mpsenet.mag_pha_istft(mag_g, pha_g), audio_g), WAVE_TOL)
 
@@ -220,7 +220,8 @@ def check_mpsenet_losses(report: Report, ref, seed: int, clean: torch.Tensor, ge
                                              sr=SAMPLE_RATE)
         our_pesq = torch.as_tensor(scores, dtype=torch.float32)
         if ref_pesq is None or not valid.all():
-            report.equal("mpsenet PESQ labels: failed items", [bool(v) for v in valid], [ref_pesq is not None] * len(valid))
+            report.equal("mpsenet PESQ labels: failed items", [bool(v) for v in valid],
+                         [ref_pesq is not None] * len(valid))
         else:
             report.check("mpsenet PESQ labels (PesqLabeler vs batch_pesq)", max_abs(our_pesq, ref_pesq), NET_TOL)
 
@@ -239,7 +240,8 @@ def check_mpsenet_losses(report: Report, ref, seed: int, clean: torch.Tensor, ge
         out = {"wave": audio_g, "spec": torch.complex(com_g[..., 0], com_g[..., 1]), "mag": mag_g, "pha": pha_g}
         total, terms = losses.generator_loss(out, clean, cfg, cfg.loss.w_gan, ours)
         for name, value in ref_terms.items():
-            report.check(f"mpsenet loss (configs/mpsenet.yaml): {name}", rel_diff(terms[name], value), NET_TOL, "rel_diff")
+            report.check(f"mpsenet loss (configs/mpsenet.yaml): {name}", rel_diff(terms[name], value), NET_TOL,
+                         "rel_diff")
         report.check("mpsenet loss: total (loss_gen_all, train.py line 181)", rel_diff(total, ref_total), NET_TOL,
                      "rel_diff")
         pesq = ref_pesq if ref_pesq is not None else torch.full((len(clean),), 0.5)
@@ -252,4 +254,5 @@ def check_mpsenet_losses(report: Report, ref, seed: int, clean: torch.Tensor, ge
         report.check("mpsenet anti_wrapping on [-20, 20]",
                      max_abs(losses.anti_wrapping(wrapped), ref.anti_wrapping_function(wrapped)), NET_TOL)
         report.info("mpsenet loss: reference values",
-                    {k: round(float(v), 6) for k, v in {**ref_terms, "total": ref_total, "disc": ref_disc_loss}.items()})
+                    {k: round(float(v), 6)
+                     for k, v in {**ref_terms, "total": ref_total, "disc": ref_disc_loss}.items()})

@@ -90,7 +90,8 @@ def test_preemption_is_reported_the_job_resumes_and_a_cancel_while_pending_is_th
     job = probe_job(run_dir, env, "--gpus-per-node", "2")
     wait_for(lambda: step(run_dir) >= 3, 120, "the first steps")
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-A", ACCOUNT, "-w", nodes_of(job), "--exclusive",
-                             "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"], capture_output=True, text=True)
+                             "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"],
+                            capture_output=True, text=True)
     assert urgent.returncode == 0, urgent.stderr
     urgent_job = urgent.stdout.strip().split(";")[0]
     try:
@@ -106,7 +107,8 @@ def test_preemption_is_reported_the_job_resumes_and_a_cancel_while_pending_is_th
     second = wait_for(lambda: records(run_dir / "attempts.jsonl", event="end")[1:], 120, "the second end record")[0]
     assert (second["action"], second["reason"]) == ("requeue", "stop requested (timeout or preemption); requeue 1 of 5")
     wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True,
-                                    text=True).stdout.split() == ["PENDING", "BeginTime"], 60, "the requeued job to wait")
+                                    text=True).stdout.split() == ["PENDING", "BeginTime"],
+             60, "the requeued job to wait")
     assert launch("cancel", job, env=env).returncode == 0
     assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
 
@@ -153,7 +155,8 @@ def test_a_preemption_while_the_accounting_daemon_is_down_is_not_blamed_on_someo
     finally:
         subprocess.run(["scancel", urgent_job])
     resumes_exactly(job, run_dir, first["step_end"])
-    wait_for(lambda: "[sacct PREEMPTED]" in launch("status", job, env=env).stdout, 120, "sacct's record of the preemption")
+    wait_for(lambda: "[sacct PREEMPTED]" in launch("status", job, env=env).stdout, 120,
+             "sacct's record of the preemption")
     assert launch("cancel", job, env=env).returncode == 0
     assert wait_for(lambda: final_state(job), 120, "the cancellation") == "CANCELLED"
 

@@ -41,7 +41,8 @@ def env(tmp_path):
 
 
 def step_losses(run_dir):
-    return [(r["step"], r["loss"]) for r in records(run_dir / "metrics.jsonl") if "loss" in r and r.get("kind") == "step"]
+    return [(r["step"], r["loss"]) for r in records(run_dir / "metrics.jsonl")
+            if "loss" in r and r.get("kind") == "step"]
 
 
 def test_preempted_smoke_job_requeues_and_matches_an_uninterrupted_run(tmp_path, env):

@@ -79,7 +79,8 @@ def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_pat
     wait_for(lambda: state(dirs[1]).get("step", 0) >= 3, 300, "element 1's first steps")
     node = subprocess.run(["squeue", "-h", "-j", first, "-o", "%N"], capture_output=True, text=True).stdout.strip()
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-A", ACCOUNT, "-w", node, "--exclusive",
-                             "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"], capture_output=True, text=True)
+                             "-o", str(tmp_path / "urgent-%j.out"), "--wrap", "sleep 2"],
+                            capture_output=True, text=True)
     assert urgent.returncode == 0, urgent.stderr
     urgent_job = urgent.stdout.strip().split(";")[0]
     # Our own requeue, element 1 only. Slurm 22.05's scancel --signal on an element of an array that
@@ -161,7 +162,8 @@ def test_a_resubmitted_sweep_continues_only_its_unfinished_elements(tmp_path, en
     second = sweep["array_job_id"]
     assert second != first and sweep["arrays"] == [first, second]
     # the one element left is a job of its own (submitit submits a batch of one as a plain job)
-    assert again.stdout.startswith(f"submitted sweep wf-again: job {second} for its one unfinished element"), again.stdout
+    assert again.stdout.startswith(f"submitted sweep wf-again: job {second} "
+                                   "for its one unfinished element"), again.stdout
     assert "1 finished, skipped" in again.stdout and "finished its 1 epochs (step 30): skipped" in again.stdout
     assert [(e["job_id"], e.get("skipped")) for e in sweep["elements"]] == [(f"{first}_0", "finished"), (second, None)]
     assert wait_for(lambda: final_state(second), 300, "element 1 to finish") == "COMPLETED"
@@ -324,7 +326,8 @@ def test_the_evaluation_runs_once_the_requeued_training_job_has_finished(tmp_pat
     job = proc.stdout.split("submitted job ", 1)[1].split()[0]
     evaluation = json.loads((run_dir / "slurm" / "evaluation.json").read_text())
     eval_job = evaluation["job_id"]
-    assert evaluation["after"] == job and f"evaluation:    job {eval_job} after training job {job} (CPU only" in proc.stdout
+    assert (evaluation["after"] == job
+            and f"evaluation:    job {eval_job} after training job {job} (CPU only" in proc.stdout)
     try:
         wait_for(lambda: step_records(run_dir), 900, "the first training step", poll=0.05)  # mid-run on a fast machine
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
@@ -368,8 +371,8 @@ def test_a_run_that_ends_for_good_unfinished_cancels_its_evaluation(tmp_path, en
         (test_dir / sub).mkdir(parents=True)
         (test_dir / sub / "a.wav").write_bytes(b"")
     run_dir = tmp_path / "run"
-    job = submit("--config", "configs/smoke.yaml", "--entry", "jobs.probe", "--run-dir", str(run_dir), "--gpus-per-node",
-                 "1", "--max-requeues", "0", "--evaluate-after", str(test_dir),
+    job = submit("--config", "configs/smoke.yaml", "--entry", "jobs.probe", "--run-dir", str(run_dir),
+                 "--gpus-per-node", "1", "--max-requeues", "0", "--evaluate-after", str(test_dir),
                  env={**env, "SEGAN_PROBE_STEPS": "100000", "SEGAN_PROBE_STEP_SECONDS": "0.2"})
     eval_job = json.loads((run_dir / "slurm" / "evaluation.json").read_text())["job_id"]
     wait_for(lambda: state(run_dir).get("step", 0) >= 2, 300, "the first steps")

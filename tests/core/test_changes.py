@@ -108,7 +108,8 @@ def test_resume_refuses_trajectory_changes_and_records_the_others(repo_root, tmp
     step = stop_after_first_step(repo_root, run_dir)
     assert 1 <= step < 8
     before = files_of(run_dir)
-    for change, old, new in (("run.seed=7", "0", "7"), ("data.batch_size=4", "2", "4")):  # 4: the mid-epoch case
+    # 4: the mid-epoch case
+    for change, old, new in (("run.seed=7", "0", "7"), ("data.batch_size=4", "2", "4")):
         refused = train(repo_root, run_dir, "train.epochs=2", change)
         assert refused.returncode == EXIT_BAD_INPUT, refused.stderr[-3000:]
         key = change.split("=")[0]

@@ -43,7 +43,8 @@ def test_missing_keys_named(tmp_path):
     state = full_state()
     del state["opt_d"], state["rng"]
     torch.save(state, path)
-    with pytest.raises(ckpt.CheckpointError, match=r"x\.pt: not a complete training checkpoint; missing keys: opt_d, rng"):
+    with pytest.raises(ckpt.CheckpointError,
+                       match=r"x\.pt: not a complete training checkpoint; missing keys: opt_d, rng"):
         ckpt.load(path)
 
 
@@ -74,7 +75,8 @@ def test_architecture_mismatch_lists_keys():
 def test_strict_module_load_names_problem(tmp_path):
     module = torch.nn.Linear(3, 2)
     other = torch.nn.Linear(4, 2).state_dict()
-    with pytest.raises(ckpt.CheckpointError, match=r"generator does not match this architecture \(different shapes weight"):
+    with pytest.raises(ckpt.CheckpointError,
+                       match=r"generator does not match this architecture \(different shapes weight"):
         ckpt.load_module_state(module, other, "generator", tmp_path / "c.pt")
     before = module.weight.clone()
     with pytest.raises(ckpt.CheckpointError, match="missing bias"):

@@ -17,7 +17,8 @@ def write(tmp_path, name, text):
 def test_presets_load_and_differ_only_where_written(repo_root):
     balanced = load_config(repo_root / "configs/se_balanced.yaml")
     cmgan = load_config(repo_root / "configs/se_cmgan.yaml")
-    assert (balanced.loss.w_ri, balanced.loss.w_mag, balanced.loss.w_time, balanced.loss.w_gan) == (0.45, 0.45, 0.10, 0.30)
+    assert (balanced.loss.w_ri, balanced.loss.w_mag, balanced.loss.w_time,
+            balanced.loss.w_gan) == (0.45, 0.45, 0.10, 0.30)
     assert (balanced.loss.gan_start_fraction, balanced.loss.gan_ramp_epochs, balanced.train.epochs) == (0.6, 20, 250)
     assert (cmgan.loss.w_ri, cmgan.loss.w_mag, cmgan.loss.w_time, cmgan.loss.w_gan) == (0.1, 0.9, 0.2, 0.05)
     assert cmgan.optim.disc_lr_ratio == 2.0 and cmgan.loss.gan_start_fraction == 0.0

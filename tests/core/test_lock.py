@@ -14,7 +14,7 @@ import pytest
 from trainer.core.env import DistEnv
 from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_REQUEUE
 
-LOCK_FILE = "train.lock"
+LOCK_FILE = "train.lock"  # trainer.core.lock.LOCK_FILE (a test below checks the two agree)
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def log_text(capsys):
 
     setup_logging(0)
     yield lambda: capsys.readouterr().err
-    setup_logging(0)  # not bound to this test's stream any more  # trainer.core.lock.LOCK_FILE (a test below checks the two agree)
+    setup_logging(0)  # not bound to this test's stream any more
 
 
 def acquire(*args, **kwargs):

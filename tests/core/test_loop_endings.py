@@ -1,4 +1,5 @@
-"""The trainer loop: its end-of-run decision on a stop request, and epoch records across a resume (real signals, real handlers)."""
+"""The trainer loop: its end-of-run decision on a stop request, and epoch records across a resume
+(real signals, real handlers)."""
 
 import os
 import signal

@@ -272,7 +272,8 @@ def test_off_switch_and_other_ranks_get_a_null_tracker(tmp_path):
 def test_off_switch_never_imports_tensorboard(repo_root, tmp_path):
     code = ("import sys; from trainer.core.config import load_config; from trainer.core.tracking import "
             "build_tracker; import trainer.core.loop\n"
-            f"t = build_tracker(load_config(None, ['data.demo=true', 'train.tensorboard=false']), {str(tmp_path)!r}, True)\n"
+            "t = build_tracker(load_config(None, ['data.demo=true', 'train.tensorboard=false']), "
+            f"{str(tmp_path)!r}, True)\n"
             "t.start(0); t.write({'kind': 'step', 'step': 1, 'loss': 1.0}); t.close()\n"
             "assert not [m for m in sys.modules if 'tensorboard' in m], sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=300)

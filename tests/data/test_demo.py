@@ -28,7 +28,8 @@ def test_layout_sizes_and_speaker_split(demo):
     assert len(test_names) == 8 and test_names == sorted(os.listdir(demo["test_noisy"]))
     test_speakers = {n.split("_")[0] for n in test_names}
     assert len(set(train.speakers)) == 4 and len(set(valid.speakers)) == 1 and len(test_speakers) == 1
-    assert not (set(train.speakers) & set(valid.speakers)) and not (set(train.speakers) | set(valid.speakers)) & test_speakers
+    assert (not (set(train.speakers) & set(valid.speakers))
+            and not (set(train.speakers) | set(valid.speakers)) & test_speakers)
     seconds = np.concatenate([train.length_of, valid.length_of]) / 16000
     assert seconds.min() >= 2.0 and seconds.max() <= 4.0
     info = json.loads(Path(demo["root"], MARKER).read_text())

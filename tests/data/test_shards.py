@@ -198,7 +198,8 @@ def test_process_with_live_workers_exits(corpus, repo_root):
     import subprocess
     import sys
 
-    script = ("import sys\nfrom trainer.core.config import load_config\nfrom trainer.data.shards import build_train_loader\n"
+    script = ("import sys\nfrom trainer.core.config import load_config\n"
+              "from trainer.data.shards import build_train_loader\n"
               f"cfg = load_config(None, ['data.train_dir={corpus / 'train'}', 'data.valid_dir={corpus / 'valid'}', "
               "'data.batch_size=2', 'data.num_workers=2'])\n"
               "loader, sampler = build_train_loader(cfg, 0, 1)\nnext(iter(loader))\nprint('one batch')\n")

@@ -37,8 +37,8 @@ from trainer.metrics.labeler import process_pool
 signals.install()  # as in a rank: the trainer's flag handler, so the workers are told to ignore the stop signals
 pool = process_pool(2)
 future = pool.submit(sum, [1, 2])  # starts the workers: fresh interpreters, still importing
-workers_ps = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(os.getpid())], capture_output=True, text=True,
-                            check=True).stdout.splitlines()
+workers_ps = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(os.getpid())],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
 children = [line.split(None, 1) for line in workers_ps]  # a worker may be forked but not yet exec'd: not by name
 workers = [int(pid) for pid, args in children if "resource_tracker" not in args and not args.startswith("ps ")]
 assert len(workers) == 2, workers_ps

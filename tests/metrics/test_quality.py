@@ -31,7 +31,8 @@ needs_espeak = pytest.mark.skipif(
 def speech():
     """Two real sentences (about 2-3 s each) and babble-like noise for each."""
     sentences = ["The birch canoe slid on the smooth planks.", "Rice is often served in round bowls."]
-    cleans = [synthesize_speech(s, SR, voice=v).astype(np.float64) for s, v in zip(sentences, ("en-us", "en-gb"), strict=True)]
+    cleans = [synthesize_speech(s, SR, voice=v).astype(np.float64)
+              for s, v in zip(sentences, ("en-us", "en-gb"), strict=True)]
     return [(c, babble_like_noise(len(c), SR, seed=i).astype(np.float64)) for i, c in enumerate(cleans)]
 
 
@@ -305,7 +306,8 @@ def test_pesq_labeler_in_cpu_ddp_rank_processes(tmp_path, repo_root):
 
 
 def test_module_does_not_import_torch(repo_root):
-    code = "import sys, trainer.metrics.quality, trainer.metrics.labeler, trainer.evaluate; assert 'torch' not in sys.modules"
+    code = ("import sys, trainer.metrics.quality, trainer.metrics.labeler, trainer.evaluate; "
+            "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo_root, timeout=60)
 
 

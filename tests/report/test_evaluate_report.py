@@ -21,7 +21,8 @@ needs_dnsmos = pytest.mark.skipif(bool(dnsmos.missing_packages()), reason=dnsmos
 
 
 def _evaluate(repo_root, *args, env=None):
-    return subprocess.run([sys.executable, "-m", "trainer.evaluate", "--no-progress", "--workers", "2", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "trainer.evaluate", "--no-progress", "--workers", "2",
+                           *map(str, args)],
                           capture_output=True, text=True, cwd=repo_root, timeout=900, env=env)
 
 

@@ -60,7 +60,8 @@ def test_narrow_and_wide_band_pesq_are_never_pooled():
 
 def _epochs(losses, pesq, ssnr=None):
     return [{"kind": "epoch", "epoch": e, "valid_loss": loss, "valid_pesq": p,
-             "valid_ssnr": None if ssnr is None else ssnr[e]} for e, (loss, p) in enumerate(zip(losses, pesq, strict=True))]
+             "valid_ssnr": None if ssnr is None else ssnr[e]}
+            for e, (loss, p) in enumerate(zip(losses, pesq, strict=True))]
 
 
 def test_divergence_alerts_name_the_epochs():

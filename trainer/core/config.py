@@ -54,28 +54,37 @@ class DataConfig(Section):
                                  "(python -m trainer.prepare); empty with demo=true", resume=TRAJECTORY)
     valid_dir: str = setting("", "folder with the held-out validation shards (prepare --valid-speakers "
                                  "writes OUT/train and OUT/valid); never the test set", resume=TRAJECTORY)
-    demo: bool = setting(False, "build (once) and use the small built-in demo corpus under logs/demo_corpus", resume=TRAJECTORY)
-    sample_rate: int = setting(16000, "expected sample rate of the shards (Hz); a mismatch is an error", min=1000, resume=TRAJECTORY)
+    demo: bool = setting(False, "build (once) and use the small built-in demo corpus under logs/demo_corpus",
+                         resume=TRAJECTORY)
+    sample_rate: int = setting(16000, "expected sample rate of the shards (Hz); a mismatch is an error",
+                               min=1000, resume=TRAJECTORY)
     crop_seconds: float = setting(2.0, "length of the random training crop (s); shorter utterances are "
                                        "zero-padded at the end", min=0.1, resume=TRAJECTORY)
     valid_max_seconds: float | None = setting(None, "validation: deterministic centre crop of at most this "
-                                                    "many seconds (null = whole utterances)", min=0.25, resume=TRAJECTORY)
-    normalize: bool = setting(True, "CMGAN convention: scale noisy to unit RMS and clean by the same factor", resume=TRAJECTORY)
+                                                    "many seconds (null = whole utterances)",
+                                              min=0.25, resume=TRAJECTORY)
+    normalize: bool = setting(True, "CMGAN convention: scale noisy to unit RMS and clean by the same factor",
+                              resume=TRAJECTORY)
     batch_size: int = setting(4, "training batch size per rank (per GPU)", min=1, resume=TRAJECTORY)
-    num_workers: int = setting(2, "DataLoader worker processes per rank (0 = load in the main process)", min=0, resume=FREE)
+    num_workers: int = setting(2, "DataLoader worker processes per rank (0 = load in the main process)",
+                               min=0, resume=FREE)
     shuffle_targets: bool = setting(False, "pair each input with a random reference each epoch (unpaired "
                                            "training, e.g. the creative variant's mixes)", resume=TRAJECTORY)
     verify_checksums: bool = setting(True, "check every shard's sha256 against manifest.json when a loader "
-                                           "is built (each rank hashes its share; a corrupted copy is an error)", resume=FREE)
+                                           "is built (each rank hashes its share; a corrupted copy is an error)",
+                                     resume=FREE)
 
 
 @dataclasses.dataclass(kw_only=True)
 class StftConfig(Section):
-    n_fft: int = setting(400, "FFT size in samples (400 = 25 ms at 16 kHz, the CMGAN setting)", min=16, resume=TRAJECTORY)
+    n_fft: int = setting(400, "FFT size in samples (400 = 25 ms at 16 kHz, the CMGAN setting)",
+                         min=16, resume=TRAJECTORY)
     hop_length: int = setting(100, "hop in samples", min=1, resume=TRAJECTORY)
     window: str = setting("hann", "analysis window", choices=("hann", "hamming"), resume=TRAJECTORY)
-    compress_factor: float = setting(0.3, "power-law magnitude compression exponent", min=0.05, max=1.0, resume=TRAJECTORY)
-    eps: float = setting(1e-8, "added to the magnitude before compression (keeps gradients finite)", min=0.0, resume=TRAJECTORY)
+    compress_factor: float = setting(0.3, "power-law magnitude compression exponent",
+                                     min=0.05, max=1.0, resume=TRAJECTORY)
+    eps: float = setting(1e-8, "added to the magnitude before compression (keeps gradients finite)",
+                         min=0.0, resume=TRAJECTORY)
 
     def validate(self) -> None:
         if self.hop_length > self.n_fft:
@@ -87,7 +96,8 @@ class GanScheduleConfig(Section):
     """When the GAN term enters (shared by the tasks with a discriminator)."""
 
     w_gan: float = setting(0.05, "final weight of the GAN term", min=0.0, resume=TRAJECTORY)
-    gan_start_fraction: float = setting(0.0, "fraction of train.epochs before the GAN term enters", min=0.0, max=1.0, resume=TRAJECTORY)
+    gan_start_fraction: float = setting(0.0, "fraction of train.epochs before the GAN term enters",
+                                        min=0.0, max=1.0, resume=TRAJECTORY)
     gan_ramp_epochs: int = setting(0, "epochs of linear ramp from 0 to w_gan after it enters", min=0, resume=TRAJECTORY)
 
 
@@ -95,7 +105,8 @@ class GanScheduleConfig(Section):
 class OptimConfig(Section):
     name: str = setting("adamw", "optimizer for both networks", choices=("adam", "adamw"), resume=TRAJECTORY)
     lr: float = setting(5e-4, "generator learning rate", min=0.0, resume=TRAJECTORY)
-    disc_lr_ratio: float = setting(2.0, "discriminator lr = lr * disc_lr_ratio (CMGAN uses 2)", min=0.0, resume=TRAJECTORY)
+    disc_lr_ratio: float = setting(2.0, "discriminator lr = lr * disc_lr_ratio (CMGAN uses 2)",
+                                   min=0.0, resume=TRAJECTORY)
     betas: list[float] = setting(default_factory=lambda: [0.8, 0.99], help="Adam betas", resume=TRAJECTORY)
     weight_decay: float = setting(0.01, "decoupled weight decay (adamw)", min=0.0, resume=TRAJECTORY)
     scheduler: str = setting("step", "learning-rate schedule per epoch",
@@ -104,7 +115,8 @@ class OptimConfig(Section):
     step_gamma: float = setting(0.5, "step: decay factor", min=0.0, max=1.0, resume=TRAJECTORY)
     exp_gamma: float = setting(0.99, "exponential: lr = lr * exp_gamma ** epoch (MP-SENet's ExponentialLR: 0.99)",
                                min=0.0, max=1.0, resume=TRAJECTORY)
-    grad_clip: float = setting(5.0, "clip the gradient norm of each network to this (0 = off; norm logged)", min=0.0, resume=TRAJECTORY)
+    grad_clip: float = setting(5.0, "clip the gradient norm of each network to this (0 = off; norm logged)",
+                               min=0.0, resume=TRAJECTORY)
     grad_norm_alert: float = setting(100.0, "warn when a (pre-clipping) gradient norm is non-finite or exceeds "
                                             "this safety threshold (0 = only non-finite)", min=0.0, resume=FREE)
 
@@ -116,7 +128,8 @@ class OptimConfig(Section):
 @dataclasses.dataclass(kw_only=True)
 class TrainConfig(Section):
     epochs: int = setting(100, "number of epochs; raising it on an existing run extends the run", min=1, resume=FREE)
-    max_steps_per_epoch: int | None = setting(None, "cap steps per epoch (smoke tests); null = full epoch", min=1, resume=TRAJECTORY)
+    max_steps_per_epoch: int | None = setting(None, "cap steps per epoch (smoke tests); null = full epoch",
+                                              min=1, resume=TRAJECTORY)
     device: str = setting("auto", "auto = cuda when visible, else cpu", choices=("auto", "cpu", "cuda"), resume=FREE)
     amp: bool = setting(False, "bf16 autocast for the networks on CUDA (STFT stays fp32)", resume=TRAJECTORY)
     log_every: int = setting(10, "steps between step records in metrics.jsonl and the log", min=1, resume=FREE)
@@ -128,7 +141,8 @@ class TrainConfig(Section):
                                          "they are computed; false = the serial order (the same losses)", resume=FREE)
     compile: bool = setting(False, "torch.compile the generator's training forward/backward (the weights, "
                                    "checkpoints, validation and inference stay eager); pays a compile at the "
-                                   "start of every job; losses equal eager within float rounding, not bit for bit", resume=FREE)
+                                   "start of every job; losses equal eager within float rounding, not bit for bit",
+                            resume=FREE)
     compile_backend: str = setting("inductor", "train.compile's backend: inductor (fused kernels: Triton on CUDA, "
                                                "C++ on CPU, needs a working compiler), aot_eager (graph capture "
                                                "and AOT autograd, no code generation: a check, no speed-up)",
@@ -155,9 +169,11 @@ class ValidConfig(Section):
 @dataclasses.dataclass(kw_only=True)
 class CheckpointConfig(Section):
     every_steps: int = setting(500, "save `last` every this many steps (0 = only at epoch end)", min=0, resume=FREE)
-    every_minutes: float = setting(30.0, "also save `last` when this many minutes passed (0 = off)", min=0.0, resume=FREE)
+    every_minutes: float = setting(30.0, "also save `last` when this many minutes passed (0 = off)",
+                                   min=0.0, resume=FREE)
     keep_best: list[str] = setting(default_factory=lambda: ["loss"],
-                                   help="best_<metric> checkpoints to keep (the task says which metrics exist)", resume=FREE)
+                                   help="best_<metric> checkpoints to keep (the task says which metrics exist)",
+                                   resume=FREE)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -166,7 +182,8 @@ class Config(Section):
     ``valid``, ``checkpoint``) have the section types of the chosen task (its ``TaskSpec.sections``);
     :func:`config_class` builds that class."""
 
-    task: str = setting("speech_enhancement", "which model family the training core runs (trainer/tasks/)", resume=TRAJECTORY)
+    task: str = setting("speech_enhancement", "which model family the training core runs (trainer/tasks/)",
+                        resume=TRAJECTORY)
     run: RunConfig = section(RunConfig, "naming, run directory and seed")
     data: DataConfig = section(DataConfig, "sharded HDF5 data and loading")
     mixing: MixingConfig = section(MixingConfig, "training mixtures made on the fly from speech, noise and RIR "

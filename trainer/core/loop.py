@@ -111,7 +111,8 @@ class Trainer:
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
             code = ckpt.code_version() or {}
-            log.info("code: %s%s", revision.describe(code), f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
+            log.info("code: %s%s", revision.describe(code),
+                     f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
         self._resume(changes)
 
     def _resume(self, changes: list[Change]) -> None:
@@ -180,7 +181,8 @@ class Trainer:
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.cfg, self.progress.epoch)
-        for opt, base in ((self.opt_g, self.cfg.optim.lr), (self.opt_d, self.cfg.optim.lr * self.cfg.optim.disc_lr_ratio)):
+        for opt, base in ((self.opt_g, self.cfg.optim.lr),
+                          (self.opt_d, self.cfg.optim.lr * self.cfg.optim.disc_lr_ratio)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
 

@@ -58,19 +58,24 @@ class MixingConfig(Section):
     demo: bool = setting(False, "train on mixtures of the built-in demo speech, noise and RIR corpora (built once "
                                 "under logs/demo_mixing; instead of speech/noise/rir)", resume=TRAJECTORY)
     speech: str | list[Any] = setting("", "speech corpus: " + CORPUS_HELP.format(kind="speech")
-                                      + "; set = train on mixtures made on the fly (data.train_dir must be empty)", resume=TRAJECTORY)
-    noise: str | list[Any] = setting("", "noise corpus (required with speech): " + CORPUS_HELP.format(kind="noise"), resume=TRAJECTORY)
+                                      + "; set = train on mixtures made on the fly (data.train_dir must be empty)",
+                                      resume=TRAJECTORY)
+    noise: str | list[Any] = setting("", "noise corpus (required with speech): " + CORPUS_HELP.format(kind="noise"),
+                                     resume=TRAJECTORY)
     rir: str | list[Any] = setting("", "room impulse responses (empty = no reverberation): "
                                    + CORPUS_HELP.format(kind="rir"), resume=TRAJECTORY)
     snr_db: list[float] = setting(default_factory=lambda: [-5.0, 20.0],
                                   help="SNR range [lo, hi] in dB, drawn uniformly: the energy ratio of the target "
-                                       "to the added noise over the crop (URGENT 2024's range; DNS uses -5..15)", resume=TRAJECTORY)
+                                       "to the added noise over the crop (URGENT 2024's range; DNS uses -5..15)",
+                                  resume=TRAJECTORY)
     speech_level_dbfs: list[float] = setting(default_factory=lambda: [-35.0, -15.0],
                                              help="level of the target (RMS over the crop, dBFS) drawn uniformly "
-                                                  "in [lo, hi] (the DNS-Challenge synthesiser's range)", resume=TRAJECTORY)
+                                                  "in [lo, hi] (the DNS-Challenge synthesiser's range)",
+                                             resume=TRAJECTORY)
     noises_per_mixture: list[int] = setting(default_factory=lambda: [1, 2],
                                             help="number of noise items summed per mixture, uniform in [lo, hi] "
-                                                 "(each at unit RMS before the sum is scaled to the SNR)", resume=TRAJECTORY)
+                                                 "(each at unit RMS before the sum is scaled to the SNR)",
+                                            resume=TRAJECTORY)
     noise_crossfade_ms: float = setting(50.0, "noise shorter than the crop is looped with a linear cross-fade of "
                                               "this length at each seam", min=0.0, resume=TRAJECTORY)
     reverb_probability: float = setting(0.5, "probability that a mixture's speech is reverberated with a RIR "
@@ -83,19 +88,25 @@ class MixingConfig(Section):
     early_reflections_ms: float = setting(50.0, "length of the RIR kept for the early target (after its onset)",
                                           min=0.0, resume=TRAJECTORY)
     bandlimit_probability: float = setting(0.0, "probability of band-limiting the noisy input (a low-pass at "
-                                                "half a rate drawn from bandlimit_rates)", min=0.0, max=1.0, resume=TRAJECTORY)
+                                                "half a rate drawn from bandlimit_rates)",
+                                           min=0.0, max=1.0, resume=TRAJECTORY)
     bandlimit_rates: list[int] = setting(default_factory=lambda: [8000, 16000, 22050, 24000, 32000],
                                          help="sample rates whose Nyquist frequency band-limiting keeps (rates at "
                                               "or above data.sample_rate are skipped)", resume=TRAJECTORY)
-    clipping_probability: float = setting(0.0, "probability of clipping the noisy input", min=0.0, max=1.0, resume=TRAJECTORY)
+    clipping_probability: float = setting(0.0, "probability of clipping the noisy input",
+                                          min=0.0, max=1.0, resume=TRAJECTORY)
     clipping_quantile: list[float] = setting(default_factory=lambda: [0.9, 0.99],
-                                             help="clipping level: this quantile of |noisy|, drawn in [lo, hi]", resume=TRAJECTORY)
+                                             help="clipping level: this quantile of |noisy|, drawn in [lo, hi]",
+                                             resume=TRAJECTORY)
     gain_probability: float = setting(0.0, "probability of a gain on both noisy and target (no effect with "
                                            "data.normalize)", min=0.0, max=1.0, resume=TRAJECTORY)
-    gain_db: list[float] = setting(default_factory=lambda: [-6.0, 6.0], help="gain range [lo, hi] in dB", resume=TRAJECTORY)
+    gain_db: list[float] = setting(default_factory=lambda: [-6.0, 6.0],
+                                   help="gain range [lo, hi] in dB", resume=TRAJECTORY)
     items_per_epoch: int | None = setting(None, "mixtures per epoch (null = the number of training speech items; "
-                                                "fix it to bound an epoch on DNS-scale corpora)", min=1, resume=TRAJECTORY)
-    valid_items: int | None = setting(None, "validation mixtures (null = one per held-out speech item)", min=1, resume=TRAJECTORY)
+                                                "fix it to bound an epoch on DNS-scale corpora)",
+                                          min=1, resume=TRAJECTORY)
+    valid_items: int | None = setting(None, "validation mixtures (null = one per held-out speech item)",
+                                      min=1, resume=TRAJECTORY)
     valid_dir: str = setting("", "where the fixed validation set is synthesised once (empty = "
                                  "logs/mixing_valid/<digest of the corpora and settings>); data.valid_dir, when "
                                  "set, is used instead", resume=FREE)

@@ -26,8 +26,8 @@ from typing import Any
 
 from trainer.core.settings import ConfigError
 
-__all__ = ["TaskSpec", "register_task", "register_data_kind", "data_kind", "data_loaders", "task_spec", "task_names", "resolve", "register_generator",
-           "build_generator", "generator_names"]
+__all__ = ["TaskSpec", "register_task", "register_data_kind", "data_kind", "data_loaders", "task_spec", "task_names",
+           "resolve", "register_generator", "build_generator", "generator_names"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -311,5 +311,6 @@ def describe(cls: type, prefix: str = "") -> list[str]:
         extra = ""
         if f.metadata.get("choices"):
             extra = f" one of {list(f.metadata['choices'])}"
-        lines.append(f"  {prefix}{f.name} ({_type_name(hints[f.name])}{extra}) = {default!r}  # {f.metadata.get('help', '')}")
+        lines.append(f"  {prefix}{f.name} ({_type_name(hints[f.name])}{extra}) = {default!r}  "
+                     f"# {f.metadata.get('help', '')}")
     return lines

@@ -287,7 +287,8 @@ class TensorBoardTracker:
             from trainer.core.registry import data_loaders
 
             num = self.cfg.valid.num_audio_samples
-            loader = data_loaders(self.cfg).build_eval_loader(None, self.cfg, 0, 1, max_seconds=self.cfg.data.valid_max_seconds,
+            loader = data_loaders(self.cfg).build_eval_loader(None, self.cfg, 0, 1,
+                                       max_seconds=self.cfg.data.valid_max_seconds,
                                        max_utterances=num, num_workers=0)
             self._batches = list(loader)
             loader.close()

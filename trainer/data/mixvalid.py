@@ -36,7 +36,8 @@ log = get_logger("mixing")
 
 
 def digest(cfg, corpora: Corpora) -> str:
-    settings = {k: v for k, v in to_dict(cfg.mixing).items() if k not in IGNORED and k not in ("speech", "noise", "rir")}
+    settings = {k: v for k, v in to_dict(cfg.mixing).items()
+                if k not in IGNORED and k not in ("speech", "noise", "rir")}
     sources = {kind: [[ix.manifest["shards"][i]["sha256"] for i in range(len(ix.manifest["shards"]))]
                       for ix in indexes] for kind, indexes in corpora.indexes.items()}
     text = json.dumps([VALID_VERSION, cfg.data.sample_rate, settings, sources,

@@ -310,7 +310,8 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
         "shards": ordered, **(manifest_extra or {}),
     }
     if silent:
-        listed = ", ".join(silent[:MAX_LISTED]) + (f" (+{len(silent) - MAX_LISTED} more)" if len(silent) > MAX_LISTED else "")
+        listed = ", ".join(silent[:MAX_LISTED]) + (f" (+{len(silent) - MAX_LISTED} more)"
+                                                   if len(silent) > MAX_LISTED else "")
         log.warning("%s: %d silent %s %s: %s (full list in manifest.json)", out, len(silent),
                     "pair(s)" if settings.kind == PAIRED else f"{settings.kind} file(s)",
                     "dropped" if settings.drop_silent else "kept (pass --drop-silent to drop them)", listed)

@@ -69,7 +69,8 @@ def _header(path: Path, channel: int | None) -> tuple[int, int, str | None]:
     try:
         info = sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types for unreadable files
-        return 0, 0, f"{path}: unreadable audio ({str(exc).strip() or type(exc).__name__}); re-export or remove the pair"
+        return 0, 0, (f"{path}: unreadable audio ({str(exc).strip() or type(exc).__name__}); "
+                      "re-export or remove the pair")
     if info.frames <= 0:
         return info.samplerate, 0, f"{path}: empty audio file (no samples); remove the pair"
     if info.channels > 1 and channel is None:

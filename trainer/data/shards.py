@@ -323,7 +323,8 @@ def _loader(dataset: Dataset, batch_sampler, num_workers: int) -> ShardLoader:
     # Ctrl-C when the trainer handles it
     # and draw no seed from the global torch RNG (own generator), which keeps resumes bit-exact.
     return ShardLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate,
-                       worker_init_fn=functools.partial(init_helper, helper_signals(), os.getpid()), generator=torch.Generator().manual_seed(0),
+                       worker_init_fn=functools.partial(init_helper, helper_signals(), os.getpid()),
+                       generator=torch.Generator().manual_seed(0),
                        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
 

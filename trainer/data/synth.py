@@ -134,7 +134,8 @@ def babble_like_noise(num_samples: int, sr: int = 16000, seed: int = 0) -> np.nd
 def synthetic_pairs(num: int, seconds: float, sr: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` (input, target) pairs for tests: a rhythmic click track (decaying noise bursts on a
     beat grid, 90-150 BPM, accented downbeats) and a chord tone (a major or minor triad of
-    harmonic tones with a slow swell), at equal RMS within a pair. Returns two float32 tensors (num, round(seconds * sr))."""
+    harmonic tones with a slow swell), at equal RMS within a pair. Returns two float32 tensors
+    (num, round(seconds * sr))."""
     rng = np.random.default_rng(seed)
     length = int(round(seconds * sr))
     t = np.arange(length) / sr

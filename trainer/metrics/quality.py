@@ -243,7 +243,8 @@ def prepare_pair(clean, enhanced, sr: int) -> tuple[np.ndarray, np.ndarray, int]
     if clean.ndim != 1 or enhanced.ndim != 1:
         raise MetricInputError("not mono (expected 1-D signals)")
     if abs(len(clean) - len(enhanced)) > round(LENGTH_TOLERANCE_SECONDS * sr):
-        raise MetricInputError(f"length mismatch: enhanced {len(enhanced) / sr:.2f} s, reference {len(clean) / sr:.2f} s "
+        raise MetricInputError(f"length mismatch: enhanced {len(enhanced) / sr:.2f} s, "
+                               f"reference {len(clean) / sr:.2f} s "
                                f"({len(enhanced)} vs {len(clean)} samples; at most "
                                f"{1000 * LENGTH_TOLERANCE_SECONDS:g} ms may differ)")
     length = min(len(clean), len(enhanced))

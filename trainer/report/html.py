@@ -111,7 +111,8 @@ def _listening(folder: Path, audio: dict, captions: dict[str, str]) -> str:
 def _captions(rows_by_column: dict, baseline: str | None) -> dict[str, str]:
     key = rank_key(rows_by_column)
     if baseline in rows_by_column:
-        return {n: f"best checkpoint's {key.upper()} gain over noisy: {v:+.3f}" for n, v in gains(rows_by_column, baseline)}
+        return {n: f"best checkpoint's {key.upper()} gain over noisy: {v:+.3f}"
+                for n, v in gains(rows_by_column, baseline)}
     return {n: f"{key.upper()}: {v:.3f}" for n, v in gains(rows_by_column, baseline)}
 
 

@@ -17,12 +17,15 @@ from trainer.core.schedules import lr_factor
 def test_cmgan_preset_is_the_published_recipe():
     cfg = load_config("configs/cmgan.yaml")
     assert (cfg.model.name, cfg.model.num_channels, cfg.model.num_layers) == ("cmgan", 64, 4)
-    assert (cfg.stft.n_fft, cfg.stft.hop_length, cfg.stft.window, cfg.stft.compress_factor) == (400, 100, "hamming", 0.3)
+    assert (cfg.stft.n_fft, cfg.stft.hop_length, cfg.stft.window,
+            cfg.stft.compress_factor) == (400, 100, "hamming", 0.3)
     loss = cfg.loss
-    assert (loss.w_ri, loss.w_mag, loss.w_time, loss.w_gan, loss.w_phase, loss.w_consistency) == (0.1, 0.9, 0.2, 0.05, 0, 0)
+    assert (loss.w_ri, loss.w_mag, loss.w_time, loss.w_gan, loss.w_phase,
+            loss.w_consistency) == (0.1, 0.9, 0.2, 0.05, 0, 0)
     assert loss.gan_start_fraction == 0.0 and loss.gan_ramp_epochs == 0
     optim = cfg.optim
-    assert (optim.name, optim.lr, optim.disc_lr_ratio, optim.betas, optim.weight_decay) == ("adamw", 5e-4, 2.0, [0.9, 0.999], 0.01)
+    assert (optim.name, optim.lr, optim.disc_lr_ratio, optim.betas,
+            optim.weight_decay) == ("adamw", 5e-4, 2.0, [0.9, 0.999], 0.01)
     assert optim.grad_clip == 0.0 and cfg.train.epochs == 120
     assert (cfg.data.batch_size, cfg.data.crop_seconds) == (4, 2.0)
     assert [lr_factor(cfg, e) for e in (0, 29, 30, 59, 60, 119)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]
@@ -34,7 +37,8 @@ def test_mpsenet_preset_is_the_published_recipe():
     assert (cfg.model.name, cfg.model.num_channels, cfg.model.num_layers) == ("mpsenet", 64, 4)
     assert (cfg.stft.n_fft, cfg.stft.hop_length, cfg.stft.window, cfg.stft.compress_factor) == (400, 100, "hann", 0.3)
     loss = cfg.loss
-    assert (loss.w_mag, loss.w_phase, loss.w_ri, loss.w_consistency, loss.w_gan, loss.w_time) == (0.9, 0.3, 0.1, 0.1, 0.05, 0.2)
+    assert (loss.w_mag, loss.w_phase, loss.w_ri, loss.w_consistency, loss.w_gan,
+            loss.w_time) == (0.9, 0.3, 0.1, 0.1, 0.05, 0.2)
     optim = cfg.optim
     assert (optim.name, optim.lr, optim.disc_lr_ratio, optim.betas) == ("adamw", 5e-4, 1.0, [0.8, 0.99])
     assert optim.scheduler == "exponential" and optim.grad_clip == 0.0 and cfg.train.epochs == 400

@@ -33,7 +33,8 @@ def _reference_anti_wrapping(x):  # MP-SENet models/model.py anti_wrapping_funct
 def _batch(length=8000, seed=0):
     gen = torch.Generator().manual_seed(seed)
     t = torch.arange(length) / 16000
-    clean = torch.stack([0.3 * torch.sin(2 * math.pi * f * t) * (1 + torch.sin(2 * math.pi * 3 * t)) for f in (220, 330)])
+    clean = torch.stack([0.3 * torch.sin(2 * math.pi * f * t) * (1 + torch.sin(2 * math.pi * 3 * t))
+                         for f in (220, 330)])
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=gen)
     return clean, noisy
 

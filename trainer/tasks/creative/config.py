@@ -18,7 +18,8 @@ class CreativeModelConfig(Section):
     num_heads: int = setting(8, "attention heads", min=1, resume=TRAJECTORY)
     num_transformer_layers: int = setting(6, "transformer layers", min=1, resume=TRAJECTORY)
     num_stages: int = setting(3, "cascade stages refining the mix", min=1, resume=TRAJECTORY)
-    anti_cheat_noise: float = setting(0.9, "noise std added to the inputs of stages 2+ (training only)", min=0.0, resume=TRAJECTORY)
+    anti_cheat_noise: float = setting(0.9, "noise std added to the inputs of stages 2+ (training only)",
+                                      min=0.0, resume=TRAJECTORY)
     front_end: str = setting("stft", "encoder front-end", choices=("stft", "encodec"), resume=TRAJECTORY)
     encodec_weights: str = setting("", "local path to EnCodec 24 kHz weights (front_end=encodec)", resume=TRAJECTORY)
 
@@ -53,4 +54,5 @@ class CreativeLossConfig(GanScheduleConfig):
 @dataclasses.dataclass(kw_only=True)
 class CreativeCheckpointConfig(CheckpointConfig):
     keep_best: list[str] = setting(default_factory=lambda: ["loss", "complementarity"],
-                                   help=f"best_<metric> checkpoints to keep; metrics: {', '.join(METRICS)}", resume=FREE)
+                                   help=f"best_<metric> checkpoints to keep; metrics: {', '.join(METRICS)}",
+                                   resume=FREE)

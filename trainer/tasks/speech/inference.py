@@ -140,7 +140,8 @@ class ChunkedEnhancer:
             wave = _resample(wave, rate, self.rate)
         scale = float(reference_unit_rms_scale(wave.numpy())) if self.cfg.data.normalize else 1.0
         model_wave = wave.numpy() * scale
-        return _Signal(key, len(noisy), rate, model_wave, scale, chunk_starts(len(model_wave), self.chunk, self.overlap))
+        return _Signal(key, len(noisy), rate, model_wave, scale,
+                       chunk_starts(len(model_wave), self.chunk, self.overlap))
 
     def _finish(self, signal: _Signal) -> np.ndarray:
         out = torch.from_numpy((signal.out / np.maximum(signal.norm, 1e-12)).astype(np.float32)) / signal.scale
@@ -154,7 +155,8 @@ class ChunkedEnhancer:
     def _run(self, pieces: list[tuple[_Signal, int]]) -> None:
         """One generator call over same-length pieces (signal, start)."""
         batch = torch.stack([torch.from_numpy(
-            np.ascontiguousarray(s.model_wave[start:start + min(self.chunk, len(s.model_wave))])) for s, start in pieces])
+            np.ascontiguousarray(s.model_wave[start:start + min(self.chunk, len(s.model_wave))]))
+            for s, start in pieces])
         out = self.generator(batch.to(self.device))["wave"].float().cpu().numpy()
         for (signal, start), estimate in zip(pieces, out, strict=True):
             index = signal.starts.index(start)

@@ -136,7 +136,8 @@ class SpeechTask(Task):
                  for name, wave in (("noisy", batch["noisy"]), ("clean", batch["clean"]), ("enhanced", out["wave"]))}
         n_fft, hop = self.cfg.stft.n_fft, self.cfg.stft.hop_length
         ref = peak_db(waves["noisy"], n_fft, hop)
-        images = {f"spectrogram_{name}": spectrogram_image(wave, n_fft, hop, ref_db=ref) for name, wave in waves.items()}
+        images = {f"spectrogram_{name}": spectrogram_image(wave, n_fft, hop, ref_db=ref)
+                  for name, wave in waves.items()}
         return Media(sample_rate=self.cfg.data.sample_rate, audio={"enhanced": waves["enhanced"]},
                      reference_audio={"noisy": waves["noisy"], "clean": waves["clean"]},
                      images={"spectrogram_enhanced": images["spectrogram_enhanced"]},

@@ -1,4 +1,5 @@
-"""MP-SENet's generator (Lu, Ai & Ling, Interspeech 2023 / the 2025 extension), checkpoint-compatible: ``model.name: mpsenet``.
+"""MP-SENet's generator (Lu, Ai & Ling, Interspeech 2023 / the 2025 extension), checkpoint-compatible:
+``model.name: mpsenet``.
 
 This follows the repository's *current* code (yxlu-0102/MP-SENet, ``models/model.py``: ``MPNet``
 built from ``models/transformer.py``'s ``TransformerBlock``), which is what the released
