@@ -46,7 +46,6 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from threadpoolctl import ThreadpoolController
 
 from trainer.core.log import get_logger, warn_once
 
@@ -274,18 +273,11 @@ def pesq_score(clean: np.ndarray, enhanced: np.ndarray, sr: int) -> float:
         raise MetricInputError(f"pesq failed ({type(exc).__name__})") from exc
 
 
-@lru_cache(maxsize=1)
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
 def stoi_score(clean: np.ndarray, enhanced: np.ndarray, sr: int, *, extended: bool = False) -> float:
-    """pystoi's STOI (``extended=True``: ESTOI, Jensen & Taal 2016), on one BLAS thread: ESTOI's
-    matrix products otherwise round differently with the number of BLAS threads of the process (a
-    pool worker has one, a rank several), and a resumed run's epoch record would differ in the last bit."""
+    """pystoi's STOI (``extended=True``: ESTOI, Jensen & Taal 2016)."""
     from pystoi import stoi
 
-    with warnings.catch_warnings(), _blas().limit(limits=1, user_api="blas"):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         value = float(stoi(clean, enhanced, sr, extended=extended))
     if value == 1e-5:  # pystoi's sentinel for "not enough speech frames"
