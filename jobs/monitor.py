@@ -291,8 +291,8 @@ def cancel(target: str) -> int:
         _scancel(array)
         extra = ""
         evaluations = runs.evaluation_arrays(sweep)  # every submission's: a resubmission keeps the earlier ones
-        for evaluation in evaluations:
-            _scancel(evaluation)
+        for evaluation_job in evaluations:
+            _scancel(evaluation_job)
         if evaluations:
             extra = f" and its evaluation array{'s' if len(evaluations) > 1 else ''} {', '.join(evaluations)}"
         _out(f"cancelled sweep {sweep.get('name')}: job array {array} ({len(elements)} elements){extra}; "
