@@ -87,7 +87,8 @@ class TrainingJob:
     def _finish_attempt(self, job_id: str, restart: int, step_start: int, code: int) -> None:
         run_dir = Path(self.run_dir)
         # Recorded before the requeue: `scontrol requeue` ends this process within moments.
-        record = end_attempt(run_dir, job_id, restart, code, self.policy, step_start=step_start)
+        record = end_attempt(run_dir, job_id, restart, code, self.policy, step_start=step_start,
+                             stop_signal=trainer_signals.stop_reason())
         sys.stderr.write(describe_end(record) + "\n")
         sys.stderr.flush()
         if record["action"] == "requeue":

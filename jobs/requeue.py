@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import datetime
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -152,19 +153,36 @@ def _settled_record(job_id: str, restart: int, wait_s: float = ACCOUNTING_WAIT_S
         time.sleep(0.25)
 
 
-def classify_ending(run_dir: Path, job_id: str, restart: int) -> Ending | None:
+def _job_state(job_id: str, stop_signal: str) -> dict[str, str]:
+    """scontrol's view of the ending job. When scontrol does not answer (its controller is busy while
+    it preempts or requeues), or the job was stopped by SIGTERM (Slurm ends it: preemption, scancel,
+    a failed node) but still shows RUNNING, ask again for up to ACCOUNTING_WAIT_S: in CI a preempted
+    job's end record, written at once, lacked Slurm's requeue and read as our own requeue."""
+    from jobs import slurm
+
+    deadline = time.monotonic() + ACCOUNTING_WAIT_S
+    while True:
+        info = slurm.job_info(job_id) or {}
+        state = info.get("JobState", "")
+        unsettled = (state == "" and shutil.which("scontrol") is not None) or (
+            state == "RUNNING" and stop_signal in ("SIGTERM", "TERM"))
+        if not unsettled or time.monotonic() >= deadline:
+            return info
+        time.sleep(0.5)
+
+
+def classify_ending(run_dir: Path, job_id: str, restart: int, stop_signal: str = "") -> Ending | None:
     """Why attempt ``restart`` of the job must not be requeued by us: None while it is RUNNING.
+    ``stop_signal``: the signal that asked the attempt to stop (SIGUSR2, SIGTERM), if any.
 
     Every way a job ends shows JobState=COMPLETING in scontrol while its processes exit (we are
     one of them); what happened is in Slurm's records: scontrol's Restarts counts up as soon as
     Slurm requeues the job itself (preemption with PreemptMode=REQUEUE, node failure, another
     ``scontrol requeue``), and sacct keeps one record per attempt whose state says why it ended.
     """
-    from jobs import slurm
-
     if runs.cancel_marker(run_dir, job_id).exists():
         return Ending("cancelled", "cancelled by the user (launch.py cancel); not requeued")
-    info = slurm.job_info(job_id) or {}
+    info = _job_state(job_id, stop_signal)
     state = info.get("JobState", "")
     if state in ("RUNNING", ""):
         return None
@@ -237,13 +255,14 @@ def _start_record(run_dir: Path, job_id: str, restart: int) -> dict | None:
 
 
 def end_attempt(run_dir: Path, job_id: str, restart: int, exit_code: int, policy: RequeuePolicy,
-                step_start: int | None = None, ending: Ending | str | None = None, ask_slurm: bool = True) -> dict:
+                step_start: int | None = None, ending: Ending | str | None = None, ask_slurm: bool = True,
+                stop_signal: str = "") -> dict:
     """Decide what follows the attempt and record it (before any requeue: `scontrol requeue` ends
     the job's processes within moments). Returns the ``end`` record, with ``action`` and ``reason``.
 
     Steps: ``step_start`` where the attempt started, ``step_reached`` the step it was at when it
     ended (state.json), ``step_end`` where the next attempt resumes (the checkpoint's step; after a
-    crash this is the last save, not the step reached)."""
+    crash this is the last save, not the step reached). ``stop_signal``: see :func:`classify_ending`."""
     job_id = str(job_id)
     if step_start is None:
         start = _start_record(run_dir, job_id, restart)
@@ -264,7 +283,7 @@ def end_attempt(run_dir: Path, job_id: str, restart: int, exit_code: int, policy
         runs.append_jsonl(runs.attempts_path(run_dir), current)
         return current
     if ending is None and ask_slurm and exit_code != EXIT_FINISHED:
-        ending = classify_ending(run_dir, job_id, restart)
+        ending = classify_ending(run_dir, job_id, restart, stop_signal)
     action, reason = decide(exit_code, ends + [current], policy, ending)
     if isinstance(ending, Ending):
         current["ending"] = ending.kind
@@ -342,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     end.add_argument("--launcher", choices=("direct", "torchrun"), default="direct",
                      help="torchrun: --exit-code is torchrun's; read the trainer's outcome from state.json")
     end.add_argument("--stop-requested", action="store_true", help="a save was requested (USR2/TERM)")
+    end.add_argument("--stop-signal", default="", choices=("", "USR2", "TERM"),
+                     help="the signal that asked for the save (the batch shell's first one)")
     end.add_argument("--step-start", type=int, help="default: from this attempt's start record")
     end.add_argument("--max-requeues", type=int, required=True)
     end.add_argument("--max-crash-requeues", type=int, required=True)
@@ -376,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         code = trainer_exit_code(code, args.run_dir, args.stop_requested, start.get("time") if start else None)
     for signum in (signal.SIGTERM, signal.SIGUSR2):  # record the decision whatever arrives now
         signal.signal(signum, signal.SIG_IGN)
-    record = end_attempt(args.run_dir, args.job_id, args.restart, code, policy, step_start=args.step_start)
+    record = end_attempt(args.run_dir, args.job_id, args.restart, code, policy, step_start=args.step_start,
+                         stop_signal=args.stop_signal)
     sys.stdout.write(describe_end(record) + "\n")
     failure = None
     if record["action"] == "requeue" and not args.no_requeue:

@@ -244,3 +244,38 @@ def test_a_requeued_headline_says_where_it_resumes_once():
 def test_a_held_job_says_it_needs_a_release():
     held = describe(JOB, "PENDING", "JobHeldUser", None, {}, [], 0)
     assert held.state == "held" and held.active and held.headline.endswith(f"scontrol release {JOB}")
+
+
+@pytest.mark.parametrize("first_answers,stop_signal", [
+    ([None, None], ""),  # scontrol did not answer while the controller was preempting the job (CI)
+    ([{"JobState": "RUNNING", "Restarts": "0"}], "SIGTERM"),  # Slurm's SIGTERM came before its state changed
+])
+def test_a_preempted_job_waits_for_slurm_to_say_so(tmp_path, monkeypatch, first_answers, stop_signal):
+    """A preempted attempt's end record names the preemption even when scontrol's first answers do not
+    (in CI it read as our own requeue and lacked ``ending``). Slurm's answers are replayed here; the
+    real preemption is tests/cluster/test_cluster_endings.py's."""
+    from jobs import requeue, slurm
+
+    answers = [*first_answers, {"JobState": "COMPLETING", "Restarts": "1"}]
+    monkeypatch.setattr(slurm, "job_info", lambda job_id: answers.pop(0) if len(answers) > 1 else answers[0])
+    monkeypatch.setattr(slurm, "attempt_records", lambda job_id, timeout=0: [{"State": "PREEMPTED"}])
+    monkeypatch.setattr(requeue.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(requeue.time, "sleep", lambda seconds: None)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = end_attempt(run_dir, JOB, 0, EXIT_REQUEUE, POLICY, step_start=0, stop_signal=stop_signal)
+    assert (record["action"], record["ending"]) == ("slurm-requeue", "preempted"), record
+    assert answers == [{"JobState": "COMPLETING", "Restarts": "1"}]
+
+
+def test_a_time_limit_save_does_not_wait_for_slurm(tmp_path, monkeypatch):
+    """USR2 (the signal lead before the time limit): the job still runs and asks for its own requeue at once."""
+    from jobs import requeue, slurm
+
+    calls = []
+    monkeypatch.setattr(slurm, "job_info", lambda job_id: calls.append(job_id) or {"JobState": "RUNNING"})
+    monkeypatch.setattr(requeue.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = end_attempt(run_dir, JOB, 0, EXIT_REQUEUE, POLICY, step_start=0, stop_signal="SIGUSR2")
+    assert record["action"] == "requeue" and "ending" not in record and calls == [JOB]

@@ -14,13 +14,13 @@ import pytest
 from cluster_helpers import (
     ACCOUNT,
     STATE,
+    cluster_for_one_test,
     daemon_pid,
     final_state,
     launch,
     nodes_of,
     records,
     release_if_waiting,
-    require_cluster,
     resume_node,
     submit,
     wait_for,
@@ -33,7 +33,7 @@ PROBE = {"SEGAN_PROBE_STEPS": "100000", "SEGAN_PROBE_STEP_SECONDS": "0.2"}
 
 @pytest.fixture(autouse=True)
 def cluster():
-    require_cluster()
+    yield from cluster_for_one_test()
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from cluster_helpers import (
     ROOT,
+    cluster_for_one_test,
     final_state,
     launch,
     records,
     release_if_waiting,
-    require_cluster,
     submit,
     wait_for,
 )
@@ -32,7 +32,7 @@ SMOKE = ["--config", "configs/smoke.yaml", "--set", "train.epochs=1", "--set", "
 
 @pytest.fixture(autouse=True)
 def cluster():
-    require_cluster()
+    yield from cluster_for_one_test()
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from cluster_helpers import (
+    cluster_for_one_test,
     final_state,
     launch,
     records,
     release_if_waiting,
-    require_cluster,
     submit,
     wait_for,
 )
@@ -27,7 +27,7 @@ PROBE = {"SEGAN_PROBE_STEPS": "100000", "SEGAN_PROBE_STEP_SECONDS": "0.2"}
 
 @pytest.fixture(autouse=True)
 def cluster():
-    require_cluster()
+    yield from cluster_for_one_test()
 
 
 @pytest.fixture

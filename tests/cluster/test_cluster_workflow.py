@@ -14,11 +14,11 @@ import pytest
 from cluster_helpers import (
     ACCOUNT,
     ROOT,
+    cluster_for_one_test,
     final_state,
     launch,
     records,
     release_if_waiting,
-    require_cluster,
     submit,
     wait_for,
 )
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 @pytest.fixture(autouse=True)
 def cluster():
-    require_cluster()
+    yield from cluster_for_one_test()
 
 
 @pytest.fixture
