@@ -236,7 +236,7 @@ def run_submit(args: argparse.Namespace) -> int:
         try:
             eval_id = evaluation.submit_after(plan, spec, job_id)
         except LaunchError as exc:
-            slurm.run(["scancel", job_id])
+            slurm.cancel(job_id)
             raise LaunchError(f"{exc}; training job {job_id} was cancelled again, nothing is left queued") from None
         lines.append(evaluation.describe_submission(eval_id, job_id, plan))
     sys.stdout.write("\n".join(lines) + "\n")

@@ -30,7 +30,7 @@ import socket
 import sys
 from pathlib import Path
 
-from jobs import runs, slurm, validate
+from jobs import runs, sbatch, slurm, validate
 from jobs.profiles import ROOT, ClusterProfile, format_slurm_time
 from jobs.runs import LaunchError
 from trainer.core.io import atomic_write_text
@@ -134,19 +134,11 @@ def make_job(plan_: Plan, run_dir: Path, after: str = "") -> EvaluationJob:
 
 def sbatch_script(plan_: Plan, spec, dependency: str, folder: Path, count: int | None = None) -> str:
     """The evaluation job's script as sbatch gets it (``--dry-run``)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=count,
-                               **executor_parameters(plan_, spec, dependency))
+    return sbatch.script(folder, executor_parameters(plan_, spec, dependency), count)
 
 
 def _executor(plan_: Plan, spec, dependency: str, folder: Path):
-    import submitit
-
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
-    executor.update_parameters(**executor_parameters(plan_, spec, dependency))
-    return executor
+    return sbatch.executor(folder, executor_parameters(plan_, spec, dependency))
 
 
 def write_record(run_dir: Path, job_id: str, after: str, plan_: Plan) -> None:
@@ -202,7 +194,7 @@ def cancel_dependent(run_dir: Path, job_id: str, reason: str) -> str | None:
     if record is None or str(record.get("after")) != str(job_id):
         return None
     eval_id = str(record["job_id"])
-    proc = slurm.run(["scancel", eval_id])
+    proc = slurm.cancel(eval_id)
     ok = proc is not None and proc.returncode == 0
     runs.append_jsonl(runs.attempts_path(run_dir), {
         "event": "evaluation_cancelled", "job_id": eval_id, "after": str(job_id), "time": runs.now_iso(),

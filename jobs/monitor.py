@@ -270,7 +270,7 @@ def list_runs(limit: int = 20) -> int:
 
 
 def _scancel(job_id: str) -> None:
-    proc = slurm.run(["scancel", job_id])
+    proc = slurm.cancel(job_id)
     if proc is None:
         raise LaunchError("scancel is not available here (not a SLURM login node)")
     if proc.returncode != 0:
@@ -312,7 +312,7 @@ def cancel(target: str) -> int:
     extra = ""
     record = evaluation.read_record(run_dir)
     if record is not None and str(record.get("after")) == job_id:
-        slurm.run(["scancel", str(record["job_id"])])
+        slurm.cancel(str(record["job_id"]))
         extra = f" and the evaluation job {record['job_id']} waiting for it"
     _out(f"cancelled job {job_id}{extra} (it will not be requeued); run directory {run_dir}\n")
     return 0

@@ -15,13 +15,6 @@ from pathlib import Path
 
 from jobs import runs, slurm
 
-# sacct states after which Slurm will not run the job again by itself
-FINAL_WORDS = {
-    "COMPLETED": "completed", "CANCELLED": "cancelled", "TIMEOUT": "timeout", "FAILED": "failed",
-    "NODE_FAIL": "node_fail", "PREEMPTED": "preempted", "OUT_OF_MEMORY": "out_of_memory",
-    "BOOT_FAIL": "boot_fail", "DEADLINE": "deadline", "REVOKED": "revoked",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
@@ -107,12 +100,12 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
     if word == "NODE_FAIL":
         return Outcome("node_fail", "a node failed and Slurm did not requeue the job (sacct NODE_FAIL); "
                        f"{_resume_phrase(resume_step)}: resubmit with the same --run-dir", False)
-    if word in FINAL_WORDS:
+    if word in slurm.FINAL_WORDS:
         why = f": {last.get('reason')}" if last.get("reason") else ""
         if unrecorded:
             why = (f": {unrecorded}; {_resume_phrase(resume_step)}: the reason is in the log "
                    f"(python launch.py logs {job_id} --err), then resubmit with the same --run-dir")
-        return Outcome(FINAL_WORDS[word], f"{word.lower()} (sacct {acct_state}, "
+        return Outcome(slurm.FINAL_WORDS[word], f"{word.lower()} (sacct {acct_state}, "
                        f"exit {(acct or {}).get('ExitCode', '-')})"
                        f"{why}", False)
     if word:

@@ -94,7 +94,7 @@ def check(args) -> int:
     if not slurm.available():
         _line(None, "SLURM", "no sbatch on PATH (not a login node); --local runs jobs here")
         return 0 if ok else 1
-    ping = slurm.run(["scontrol", "ping"])
+    ping = slurm.ping()
     reachable = ping is not None and ping.returncode == 0 and "UP" in ping.stdout
     ok &= _line(reachable, "SLURM controller", (ping.stdout.strip() if ping else "scontrol missing") or "no answer")
     partition = args.partition or profile.partition

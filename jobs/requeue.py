@@ -26,14 +26,13 @@ import argparse
 import dataclasses
 import datetime
 import os
-import shutil
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 from jobs import runs, slurm
+from jobs.slurm import Ending
 from trainer.core.exitcodes import (
     EXIT_BAD_INPUT,
     EXIT_CRASHED,
@@ -52,20 +51,6 @@ class RequeuePolicy:
     max_requeues: int = 20
     max_crash_requeues: int = 2
     max_stalled_restarts: int = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Ending:
-    """Why a job that is no longer RUNNING ends: ``kind`` is cancelled, timeout, preempted,
-    node_fail, requeued (by someone else) or ending (anything else); ``slurm_requeues``: Slurm
-    has already requeued the job, so it runs again without our ``scontrol requeue``."""
-
-    kind: str
-    reason: str
-    slurm_requeues: bool = False
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 NOT_RETRIED = {  # a requeue would fail the same way: a person has to act first
@@ -123,98 +108,13 @@ def _int(value, default: int) -> int:
         return default
 
 
-# sacct states that say how an attempt ended. slurmctld sends them to slurmdbd asynchronously: for a
-# moment after Slurm requeued a job, sacct can still show the attempt RUNNING (or not answer).
-SETTLED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-                  "PREEMPTED", "REQUEUED", "REVOKED", "TIMEOUT"}
-ACCOUNTING_WAIT_S = 8.0  # well inside Slurm's KillWait (30 s by default) after the job's SIGTERM
-
-
-def _state_word(record: dict[str, str]) -> str:
-    """A sacct record's state without its detail ('CANCELLED by 0' -> 'CANCELLED'); '' when there is none."""
-    parts = (record.get("State") or "").split()
-    return parts[0] if parts else ""
-
-
-def _settled_record(job_id: str, restart: int, wait_s: float = ACCOUNTING_WAIT_S) -> dict[str, str]:
-    """sacct's record of attempt ``restart``, waiting up to ``wait_s`` for it to exist with a state in
-    :data:`SETTLED_STATES` (an earlier attempt's record does not count); when none comes in time, the
-    last answer: that record, else the latest one, else {}."""
-    from jobs import slurm
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        attempts = slurm.attempt_records(job_id, timeout=max(1.0, deadline - time.monotonic()))
-        record = attempts[restart] if 0 <= restart < len(attempts) else None
-        if record is not None and _state_word(record) in SETTLED_STATES:
-            return record
-        if time.monotonic() >= deadline:
-            return record if record is not None else (attempts[-1] if attempts else {})
-        time.sleep(0.25)
-
-
-def _job_state(job_id: str, stop_signal: str) -> dict[str, str]:
-    """scontrol's view of the ending job. When scontrol does not answer (its controller is busy while
-    it preempts or requeues), or the job was stopped by SIGTERM (Slurm ends it: preemption, scancel,
-    a failed node) but still shows RUNNING, ask again for up to ACCOUNTING_WAIT_S: in CI a preempted
-    job's end record, written at once, lacked Slurm's requeue and read as our own requeue."""
-    from jobs import slurm
-
-    deadline = time.monotonic() + ACCOUNTING_WAIT_S
-    while True:
-        info = slurm.job_info(job_id) or {}
-        state = info.get("JobState", "")
-        unsettled = (state == "" and shutil.which("scontrol") is not None) or (
-            state == "RUNNING" and stop_signal in ("SIGTERM", "TERM"))
-        if not unsettled or time.monotonic() >= deadline:
-            return info
-        time.sleep(0.5)
-
-
 def classify_ending(run_dir: Path, job_id: str, restart: int, stop_signal: str = "") -> Ending | None:
-    """Why attempt ``restart`` of the job must not be requeued by us: None while it is RUNNING.
-    ``stop_signal``: the signal that asked the attempt to stop (SIGUSR2, SIGTERM), if any.
-
-    Every way a job ends shows JobState=COMPLETING in scontrol while its processes exit (we are
-    one of them); what happened is in Slurm's records: scontrol's Restarts counts up as soon as
-    Slurm requeues the job itself (preemption with PreemptMode=REQUEUE, node failure, another
-    ``scontrol requeue``), and sacct keeps one record per attempt whose state says why it ended.
-    """
+    """Why attempt ``restart`` of the job must not be requeued by us: None while it is RUNNING. A job
+    the user cancelled with ``launch.py cancel`` (its marker in the run directory) is never requeued;
+    otherwise Slurm's records say (:func:`jobs.slurm.classify_ending`)."""
     if runs.cancel_marker(run_dir, job_id).exists():
         return Ending("cancelled", "cancelled by the user (launch.py cancel); not requeued")
-    info = _job_state(job_id, stop_signal)
-    state = info.get("JobState", "")
-    if state in ("RUNNING", ""):
-        return None
-    record = _settled_record(job_id, restart)
-    acct = record.get("State", "")
-    word = _state_word(record)
-    if _int(info.get("Restarts"), restart) > restart:
-        if word == "PREEMPTED":
-            return Ending("preempted", "preempted (sacct PREEMPTED): Slurm requeued the job itself "
-                          "(PreemptMode=REQUEUE); it resumes from the last save", True)
-        if word == "NODE_FAIL":
-            return Ending("node_fail", f"a node of the job failed (sacct NODE_FAIL on {record.get('NodeList', '?')}): "
-                          "Slurm requeued the job itself; it resumes from the last save", True)
-        if word not in SETTLED_STATES:
-            return Ending("requeued", f"Slurm requeued the job itself; sacct had not recorded why within "
-                          f"{ACCOUNTING_WAIT_S:.0f} s (sacct {acct or 'no record'}): it resumes from the last save",
-                          True)
-        return Ending("requeued", f"requeued by someone else (sacct {acct}, e.g. scontrol requeue): "
-                      "Slurm runs it again; it resumes from the last save", True)
-    if word == "CANCELLED" or state.startswith("CANCELLED"):
-        return Ending("cancelled", f"cancelled with scancel (sacct {acct or state}); not requeued")
-    if word == "TIMEOUT" or info.get("Reason") == "TimeLimit" or state == "TIMEOUT":
-        return Ending("timeout", "the time limit passed before the save finished (sacct TIMEOUT); not requeued: "
-                      "raise --signal-lead above the time a save takes, then resubmit")
-    if word == "PREEMPTED" or state == "PREEMPTED":
-        return Ending("preempted", "preempted and not requeued by Slurm (sacct PREEMPTED, PreemptMode=CANCEL): "
-                      "resubmit with the same --run-dir to continue from the last save")
-    if word == "NODE_FAIL" or state == "NODE_FAIL":
-        return Ending("node_fail", "a node of the job failed (sacct NODE_FAIL) and Slurm did not requeue it: "
-                      "resubmit with the same --run-dir to continue from the last save")
-    return Ending("ending", f"the job is ending (JobState={state}, Reason={info.get('Reason', '-')}, "
-                  f"sacct {acct or '-'}); not requeued")
+    return slurm.classify_ending(job_id, restart, stop_signal)
 
 
 def start_attempt(run_dir: Path, job_id: str, restart: int, world_size: int | None = None) -> dict:
@@ -302,12 +202,9 @@ def describe_end(record: dict) -> str:
 
 def requeue(run_dir: Path, job_id: str) -> str | None:
     """``scontrol requeue`` the job; None on success, else the failure (also recorded)."""
-    from jobs import slurm
-
-    proc = slurm.run(["scontrol", "requeue", str(job_id)])
-    if proc is not None and proc.returncode == 0:
+    why = slurm.requeue(job_id)
+    if why is None:
         return None
-    why = "scontrol not found or not answering" if proc is None else (proc.stderr or proc.stdout).strip()
     failure = (f"scontrol requeue failed ({why}); the time limit may have passed before the save: "
                "raise the signal lead")
     runs.append_jsonl(runs.attempts_path(run_dir), {"event": "requeue_failed", "job_id": str(job_id),

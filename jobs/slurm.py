@@ -1,13 +1,20 @@
-"""Thin, fast wrappers around the SLURM command-line tools (login node; no torch).
+"""The launcher's one Slurm adapter (login node and batch shell; no torch).
 
-Every function returns None / empty when SLURM cannot answer, so callers can fall back to the
-run directory's own state on clusters without accounting or off-cluster.
+Every call of Slurm's commands by the launcher (``squeue``, ``sacct``, ``scontrol``, ``scancel``,
+``sinfo``, ``sbatch --test-only``) is made here, every set of Slurm state words is defined here,
+and so is the ending classifier (:func:`classify_ending`: why a job that asked to be requeued
+ends). Every query returns None / empty when SLURM cannot answer, so callers can fall back to the
+run directory's own state on clusters without accounting or off-cluster. The sbatch scripts
+themselves are rendered by :mod:`jobs.sbatch`. The trainer's run-directory lock
+(``trainer/core/lock.py``) keeps its own ``squeue`` liveness probe: ``trainer/`` never imports ``jobs/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
+import time
 
 from jobs.profiles import parse_slurm_time
 
@@ -15,6 +22,16 @@ TIMEOUT_S = 10
 # Job states in which a job is queued, running, or about to run again.
 ACTIVE = frozenset({"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
                     "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED"})
+# sacct states after which Slurm will not run the job again by itself -> the one word `launch.py list` shows
+FINAL_WORDS = {
+    "COMPLETED": "completed", "CANCELLED": "cancelled", "TIMEOUT": "timeout", "FAILED": "failed",
+    "NODE_FAIL": "node_fail", "PREEMPTED": "preempted", "OUT_OF_MEMORY": "out_of_memory",
+    "BOOT_FAIL": "boot_fail", "DEADLINE": "deadline", "REVOKED": "revoked",
+}
+# sacct states that say how an attempt ended. slurmctld sends them to slurmdbd asynchronously: for a
+# moment after Slurm requeued a job, sacct can still show the attempt RUNNING (or not answer).
+SETTLED_STATES = frozenset({*FINAL_WORDS, "REQUEUED"})
+ACCOUNTING_WAIT_S = 8.0  # well inside Slurm's KillWait (30 s by default) after the job's SIGTERM
 
 
 def available() -> bool:
@@ -209,3 +226,129 @@ def account_error(account: str, partition: str) -> str | None:
         return None
     lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
     return lines[-1] if lines else f"sbatch --test-only exited with {proc.returncode}"
+
+
+def ping() -> subprocess.CompletedProcess | None:
+    """``scontrol ping``: is the controller UP? None when scontrol is missing or hangs."""
+    return run(["scontrol", "ping"])
+
+
+def cancel(job_id: str) -> subprocess.CompletedProcess | None:
+    """``scancel JOB`` (a job, an array, or one element ARRAYID_TASK); None when scancel is missing or hangs."""
+    return run(["scancel", str(job_id)])
+
+
+def requeue(job_id: str) -> str | None:
+    """``scontrol requeue JOB``; None on success, else why it failed."""
+    proc = run(["scontrol", "requeue", str(job_id)])
+    if proc is not None and proc.returncode == 0:
+        return None
+    return "scontrol not found or not answering" if proc is None else (proc.stderr or proc.stdout).strip()
+
+
+# ----- why a job ends: the ending classifier ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """Why a job that is no longer RUNNING ends: ``kind`` is cancelled, timeout, preempted,
+    node_fail, requeued (by someone else) or ending (anything else); ``slurm_requeues``: Slurm
+    has already requeued the job, so it runs again without our ``scontrol requeue``."""
+
+    kind: str
+    reason: str
+    slurm_requeues: bool = False
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def state_word(record: dict[str, str]) -> str:
+    """A sacct record's state without its detail ('CANCELLED by 0' -> 'CANCELLED'); '' when there is none."""
+    parts = (record.get("State") or "").split()
+    return parts[0] if parts else ""
+
+
+def settled_record(job_id: str, restart: int, wait_s: float = ACCOUNTING_WAIT_S) -> dict[str, str]:
+    """sacct's record of attempt ``restart``, waiting up to ``wait_s`` for it to exist with a state in
+    :data:`SETTLED_STATES` (an earlier attempt's record does not count); when none comes in time, the
+    last answer: that record, else the latest one, else {}."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        attempts = attempt_records(job_id, timeout=max(1.0, deadline - time.monotonic()))
+        record = attempts[restart] if 0 <= restart < len(attempts) else None
+        if record is not None and state_word(record) in SETTLED_STATES:
+            return record
+        if time.monotonic() >= deadline:
+            return record if record is not None else (attempts[-1] if attempts else {})
+        time.sleep(0.25)
+
+
+def ending_job_info(job_id: str, stop_signal: str) -> dict[str, str]:
+    """scontrol's view of the ending job. When scontrol does not answer (its controller is busy while
+    it preempts or requeues), or the job was stopped by SIGTERM (Slurm ends it: preemption, scancel,
+    a failed node) but still shows RUNNING, ask again for up to ACCOUNTING_WAIT_S: in CI a preempted
+    job's end record, written at once, lacked Slurm's requeue and read as our own requeue."""
+    deadline = time.monotonic() + ACCOUNTING_WAIT_S
+    while True:
+        info = job_info(job_id) or {}
+        state = info.get("JobState", "")
+        unsettled = (state == "" and shutil.which("scontrol") is not None) or (
+            state == "RUNNING" and stop_signal in ("SIGTERM", "TERM"))
+        if not unsettled or time.monotonic() >= deadline:
+            return info
+        time.sleep(0.5)
+
+
+def _restarts(info: dict[str, str], default: int) -> int:
+    try:
+        return int(info.get("Restarts"))
+    except (TypeError, ValueError):
+        return default
+
+
+def _requeued_by_slurm(record: dict[str, str]) -> Ending:
+    word, acct = state_word(record), record.get("State", "")
+    if word == "PREEMPTED":
+        return Ending("preempted", "preempted (sacct PREEMPTED): Slurm requeued the job itself "
+                      "(PreemptMode=REQUEUE); it resumes from the last save", True)
+    if word == "NODE_FAIL":
+        return Ending("node_fail", f"a node of the job failed (sacct NODE_FAIL on {record.get('NodeList', '?')}): "
+                      "Slurm requeued the job itself; it resumes from the last save", True)
+    if word not in SETTLED_STATES:
+        return Ending("requeued", f"Slurm requeued the job itself; sacct had not recorded why within "
+                      f"{ACCOUNTING_WAIT_S:.0f} s (sacct {acct or 'no record'}): it resumes from the last save",
+                      True)
+    return Ending("requeued", f"requeued by someone else (sacct {acct}, e.g. scontrol requeue): "
+                  "Slurm runs it again; it resumes from the last save", True)
+
+
+def classify_ending(job_id: str, restart: int, stop_signal: str = "") -> Ending | None:
+    """Why attempt ``restart`` of the job must not be requeued by us: None while it is RUNNING.
+    ``stop_signal``: the signal that asked the attempt to stop (SIGUSR2, SIGTERM), if any.
+
+    Every way a job ends shows JobState=COMPLETING in scontrol while its processes exit (we are
+    one of them); what happened is in Slurm's records: scontrol's Restarts counts up as soon as
+    Slurm requeues the job itself (preemption with PreemptMode=REQUEUE, node failure, another
+    ``scontrol requeue``), and sacct keeps one record per attempt whose state says why it ended.
+    """
+    info = ending_job_info(job_id, stop_signal)
+    state = info.get("JobState", "")
+    if state in ("RUNNING", ""):
+        return None
+    record = settled_record(job_id, restart)
+    acct, word = record.get("State", ""), state_word(record)
+    if _restarts(info, restart) > restart:
+        return _requeued_by_slurm(record)
+    if word == "CANCELLED" or state.startswith("CANCELLED"):
+        return Ending("cancelled", f"cancelled with scancel (sacct {acct or state}); not requeued")
+    if word == "TIMEOUT" or info.get("Reason") == "TimeLimit" or state == "TIMEOUT":
+        return Ending("timeout", "the time limit passed before the save finished (sacct TIMEOUT); not requeued: "
+                      "raise --signal-lead above the time a save takes, then resubmit")
+    if word == "PREEMPTED" or state == "PREEMPTED":
+        return Ending("preempted", "preempted and not requeued by Slurm (sacct PREEMPTED, PreemptMode=CANCEL): "
+                      "resubmit with the same --run-dir to continue from the last save")
+    if word == "NODE_FAIL" or state == "NODE_FAIL":
+        return Ending("node_fail", "a node of the job failed (sacct NODE_FAIL) and Slurm did not requeue it: "
+                      "resubmit with the same --run-dir to continue from the last save")
+    return Ending("ending", f"the job is ending (JobState={state}, Reason={info.get('Reason', '-')}, "
+                  f"sacct {acct or '-'}); not requeued")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs import runs, slurm, validate
+from jobs import runs, sbatch, slurm, validate
 from jobs.job import PORT_VARIABLE, TrainingJob
 from jobs.profiles import ROOT, ClusterProfile, format_slurm_time
 from jobs.requeue import RequeuePolicy
@@ -258,20 +258,12 @@ def executor_parameters(spec: JobSpec) -> dict:
 
 
 def make_executor(spec: JobSpec):
-    import submitit
-
-    executor = submitit.SlurmExecutor(folder=runs.slurm_folder(spec.run_dir), max_num_timeout=0)
-    executor.update_parameters(**executor_parameters(spec))
-    return executor
+    return sbatch.executor(runs.slurm_folder(spec.run_dir), executor_parameters(spec))
 
 
 def sbatch_script(spec: JobSpec) -> str:
     """The exact script ``submit`` hands to sbatch (rendered without needing srun here)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    folder = runs.slurm_folder(spec.run_dir)
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, **executor_parameters(spec))
+    return sbatch.script(runs.slurm_folder(spec.run_dir), executor_parameters(spec))
 
 
 def training_job(spec: JobSpec) -> TrainingJob:

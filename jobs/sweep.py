@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
-from jobs import grid, runs, slurm, snapshot, submit, validate
+from jobs import grid, runs, sbatch, slurm, snapshot, submit, validate
 from jobs.profiles import default_cluster, format_slurm_time, load_profile
 from jobs.runs import LaunchError
 from trainer.core.io import atomic_write_text
@@ -127,10 +126,7 @@ def executor_parameters(spec: submit.JobSpec, parallel: int) -> dict:
 
 
 def sbatch_script(spec: submit.JobSpec, count: int, parallel: int, folder: Path) -> str:
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=count, **executor_parameters(spec, parallel))
+    return sbatch.script(folder, executor_parameters(spec, parallel), count)
 
 
 def _ranks(count: int) -> str:
@@ -231,10 +227,7 @@ def evaluations_in_queue(root: Path) -> list[str]:
 
 
 def submit_array(specs: list[submit.JobSpec], parallel: int, folder: Path) -> list[str]:
-    import submitit
-
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
-    executor.update_parameters(**executor_parameters(specs[0], parallel))
+    executor = sbatch.executor(folder, executor_parameters(specs[0], parallel))
     try:
         with executor.batch():
             jobs = [executor.submit(submit.training_job(spec)) for spec in specs]
@@ -299,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             eval_ids = ([evaluation.submit_after(evaluation_plan, frozen[0], job_ids[0])] if single else
                         evaluation.submit_after_array(evaluation_plan, frozen, job_ids, runs.slurm_folder(root)))
         except LaunchError as exc:
-            slurm.run(["scancel", job_ids[0].split("_", 1)[0]])
+            slurm.cancel(job_ids[0].split("_", 1)[0])
             raise LaunchError(f"{exc}; the sweep's array {job_ids[0].split('_', 1)[0]} was cancelled again, nothing "
                               "is left queued") from None
     submitted = {elements[i].index: (job_id, eval_ids[k] if eval_ids else None)

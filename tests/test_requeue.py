@@ -254,13 +254,13 @@ def test_a_preempted_job_waits_for_slurm_to_say_so(tmp_path, monkeypatch, first_
     """A preempted attempt's end record names the preemption even when scontrol's first answers do not
     (in CI it read as our own requeue and lacked ``ending``). Slurm's answers are replayed here; the
     real preemption is tests/cluster/test_cluster_endings.py's."""
-    from jobs import requeue, slurm
+    from jobs import slurm
 
     answers = [*first_answers, {"JobState": "COMPLETING", "Restarts": "1"}]
     monkeypatch.setattr(slurm, "job_info", lambda job_id: answers.pop(0) if len(answers) > 1 else answers[0])
     monkeypatch.setattr(slurm, "attempt_records", lambda job_id, timeout=0: [{"State": "PREEMPTED"}])
-    monkeypatch.setattr(requeue.shutil, "which", lambda tool: f"/usr/bin/{tool}")
-    monkeypatch.setattr(requeue.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(slurm.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(slurm.time, "sleep", lambda seconds: None)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     record = end_attempt(run_dir, JOB, 0, EXIT_REQUEUE, POLICY, step_start=0, stop_signal=stop_signal)
@@ -270,11 +270,11 @@ def test_a_preempted_job_waits_for_slurm_to_say_so(tmp_path, monkeypatch, first_
 
 def test_a_time_limit_save_does_not_wait_for_slurm(tmp_path, monkeypatch):
     """USR2 (the signal lead before the time limit): the job still runs and asks for its own requeue at once."""
-    from jobs import requeue, slurm
+    from jobs import slurm
 
     calls = []
     monkeypatch.setattr(slurm, "job_info", lambda job_id: calls.append(job_id) or {"JobState": "RUNNING"})
-    monkeypatch.setattr(requeue.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(slurm.shutil, "which", lambda tool: f"/usr/bin/{tool}")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     record = end_attempt(run_dir, JOB, 0, EXIT_REQUEUE, POLICY, step_start=0, stop_signal="SIGUSR2")

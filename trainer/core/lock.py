@@ -16,6 +16,10 @@ A lock whose holder is gone is stale and taken over, with a warning naming it:
 Otherwise the start is refused in one line naming the holder (exit code 2). When it cannot be told
 (another host without SLURM, or squeue not answering) the message says which file to delete if
 the holder is known to be dead. No call here can hang: squeue runs with a timeout.
+
+This ``squeue`` liveness probe and its :data:`RUNNING_STATES` are the trainer's own: ``trainer/``
+never imports ``jobs/``, whose Slurm adapter ``jobs/slurm.py`` makes every other Slurm call of the
+toolkit (``tests/jobs/test_slurm.py`` checks that these states are among its active ones).
 """
 
 from __future__ import annotations
