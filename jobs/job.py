@@ -13,7 +13,8 @@ signal handler, whether to ``scontrol requeue`` the job and records the attempt 
 runs too. A job the user cancelled is never requeued. In a sweep's job array the job id is
 ``ARRAYID_TASK``: the requeue (``scontrol requeue ARRAYID_TASK``) is that element's alone. When the
 decision is a final stop, the evaluation job chained after training (``--evaluate-after``) is
-cancelled (:func:`jobs.evaluation.cancel_dependent`).
+cancelled (:func:`jobs.evaluation.cancel_dependent`). What follows each decision is :func:`jobs.requeue.act_on`,
+the same for the plain template.
 
 MASTER_PORT: the batch shell (first node) probes a free port with ``python -m jobs.ports`` and
 exports it as SEGAN_MASTER_PORT to every task (see ``jobs.submit``); without it, the port
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from jobs import runs
 from jobs.ports import master_port
-from jobs.requeue import RequeuePolicy, describe_end, end_attempt, requeue, start_attempt
+from jobs.requeue import RequeuePolicy, act_on, describe_end, end_attempt, start_attempt
 from trainer.core import signals as trainer_signals
 from trainer.core.exitcodes import EXIT_CRASHED, EXIT_FINISHED, EXIT_REQUEUE
 
@@ -91,14 +92,4 @@ class TrainingJob:
                              stop_signal=trainer_signals.stop_reason())
         sys.stderr.write(describe_end(record) + "\n")
         sys.stderr.flush()
-        if record["action"] == "requeue":
-            failure = requeue(run_dir, job_id)
-            if failure:
-                sys.stderr.write(f"===== {failure} =====\n")
-        elif record["action"] == "stop":  # ended for good without finishing: no evaluation (--evaluate-after)
-            from jobs.evaluation import cancel_dependent
-
-            line = cancel_dependent(run_dir, job_id, record["reason"])
-            if line:
-                sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        act_on(run_dir, job_id, record, sys.stderr)

@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from jobs import runs, slurm
 from jobs.slurm import Ending
@@ -212,6 +213,26 @@ def requeue(run_dir: Path, job_id: str) -> str | None:
     return failure
 
 
+def act_on(run_dir: Path, job_id: str, record: dict, out: TextIO) -> bool:
+    """Do what the decision in the ``end`` ``record`` says, for the submitit job and the plain template
+    alike: ``requeue`` runs ``scontrol requeue``; ``stop`` (ended for good without finishing) cancels the
+    evaluation chained after training (``--evaluate-after``); anything else needs nothing. Lines for the
+    job's log go to ``out``. Returns whether a requeue was asked for and failed."""
+    failure = None
+    if record["action"] == "requeue":
+        failure = requeue(run_dir, job_id)
+        if failure:
+            out.write(f"===== {failure} =====\n")
+    elif record["action"] == "stop":
+        from jobs.evaluation import cancel_dependent
+
+        line = cancel_dependent(run_dir, job_id, record["reason"])
+        if line:
+            out.write(line + "\n")
+    out.flush()
+    return failure is not None
+
+
 # ----- the CLI of the plain sbatch template ----------------------------------------------------
 
 def _parse_time(text) -> datetime.datetime | None:
@@ -297,19 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     record = end_attempt(args.run_dir, args.job_id, args.restart, code, policy, step_start=args.step_start,
                          stop_signal=args.stop_signal)
     sys.stdout.write(describe_end(record) + "\n")
-    failure = None
-    if record["action"] == "requeue" and not args.no_requeue:
-        failure = requeue(args.run_dir, args.job_id)
-        if failure:
-            sys.stdout.write(f"===== {failure} =====\n")
-    elif record["action"] == "stop" and not args.no_requeue:  # no evaluation of a run that did not finish
-        from jobs.evaluation import cancel_dependent
-
-        line = cancel_dependent(args.run_dir, args.job_id, record["reason"])
-        if line:
-            sys.stdout.write(line + "\n")
+    failed = False if args.no_requeue else act_on(args.run_dir, args.job_id, record, sys.stdout)
     sys.stdout.flush()
-    return job_exit_code(record["action"], code, failure is not None)
+    return job_exit_code(record["action"], code, failed)
 
 
 if __name__ == "__main__":
