@@ -12,9 +12,9 @@ without it come last. ``--plot`` draws every run's validation curves into one PN
 imported only then), ``--csv`` writes the table with one column per value. A run without a config
 file is listed with ``-`` in the config columns and a note; its (missing) values are not compared.
 
-Only the epoch records of ``metrics.jsonl`` are parsed (found by a byte search, the step records
-are skipped unread), so 50 runs of a few MB each compare in well under a second
-(``benchmarks/bench_compare.py``).
+Only the epoch records of ``metrics.jsonl`` are parsed (:func:`trainer.core.runstate.read_epoch_records`,
+the reader of the file's writer, skips the step records unread), so 50 runs of a few MB each compare
+in well under a second (``benchmarks/bench_compare.py``).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import yaml
 from jobs import runs
 from jobs.runs import LaunchError
 from trainer.core.io import atomic_write, atomic_write_text
+from trainer.core.runstate import read_epoch_records
 
 SHOWN = ("pesq", "stoi", "ssnr", "composite")  # best validation values in the table
 TEST_SHOWN = ("pesq", "stoi", "ssnr")
 TEST_ALL = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi")
 IGNORED_KEYS = ("run.dir",)
-_EPOCH_MARKS = (b'"kind": "epoch"', b'"kind":"epoch"')
 _METRIC = re.compile(r"[a-z][a-z0-9_]*")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -100,32 +100,6 @@ def lower_is_better(metric: str) -> bool:
     return "loss" in metric
 
 
-def epoch_records(path: Path) -> list[dict]:
-    """The ``kind: epoch`` records of a metrics.jsonl, without parsing its step records."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return []
-    records = []
-    for mark in _EPOCH_MARKS:
-        position = data.find(mark)
-        while position != -1:
-            start = data.rfind(b"\n", 0, position) + 1
-            end = data.find(b"\n", position)
-            if end == -1:  # a last line without newline is being written (or was cut): skip it
-                break
-            try:
-                record = json.loads(data[start:end])
-            except ValueError:
-                record = None
-            if isinstance(record, dict) and record.get("kind") == "epoch":
-                records.append(record)
-            position = data.find(mark, end)
-        if records:
-            break
-    return records
-
-
 def flatten(tree: object, prefix: str = "") -> dict:
     if not isinstance(tree, dict):
         return {prefix: tree} if prefix else {}
@@ -149,7 +123,7 @@ def read_config(run_dir: Path) -> dict:
 
 
 def load_run(run_dir: Path) -> Run:
-    run = Run(run_dir=run_dir, config=read_config(run_dir), epochs=epoch_records(run_dir / "metrics.jsonl"))
+    run = Run(run_dir=run_dir, config=read_config(run_dir), epochs=read_epoch_records(run_dir))
     state, problem = runs.load_state(run_dir)
     run.state = str(state.get("status", "-")) if not problem else "unreadable"
     if not state and not problem and runs.slurm_folder(run_dir).is_dir():

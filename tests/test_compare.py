@@ -61,16 +61,6 @@ def test_best_values_with_their_epochs_and_the_sort_order(tmp_path):
     assert runs[0].last_epoch == 2 and runs[2].last_epoch is None
 
 
-def test_epoch_records_skip_step_records_and_a_line_being_written(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"kind": "step", "step": 1}\n{"kind": "epoch", "epoch": 0, "valid_pesq": 1.5}\n'
-                    '{"kind":"step","note":"kind: epoch"}\n{"kind": "epoch", "epoch": 1, "valid_pe')
-    assert compare.epoch_records(path) == [{"kind": "epoch", "epoch": 0, "valid_pesq": 1.5}]
-    compact = tmp_path / "compact.jsonl"
-    compact.write_text('{"kind":"epoch","epoch":3,"valid_pesq":2.0}\n')
-    assert compare.epoch_records(compact)[0]["epoch"] == 3
-
-
 def test_labels_are_the_shortest_distinct_path_suffixes(tmp_path):
     paths = [tmp_path / "s1" / "lr=1", tmp_path / "s2" / "lr=1", tmp_path / "s2" / "lr=2"]
     assert compare.labels(paths) == ["s1/lr=1", "s2/lr=1", "lr=2"]

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from trainer.core.runstate import MetricsLog, read_metrics, read_state, write_state
+from trainer.core.runstate import MetricsLog, read_epoch_records, read_metrics, read_state, write_state
 
 
 def test_state_merges_and_rejects_unknown_status(tmp_path):
@@ -43,3 +43,29 @@ def test_truncate_logs_covers_a_fresh_start_and_every_registered_writer(tmp_path
         hook()  # unregister
     assert read_metrics(tmp_path) == [] and seen == [(tmp_path, 0)]
     assert truncate_logs(tmp_path, 0) == 0  # idempotent, the hook is gone
+
+
+def test_epoch_records_skip_step_records_and_a_line_being_written(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"kind": "step", "step": 1}\n{"kind": "epoch", "epoch": 0, "valid_pesq": 1.5}\n'
+        '{"kind":"step","note":"kind: epoch"}\n{"kind": "epoch", "epoch": 1, "valid_pe')
+    assert read_epoch_records(tmp_path) == [{"kind": "epoch", "epoch": 0, "valid_pesq": 1.5}]
+    compact = tmp_path / "compact"
+    compact.mkdir()
+    (compact / "metrics.jsonl").write_text('{"kind":"epoch","epoch":3,"valid_pesq":2.0}\n')
+    assert read_epoch_records(compact)[0]["epoch"] == 3
+    assert read_epoch_records(tmp_path / "missing") == []
+
+
+def test_epoch_records_are_read_as_the_metrics_log_writes_them(tmp_path):
+    """The reader of compare (jobs/) and the writer (the trainer) are one module's: what MetricsLog
+    writes, read_epoch_records finds, in order, and nothing else."""
+    log = MetricsLog(tmp_path)
+    for step in range(1, 7):
+        log.write({"kind": "step", "step": step, "loss": 1.0 / step})
+        if step % 3 == 0:
+            log.write({"kind": "epoch", "epoch": step // 3 - 1, "step": step, "valid_pesq": step / 4})
+    log.close()
+    records = read_epoch_records(tmp_path)
+    assert records == [r for r in read_metrics(tmp_path) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in records] == [0, 1]

@@ -169,3 +169,34 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     return read_jsonl(Path(run_dir) / METRICS_FILE)
+
+
+def _kind_marks(kind: str) -> tuple[bytes, ...]:
+    """How ``"kind": KIND`` appears in a line: as :class:`MetricsLog` writes it, and compact."""
+    return tuple(json.dumps({"kind": kind}, separators=seps)[1:-1].encode() for seps in ((", ", ": "), (",", ":")))
+
+
+def read_epoch_records(run_dir: str | Path) -> list[dict]:
+    """The epoch records (``kind: "epoch"``) of ``metrics.jsonl``, oldest first; [] when there is none or
+    it cannot be read. Only the lines holding the kind's mark are parsed, so the step records of a
+    large log are skipped unread (``launch.py compare`` reads a whole sweep's logs at once); a last
+    line without its newline (being written, or cut) is skipped."""
+    try:
+        data = (Path(run_dir) / METRICS_FILE).read_bytes()
+    except OSError:
+        return []
+    found: dict[int, dict] = {}  # line start -> record
+    for mark in _kind_marks("epoch"):
+        position = data.find(mark)
+        while position != -1:
+            start, end = data.rfind(b"\n", 0, position) + 1, data.find(b"\n", position)
+            if end == -1:
+                break
+            try:
+                record = json.loads(data[start:end])
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and record.get("kind") == "epoch":
+                found[start] = record
+            position = data.find(mark, end)
+    return [found[start] for start in sorted(found)]
