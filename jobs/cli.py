@@ -17,6 +17,7 @@ import shlex
 import sys
 
 from jobs.profiles import default_cluster, format_slurm_time, load_profile
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 from trainer.core.settings import ConfigError, dump_yaml
 
@@ -156,7 +157,7 @@ def run_command(command: str, args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from jobs import runs, slurm, snapshot, submit
+    from jobs import slurm, snapshot, submit
     from trainer.core.config import load_config
     from trainer.core.io import DiskFull
 
@@ -182,7 +183,7 @@ def run_submit(args: argparse.Namespace) -> int:
 
         submit.check_spec(spec, profile, ask_slurm=False)
         submit.check_run_dir_free(spec, cfg, create=False)
-        folder = runs.slurm_folder(spec.run_dir)
+        folder = RunDir(spec.run_dir).slurm
         try:  # Slurm opens the script's --output in RUN_DIR/slurm before it runs: it must exist
             folder.mkdir(parents=True, exist_ok=True)
             spec = submit.freeze_config(spec, cfg)  # every attempt trains this config, whatever the YAML becomes
@@ -207,7 +208,7 @@ def run_submit(args: argparse.Namespace) -> int:
     submit.check_spec(spec, profile, ask_slurm=have_slurm)
     submit.check_run_dir_free(spec, cfg, create=not args.dry_run)
     if args.dry_run:
-        code = snapshot.planned(runs.slurm_folder(spec.run_dir))
+        code = snapshot.planned(RunDir(spec.run_dir).slurm)
         spec = submit.with_code(spec, code)
         sys.stdout.write(f"# cluster profile {profile.name}; run directory {spec.run_dir}; "
                          f"{spec.num_ranks} ranks; time {format_slurm_time(spec.time_s)}\n")
@@ -219,7 +220,7 @@ def run_submit(args: argparse.Namespace) -> int:
             from jobs import evaluation
 
             sys.stdout.write("# ---- evaluation job, after the training job (afterok:JOBID) ----\n")
-            sys.stdout.write(evaluation.sbatch_script(plan, spec, "afterok:0", runs.slurm_folder(spec.run_dir))
+            sys.stdout.write(evaluation.sbatch_script(plan, spec, "afterok:0", RunDir(spec.run_dir).slurm)
                              .replace("afterok:0", "afterok:JOBID") + "\n")
             sys.stdout.write(f"# ---- it runs: python -m trainer.evaluate "
                              f"{shlex.join(evaluation.make_job(plan, spec.run_dir).argv())}\n")

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from jobs import runs
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 from trainer.core.io import atomic_write, atomic_write_text
 from trainer.core.runstate import read_epoch_records
@@ -114,7 +115,7 @@ def flatten(tree: object, prefix: str = "") -> dict:
 
 
 def read_config(run_dir: Path) -> dict:
-    for path in (run_dir / "config.yaml", runs.slurm_folder(run_dir) / "submitted_config.yaml"):
+    for path in (run_dir / "config.yaml", RunDir(run_dir).slurm / "submitted_config.yaml"):
         try:
             return flatten(yaml.load(path.read_text(), Loader=_Loader) or {})
         except (OSError, yaml.YAMLError):
@@ -124,9 +125,9 @@ def read_config(run_dir: Path) -> dict:
 
 def load_run(run_dir: Path) -> Run:
     run = Run(run_dir=run_dir, config=read_config(run_dir), epochs=read_epoch_records(run_dir))
-    state, problem = runs.load_state(run_dir)
+    state, problem = RunDir(run_dir).load_state()
     run.state = str(state.get("status", "-")) if not problem else "unreadable"
-    if not state and not problem and runs.slurm_folder(run_dir).is_dir():
+    if not state and not problem and RunDir(run_dir).slurm.is_dir():
         run.state = "submitted"
     run.total_epochs = state.get("epochs") or run.config.get("train.epochs")
     try:
@@ -171,7 +172,7 @@ def expand_targets(targets: list[str]) -> list[Path]:
     found: list[Path] = []
     for target in targets:
         path = Path(target)
-        if "/" in target and path.is_dir() and not runs.is_sweep_root(path) and runs.is_run_dir(path):
+        if "/" in target and path.is_dir() and not runs.is_sweep_root(path) and RunDir(path).looks_like_one():
             found.append(path)  # a run directory given as a path: no index lookup
             continue
         swept = runs.sweep_target(target)

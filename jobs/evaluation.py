@@ -32,6 +32,7 @@ from pathlib import Path
 
 from jobs import runs, sbatch, slurm, validate
 from jobs.profiles import ROOT, ClusterProfile, format_slurm_time
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 from trainer.core.io import atomic_write_text
 
@@ -118,7 +119,7 @@ class EvaluationJob:
                          f"python -m trainer.evaluate {shlex.join(self.argv())}\n")
         sys.stdout.flush()
         code = evaluate.main(self.argv())
-        runs.append_jsonl(runs.attempts_path(self.run_dir), {
+        RunDir(self.run_dir).add_attempt({
             "event": "evaluation", "job_id": job_id, "after": self.after, "exit_code": code, "time": runs.now_iso(),
             "scores": str(Path(self.run_dir) / SCORES) if code == 0 else None})
         sys.stdout.flush()
@@ -142,7 +143,7 @@ def _executor(plan_: Plan, spec, dependency: str, folder: Path):
 
 
 def write_record(run_dir: Path, job_id: str, after: str, plan_: Plan) -> None:
-    atomic_write_text(runs.slurm_folder(run_dir) / RECORD, json.dumps({
+    atomic_write_text(RunDir(run_dir).slurm / RECORD, json.dumps({
         "job_id": str(job_id), "after": str(after), "test_dir": str(plan_.test_dir),
         "clean_dir": str(plan_.clean_dir), "noisy_dir": str(plan_.noisy_dir), "gpus": plan_.gpus,
         "cpus": plan_.cpus, "submitted": runs.now_iso()}, indent=1, sort_keys=True) + "\n")
@@ -150,7 +151,7 @@ def write_record(run_dir: Path, job_id: str, after: str, plan_: Plan) -> None:
 
 def submit_after(plan_: Plan, spec, after: str) -> str:
     """The evaluation job of one run, waiting for training job ``after`` (afterok)."""
-    executor = _executor(plan_, spec, f"afterok:{after}", runs.slurm_folder(spec.run_dir))
+    executor = _executor(plan_, spec, f"afterok:{after}", RunDir(spec.run_dir).slurm)
     try:
         job = executor.submit(make_job(plan_, spec.run_dir, after))
     except Exception as exc:  # submitit wraps sbatch's refusal
@@ -181,7 +182,7 @@ def submit_after_array(plan_: Plan, specs: list, after_ids: list[str], folder: P
 
 def read_record(run_dir: Path) -> dict | None:
     try:
-        value = json.loads((runs.slurm_folder(run_dir) / RECORD).read_text())
+        value = json.loads((RunDir(run_dir).slurm / RECORD).read_text())
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) and value.get("job_id") else None
@@ -196,7 +197,7 @@ def cancel_dependent(run_dir: Path, job_id: str, reason: str) -> str | None:
     eval_id = str(record["job_id"])
     proc = slurm.cancel(eval_id)
     ok = proc is not None and proc.returncode == 0
-    runs.append_jsonl(runs.attempts_path(run_dir), {
+    RunDir(run_dir).add_attempt({
         "event": "evaluation_cancelled", "job_id": eval_id, "after": str(job_id), "time": runs.now_iso(),
         "reason": f"training ended for good without finishing ({reason})",
         **({} if ok else {"scancel": "scancel failed or not available"})})
@@ -214,7 +215,7 @@ def describe(run_dir: Path, queue_state: tuple[str, str] | None = None, acct: di
     if ask_slurm and slurm.available():
         queue_state = queue_state or slurm.queue_state_reason(eval_id)
         acct = acct or (None if queue_state else slurm.accounting(eval_id))
-    ours = [a for a in runs.read_attempts(run_dir) if a.get("job_id") == eval_id]
+    ours = [a for a in RunDir(run_dir).attempts() if a.get("job_id") == eval_id]
     cancelled_by_us = next((a for a in reversed(ours) if a.get("event") == "evaluation_cancelled"), None)
     done = next((a for a in reversed(ours) if a.get("event") == "evaluation"), None)
     scores = Path(run_dir) / SCORES
@@ -253,7 +254,7 @@ def describe(run_dir: Path, queue_state: tuple[str, str] | None = None, acct: di
 def _why(run_dir: Path, eval_id: str) -> str:
     """': <the last line of the job's error log>; see it with: python launch.py logs E --err' (the
     one-line reason of a failed evaluation is written to stderr)."""
-    err = runs.log_path(run_dir, eval_id, err=True)
+    err = RunDir(run_dir).log_path(eval_id, err=True)
     try:
         lines = [line for line in err.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from jobs import evaluation, outcome, runs, slurm
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 
 ACTIVE = slurm.ACTIVE
@@ -28,17 +29,17 @@ def job_active(job_id: str | None, run_dir: Path) -> bool:
         state, _ = slurm.job_state(job_id)
         if state is not None:
             return state in ACTIVE
-    ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end"]
+    ends = [a for a in RunDir(run_dir).attempts() if a.get("event") == "end"]
     if ends and ends[-1].get("action") in ("finish", "stop"):
         return False
-    return runs.read_state(run_dir).get("status") not in RUN_DONE
+    return RunDir(run_dir).state().get("status") not in RUN_DONE
 
 
 def _check_rank(rank: int, job_id: str, run_dir: Path) -> None:
     """A rank the job does not have is an error (not a log that never comes)."""
     if rank < 0:
         raise LaunchError(f"--rank {rank}: a rank is 0 or more")
-    sizes = [a.get("world_size") for a in runs.read_attempts(run_dir)
+    sizes = [a.get("world_size") for a in RunDir(run_dir).attempts()
              if a.get("event") == "start" and a.get("job_id") == job_id and isinstance(a.get("world_size"), int)]
     if sizes and rank >= sizes[-1]:
         raise LaunchError(f"--rank {rank}: job {job_id} has {sizes[-1]} rank(s), 0 to {sizes[-1] - 1}")
@@ -49,7 +50,7 @@ def logs(target: str | None, follow: bool, rank: int, err: bool, poll_s: float =
     if job_id is None:
         raise LaunchError(f"no job recorded for {run_dir}")
     _check_rank(rank, job_id, run_dir)
-    path = runs.log_path(run_dir, job_id, rank, err)
+    path = RunDir(run_dir).log_path(job_id, rank, err)
     if not follow:
         if not path.exists():
             raise LaunchError(f"no log yet at {path} (job {job_id} may still be pending: "
@@ -84,7 +85,7 @@ def _best_pesq(state: dict) -> str:
 
 
 def _attempt_counts(run_dir: Path) -> int:
-    return sum(1 for a in runs.read_attempts(run_dir) if a.get("event") == "start")
+    return sum(1 for a in RunDir(run_dir).attempts() if a.get("event") == "start")
 
 
 def _end_line(end: dict, sacct_state: str | None) -> str:
@@ -100,9 +101,9 @@ def _evaluation_status(job_id: str, run_dir: Path) -> int:
     record = evaluation.read_record(run_dir) or {}
     found = evaluation.describe(run_dir)
     lines = [f"job {job_id}  evaluation of run directory {run_dir} after training job {record.get('after', '-')}",
-             f"  state:  {found[1] if found else 'no evaluation record in ' + str(runs.slurm_folder(run_dir))}",
+             f"  state:  {found[1] if found else 'no evaluation record in ' + str(RunDir(run_dir).slurm)}",
              f"  test:   {record.get('test_dir', '-')}",
-             f"  log:    {runs.log_path(run_dir, job_id)}"]
+             f"  log:    {RunDir(run_dir).log_path(job_id)}"]
     _out("\n".join(lines) + "\n")
     return 0
 
@@ -134,7 +135,7 @@ def status(target: str | None) -> int:
         lines.append(f"  sacct:  {slurm.SACCT_SILENT}: how the job ended is unknown; the run directory says:")
     elif job_id and slurm.available() and not queue and not acct:
         lines.append("  SLURM no longer knows this job (no accounting); the run directory says:")
-    state, problem = runs.load_state(run_dir)
+    state, problem = RunDir(run_dir).load_state()
     if problem:
         lines.append(f"  run:    {problem}")
     elif state:
@@ -151,7 +152,7 @@ def status(target: str | None) -> int:
         described = evaluation.describe(run_dir)
         if described:
             lines.append(f"  evaluation: {described[1]}")
-    ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end"]
+    ends = [a for a in RunDir(run_dir).attempts() if a.get("event") == "end"]
     lines.append(f"  attempts: {_attempt_counts(run_dir)}")
     recorded = {(str(e.get("job_id")), e.get("restart")) for e in ends}
     for end in ends[-5:]:
@@ -196,7 +197,7 @@ def sweep_status(root: Path, sweep: dict) -> int:
     rows = [("ELEMENT", "JOB", "STATE", "STEP", "EPOCH", "BEST_PESQ", "ATTEMPTS", "EVALUATION", "WHAT")]
     for element in elements:
         job_id, run_dir = str(element.get("job_id")), Path(element["run_dir"])
-        state, problem = runs.load_state(run_dir)
+        state, problem = RunDir(run_dir).load_state()
         result = outcome.gather(job_id, run_dir, queue_state=queue.get(job_id), acct=accts.get(job_id),
                                 ask_slurm=False, resume=False, sacct_silent=silent)
         eval_id = str(element.get("evaluation_job_id") or "")
@@ -224,7 +225,7 @@ def list_runs(limit: int = 20) -> int:
     notes = []
     for sub in reversed(subs):
         run_dir = Path(sub["run_dir"])
-        state, problem = runs.load_state(run_dir)
+        state, problem = RunDir(run_dir).load_state()
         result = outcome.gather(sub["job_id"], run_dir, queue_state=queue.get(sub["job_id"]),
                                 acct=accts.get(sub["job_id"]), ask_slurm=False, resume=False, sacct_silent=silent)
         if problem:
@@ -284,9 +285,7 @@ def cancel(target: str) -> int:
         elements = [e for e in sweep["elements"] if isinstance(e, dict) and e.get("run_dir") and e.get("job_id")
                     and not e.get("skipped")]  # a finished element skipped by a resubmission has no job now
         for element in elements:  # the markers first: an element that saves now is not requeued
-            marker = runs.cancel_marker(Path(element["run_dir"]), str(element["job_id"]))
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(runs.now_iso() + "\n")
+            RunDir(element["run_dir"]).mark_cancelled(str(element["job_id"]), runs.now_iso())
         array = str(sweep.get("array_job_id"))
         _scancel(array)
         extra = ""
@@ -306,8 +305,7 @@ def cancel(target: str) -> int:
         _out(f"job {job_id} had already ended{f' ({how})' if how else ''}: nothing to cancel, nothing written; "
              f"run directory {run_dir} (python launch.py status {job_id})\n")
         return 1
-    runs.cancel_marker(run_dir, job_id).parent.mkdir(parents=True, exist_ok=True)
-    runs.cancel_marker(run_dir, job_id).write_text(runs.now_iso() + "\n")
+    RunDir(run_dir).mark_cancelled(job_id, runs.now_iso())
     _scancel(job_id)
     extra = ""
     record = evaluation.read_record(run_dir)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from jobs import runs, slurm
+from jobs import rundir, slurm
+from jobs.rundir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,7 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
     unrecorded = _unrecorded_end(ends, starts or [])
     last = ends[-1] if ends and not unrecorded else {}
     status = run_state.get("status")
-    step = runs.state_step(run_state)
+    step = rundir.state_step(run_state)
     acct_state = (acct or {}).get("State", "") or ""
     word = acct_state.split()[0] if acct_state else ""
     if queue_state is None and word in slurm.ACTIVE:  # sacct knows more than squeue (e.g. just requeued)
@@ -145,10 +146,11 @@ def gather(job_id: str | None, run_dir: Path, queue_state: tuple[str, str] | Non
         if acct is None:
             history = slurm.attempt_history(job_id)
             acct, sacct_silent = (history[-1] if history else None), history is None
-    attempts = [a for a in runs.read_attempts(run_dir) if a.get("job_id") == job_id]
+    run = RunDir(run_dir)
+    attempts = [a for a in run.attempts() if a.get("job_id") == job_id]
     ends = [a for a in attempts if a.get("event") == "end"]
     starts = [a for a in attempts if a.get("event") == "start"]
-    state = runs.read_state(run_dir)
-    step = runs.resume_step(run_dir) if resume else runs.state_step(state)
+    state = run.state()
+    step = run.resume_step() if resume else rundir.state_step(state)
     queue_word, reason = queue_state or (None, None)
     return describe(job_id, queue_word, reason, acct, state, ends, step, starts=starts, sacct_silent=sacct_silent)

@@ -32,7 +32,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from jobs import runs, slurm
+from jobs import rundir, runs, slurm
+from jobs.rundir import RunDir
 from jobs.slurm import Ending
 from trainer.core.exitcodes import (
     EXIT_BAD_INPUT,
@@ -113,25 +114,26 @@ def classify_ending(run_dir: Path, job_id: str, restart: int, stop_signal: str =
     """Why attempt ``restart`` of the job must not be requeued by us: None while it is RUNNING. A job
     the user cancelled with ``launch.py cancel`` (its marker in the run directory) is never requeued;
     otherwise Slurm's records say (:func:`jobs.slurm.classify_ending`)."""
-    if runs.cancel_marker(run_dir, job_id).exists():
+    if RunDir(run_dir).cancel_marker(job_id).exists():
         return Ending("cancelled", "cancelled by the user (launch.py cancel); not requeued")
     return slurm.classify_ending(job_id, restart, stop_signal)
 
 
 def start_attempt(run_dir: Path, job_id: str, restart: int, world_size: int | None = None) -> dict:
     """Record the start of an attempt (global rank 0 / the batch shell) and return the record."""
-    record = {"event": "start", "job_id": str(job_id), "restart": restart, "step": runs.resume_step(run_dir),
+    run = RunDir(run_dir)
+    record = {"event": "start", "job_id": str(job_id), "restart": restart, "step": run.resume_step(),
               "time": runs.now_iso(), "host": socket.gethostname()}
     if world_size is not None:
         record["world_size"] = world_size
-    runs.append_jsonl(runs.attempts_path(run_dir), record)
+    run.add_attempt(record)
     return record
 
 
 def locked_out_by(run_dir: Path, job_id: str) -> str | None:
     """The other job that holds the run directory's lock (RUN_DIR/train.lock) while it is still queued
     or running: this attempt was refused its start. None otherwise (no lock, ours, or a stale one)."""
-    holder = runs.lock_holder(run_dir)
+    holder = RunDir(run_dir).lock_holder()
     if not holder or holder.split("_")[0] == str(job_id).split("_")[0]:
         return None
     return holder if slurm.left_queue(holder) is False else None
@@ -150,8 +152,7 @@ def register_plain_job(run_dir: Path, job_id: str) -> None:
 
 
 def _start_record(run_dir: Path, job_id: str, restart: int) -> dict | None:
-    starts = [a for a in runs.read_attempts(run_dir)
-              if a.get("event") == "start" and a.get("job_id") == str(job_id) and a.get("restart") == restart]
+    starts = [a for a in RunDir(run_dir).attempts("start", str(job_id)) if a.get("restart") == restart]
     return starts[-1] if starts else None
 
 
@@ -164,14 +165,14 @@ def end_attempt(run_dir: Path, job_id: str, restart: int, exit_code: int, policy
     Steps: ``step_start`` where the attempt started, ``step_reached`` the step it was at when it
     ended (state.json), ``step_end`` where the next attempt resumes (the checkpoint's step; after a
     crash this is the last save, not the step reached). ``stop_signal``: see :func:`classify_ending`."""
-    job_id = str(job_id)
+    job_id, run = str(job_id), RunDir(run_dir)
     if step_start is None:
         start = _start_record(run_dir, job_id, restart)
-        step_start = start.get("step", 0) if start else runs.resume_step(run_dir)
-    state = runs.read_state(run_dir)  # "step" is last.pt's; "step_reached" where the trainer stopped
-    step_reached = runs.state_step({"step": state.get("step_reached", state.get("step"))})
-    step_end = runs.resume_step(run_dir)
-    ends = [a for a in runs.read_attempts(run_dir) if a.get("event") == "end" and a.get("job_id") == job_id]
+        step_start = start.get("step", 0) if start else run.resume_step()
+    state = run.state()  # "step" is last.pt's; "step_reached" where the trainer stopped
+    step_reached = rundir.state_step({"step": state.get("step_reached", state.get("step"))})
+    step_end = run.resume_step()
+    ends = run.attempts("end", job_id)
     current = {"event": "end", "job_id": job_id, "restart": restart, "exit_code": exit_code,
                "step_start": step_start, "step_reached": step_reached if step_reached is not None else step_end,
                "step_end": step_end, "time": runs.now_iso()}
@@ -181,7 +182,7 @@ def end_attempt(run_dir: Path, job_id: str, restart: int, exit_code: int, policy
         action, reason = "stop", (f"locked out: job {holder} trains in this run directory; not retried "
                                   f"(python launch.py cancel {job_id} if it was submitted twice by mistake)")
         current.update(action=action, reason=reason)
-        runs.append_jsonl(runs.attempts_path(run_dir), current)
+        run.add_attempt(current)
         return current
     if ending is None and ask_slurm and exit_code != EXIT_FINISHED:
         ending = classify_ending(run_dir, job_id, restart, stop_signal)
@@ -189,7 +190,7 @@ def end_attempt(run_dir: Path, job_id: str, restart: int, exit_code: int, policy
     if isinstance(ending, Ending):
         current["ending"] = ending.kind
     current.update(action=action, reason=reason)
-    runs.append_jsonl(runs.attempts_path(run_dir), current)
+    run.add_attempt(current)
     return current
 
 
@@ -208,7 +209,7 @@ def requeue(run_dir: Path, job_id: str) -> str | None:
         return None
     failure = (f"scontrol requeue failed ({why}); the time limit may have passed before the save: "
                "raise the signal lead")
-    runs.append_jsonl(runs.attempts_path(run_dir), {"event": "requeue_failed", "job_id": str(job_id),
+    RunDir(run_dir).add_attempt({"event": "requeue_failed", "job_id": str(job_id),
                                                     "reason": failure, "time": runs.now_iso()})
     return failure
 
@@ -248,7 +249,7 @@ def trainer_exit_code(raw: int, run_dir: Path, stop_requested: bool, since: str 
     (42 included), so read what the trainer wrote to state.json during this attempt instead."""
     if raw == 0:
         return EXIT_FINISHED
-    state = runs.read_state(run_dir)
+    state = RunDir(run_dir).state()
     updated, started = _parse_time(state.get("updated")), _parse_time(since)
     fresh = updated is None or started is None or updated >= started.replace(microsecond=0)
     status = state.get("status") if fresh else None

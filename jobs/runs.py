@@ -1,16 +1,13 @@
-"""Run directories and the submission index, read and written without torch.
+"""The submission index, sweeps and finding a run directory from a job id or name (no torch).
 
-A run directory holds what the trainer writes (``state.json``, ``metrics.jsonl``, ...) and what
-the launcher adds: ``slurm/`` (submitit's folder: pickles and the per-rank logs
-``JOB_RANK_log.out|err``; the frozen config, ``code.json`` and the code snapshot) and
-``attempts.jsonl`` (one ``start`` and one ``end`` record per attempt, written by global rank 0 of
-the job). The index ``logs/submissions.jsonl`` maps job ids to run directories for
+One run directory's paths and readers are :class:`jobs.rundir.RunDir`'s. The index
+``logs/submissions.jsonl`` maps job ids to run directories for
 ``logs``/``status``/``list`` (``SEGAN_JOB_INDEX`` moves it); its records may add ``kind``
 (``evaluation`` for a job chained after training), ``sweep`` (the sweep's root) and ``after``.
 
 A sweep's root (``RUN_ROOT/sweep.json``) holds one run directory per element; the array's
 submitit files and logs (``ARRAY_TASK_RANK_log.out``) lie in the root's ``slurm/``: an element's
-job id is ``ARRAYID_TASK`` (:func:`job_folder`).
+job id is ``ARRAYID_TASK`` (:meth:`jobs.rundir.RunDir.job_folder`).
 """
 
 from __future__ import annotations
@@ -22,8 +19,8 @@ from pathlib import Path
 
 from jobs import slurm
 from jobs.profiles import ROOT
-from trainer.core import ckptinfo
-from trainer.core.runstate import load_state, now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
+from jobs.rundir import MARKS, SWEEP_FILE, RunDir, append_jsonl, job_of_file
+from trainer.core.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 
 
 class LaunchError(ValueError):
@@ -38,17 +35,6 @@ def sbatch_refused(exc: Exception, what: str) -> LaunchError:
 
 def index_path() -> Path:
     return Path(os.environ.get("SEGAN_JOB_INDEX") or ROOT / "logs" / "submissions.jsonl")
-
-
-def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one JSON line and fsync (an appended line is never half-visible to readers that
-    skip a last line without newline)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 JOB_ID = re.compile(r"\d+(?:_\d+)?")  # a job, or one element of a job array: ARRAYID_TASK
@@ -86,9 +72,6 @@ def submissions() -> list[dict]:
 def training_submissions() -> list[dict]:
     """The index's training jobs (not the evaluation jobs chained after them)."""
     return [r for r in submissions() if r.get("kind", "training") == "training"]
-
-
-SWEEP_FILE = "sweep.json"
 
 
 def read_sweep(root: Path) -> dict | None:
@@ -137,127 +120,14 @@ def sweep_target(target: str | None) -> tuple[Path, dict] | None:
     return find_sweep(target)
 
 
-def read_state(run_dir: Path) -> dict:
-    return load_state(run_dir)[0]
-
-
-def state_step(state: dict) -> int | None:
-    step = state.get("step")
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
-
-
-def checkpoint_step(run_dir: Path) -> int | None:
-    """The step stored in ``checkpoints/last.pt`` (where a restart resumes), from the JSON sidecar the
-    trainer writes beside it (:mod:`trainer.core.ckptinfo`, torch-free); None when there is no such
-    checkpoint, or no sidecar that describes it (a checkpoint of an older version, or a crash between
-    the checkpoint's write and its sidecar's)."""
-    info = ckptinfo.read(Path(run_dir) / "checkpoints" / "last.pt")
-    return None if info is None else state_step(info)
-
-
-def resume_step(run_dir: Path) -> int:
-    """The step a (re)started attempt continues from: the checkpoint's, else state.json's (entries
-    without checkpoints, e.g. jobs.probe, resume from state.json), else 0."""
-    step = checkpoint_step(run_dir)
-    if step is None:
-        step = state_step(read_state(run_dir))
-    return step or 0
-
-
-RUN_DIR_MARKS = ("state.json", "attempts.jsonl", "config.yaml", "metrics.jsonl", "checkpoints",
-                 "slurm/submitted_config.yaml", "slurm/JOB_*")
-
-
-_JOB_FILES = (re.compile(r"(\d+(?:_\d+)?)_\d+_(?:log\.out|log\.err|result\.pkl)"),
-              re.compile(r"(\d+(?:_\d+)?)_(?:submitted\.pkl|submission\.sh|sbatch\.out)"),
-              re.compile(r"(\d+(?:_\d+)?)\.cancelled"))
-
-
-def job_of_file(name: str) -> str | None:
-    """The job id in the name of a file a job left in a slurm/ folder (JOB_0_log.out, ARRAY_TASK_0_log.out,
-    JOB_submitted.pkl, ARRAY_submission.sh, JOB_sbatch.out, JOB.cancelled), else None."""
-    for pattern in _JOB_FILES:
-        match = pattern.fullmatch(name)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _slurm_job_files(run_dir: Path) -> list[str]:
-    """Names in RUN_DIR/slurm/ that a job left (JOB_submitted.pkl, JOB_0_log.out, JOB_sbatch.out, ...)."""
-    try:
-        names = [p.name for p in slurm_folder(run_dir).iterdir()]
-    except OSError:
-        return []
-    return [name for name in names if job_of_file(name)]
-
-
-def is_run_dir(path: Path) -> bool:
-    """Does ``path`` look like a run directory (something the trainer or launcher wrote is in it)?"""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    return any((path / mark).exists() for mark in RUN_DIR_MARKS[:-1]) or bool(_slurm_job_files(path))
-
-
-def attempts_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "attempts.jsonl"
-
-
-def read_attempts(run_dir: Path) -> list[dict]:
-    return [r for r in read_jsonl(attempts_path(run_dir)) if isinstance(r, dict)]
-
-
-def slurm_folder(run_dir: Path) -> Path:
-    return Path(run_dir) / "slurm"
-
-
-def job_folder(run_dir: Path, job_id: str | None) -> Path:
-    """Where a job's submitit files and logs lie: RUN_DIR/slurm, or for an element of a sweep's array
-    (job id ARRAYID_TASK, the run directory inside a sweep's root) the root's slurm/ folder."""
-    run_dir = Path(run_dir)
-    if job_id and "_" in str(job_id) and is_sweep_root(run_dir.parent):
-        return slurm_folder(run_dir.parent)
-    return slurm_folder(run_dir)
-
-
-def log_path(run_dir: Path, job_id: str, rank: int = 0, err: bool = False) -> Path:
-    """submitit's log of one rank; for a job of the plain sbatch template (no submitit files) its one
-    log, ``JOB_sbatch.out``, which holds every rank's output and errors."""
-    folder = job_folder(run_dir, job_id)
-    plain = folder / f"{job_id}_sbatch.out"
-    if plain.exists() and not (folder / f"{job_id}_submitted.pkl").exists():
-        return plain
-    return folder / f"{job_id}_{rank}_log.{'err' if err else 'out'}"
-
-
-def lock_holder(run_dir: Path) -> str | None:
-    """The Slurm job id in the run directory's training lock (trainer/core/lock.py's train.lock), if any."""
-    try:
-        holder = json.loads((Path(run_dir) / "train.lock").read_text())
-    except (OSError, ValueError):
-        return None
-    job = holder.get("job_id") if isinstance(holder, dict) else None
-    return str(job) if job not in (None, "", "None") else None
-
-
-def locked_out_jobs(run_dir: Path) -> set[str]:
-    """Jobs whose attempts on this run directory were refused because another job held it."""
-    return {str(a.get("job_id")) for a in read_attempts(run_dir) if a.get("event") == "end" and a.get("locked_out_by")}
-
-
-def cancel_marker(run_dir: Path, job_id: str) -> Path:
-    return slurm_folder(run_dir) / f"{job_id}.cancelled"
-
-
 def job_ids_of(run_dir: Path) -> set[str]:
     """Every job id this run directory or the submission index connects with it: the index, the
     attempt records, and Slurm's files in RUN_DIR/slurm/ (JOB_submitted.pkl, JOB_0_log.out,
     JOB_sbatch.out)."""
     run_dir = Path(run_dir).resolve()
     ids = {sub["job_id"] for sub in submissions() if Path(sub["run_dir"]).resolve() == run_dir}
-    ids |= {str(a["job_id"]) for a in read_attempts(run_dir) if a.get("job_id")}
-    ids |= {job_of_file(name) for name in _slurm_job_files(run_dir)}
+    ids |= {str(a["job_id"]) for a in RunDir(run_dir).attempts() if a.get("job_id")}
+    ids |= {job_of_file(name) for name in RunDir(run_dir).job_files()}
     sweep = read_sweep(run_dir.parent)
     for element in (sweep or {}).get("elements", []):
         if isinstance(element, dict) and element.get("run_dir") and Path(element["run_dir"]).resolve() == run_dir:
@@ -298,17 +168,17 @@ def resolve(target: str | None) -> tuple[str | None, Path]:
         raise LaunchError(f"{target!r} is neither a job id, a run directory nor a run name under logs/runs")
     known = {Path(sub["run_dir"]).resolve(): sub["job_id"] for sub in subs if sub.get("kind", "training") == "training"}
     for path in existing:  # a job locked out of the run directory is not the one to report or cancel
-        shut_out = locked_out_jobs(path)
+        shut_out = RunDir(path).locked_out_jobs()
         if shut_out and known.get(path.resolve()) in shut_out:
             others = [sub["job_id"] for sub in subs if Path(sub["run_dir"]).resolve() == path.resolve()
                       and sub.get("kind", "training") == "training" and sub["job_id"] not in shut_out]
             if others:
                 known[path.resolve()] = others[-1]
-    run_dir = next((p.resolve() for p in existing if p.resolve() in known or is_run_dir(p)), None)
+    run_dir = next((p.resolve() for p in existing if p.resolve() in known or RunDir(p).looks_like_one()), None)
     if run_dir is None:
-        raise LaunchError(f"{existing[0].resolve()} is not a run directory (none of {', '.join(RUN_DIR_MARKS)} "
+        raise LaunchError(f"{existing[0].resolve()} is not a run directory (none of {', '.join(MARKS)} "
                           "in it); give a job id, a run directory or a run name under logs/runs")
     if run_dir in known:
         return known[run_dir], run_dir
-    jobs = [a.get("job_id") for a in read_attempts(run_dir) if a.get("job_id")]
+    jobs = [a.get("job_id") for a in RunDir(run_dir).attempts() if a.get("job_id")]
     return (jobs[-1] if jobs else None), run_dir

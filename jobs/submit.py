@@ -20,10 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from jobs import runs, sbatch, slurm, validate
+from jobs import rundir, runs, sbatch, slurm, validate
 from jobs.job import PORT_VARIABLE, TrainingJob
 from jobs.profiles import ROOT, ClusterProfile, format_slurm_time
 from jobs.requeue import RequeuePolicy
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 from trainer.core.config import Config
 from trainer.core.io import atomic_write_text
@@ -126,7 +127,7 @@ def check_run_dir(run_dir: Path, create: bool = True) -> None:
 def finished_epochs(run_dir: Path) -> int | None:
     """The epochs a finished run was trained for (state.json, else its config.yaml); None while
     the run is not finished (or was never started)."""
-    state = runs.read_state(run_dir)
+    state = RunDir(run_dir).state()
     if state.get("status") != "finished":
         return None
     epochs = state.get("epochs")
@@ -143,7 +144,7 @@ def finished_run(run_dir: Path, cfg: Config) -> tuple[int, int | None] | None:
     done = finished_epochs(run_dir)
     if done is None or cfg.train.epochs > done:
         return None
-    return done, runs.state_step(runs.read_state(run_dir))
+    return done, rundir.state_step(RunDir(run_dir).state())
 
 
 def check_not_finished(run_dir: Path, cfg: Config) -> None:
@@ -164,7 +165,7 @@ def live_jobs(run_dir: Path) -> list[tuple[str, str]]:
     queue = slurm.queue() if slurm.available() else None
     if not queue:
         return []
-    folder = runs.slurm_folder(run_dir.resolve())
+    folder = RunDir(run_dir.resolve()).slurm
     known = runs.job_ids_of(run_dir)
     found = []
     for job in queue:
@@ -190,7 +191,7 @@ def check_no_live_job(run_dir: Path) -> None:
 
 def check_not_sweep_root(run_dir: Path) -> None:
     if runs.is_sweep_root(run_dir):
-        raise LaunchError(f"run directory {run_dir} is the root of a sweep ({runs.SWEEP_FILE}); give one of its "
+        raise LaunchError(f"run directory {run_dir} is the root of a sweep ({rundir.SWEEP_FILE}); give one of its "
                           "run directories (python launch.py status SWEEP lists them) or another --run-dir")
 
 
@@ -258,12 +259,12 @@ def executor_parameters(spec: JobSpec) -> dict:
 
 
 def make_executor(spec: JobSpec):
-    return sbatch.executor(runs.slurm_folder(spec.run_dir), executor_parameters(spec))
+    return sbatch.executor(RunDir(spec.run_dir).slurm, executor_parameters(spec))
 
 
 def sbatch_script(spec: JobSpec) -> str:
     """The exact script ``submit`` hands to sbatch (rendered without needing srun here)."""
-    return sbatch.script(runs.slurm_folder(spec.run_dir), executor_parameters(spec))
+    return sbatch.script(RunDir(spec.run_dir).slurm, executor_parameters(spec))
 
 
 def training_job(spec: JobSpec) -> TrainingJob:
@@ -274,7 +275,7 @@ def freeze_config(spec: JobSpec, cfg: Config) -> JobSpec:
     """The job trains with the config as resolved at submission: editing the YAML file (or a file of
     its ``base:`` chain) afterwards cannot change a queued or requeued job. Every launch path (submitit,
     --emit-sbatch, sweeps, --local) trains from it: ``RUN_DIR/slurm/submitted_config.yaml``."""
-    path = runs.slurm_folder(spec.run_dir) / "submitted_config.yaml"
+    path = RunDir(spec.run_dir).slurm / "submitted_config.yaml"
     atomic_write_text(path, dump_yaml(cfg))
     return dataclasses.replace(spec, config=path, overrides=[])
 
@@ -291,7 +292,7 @@ def take_snapshot(spec: JobSpec) -> tuple[JobSpec, dict]:
     """Copy the code into RUN_DIR/slurm/code (a resubmission replaces the old copy) -> (spec, record)."""
     from jobs import snapshot
 
-    record = snapshot.take(runs.slurm_folder(spec.run_dir))
+    record = snapshot.take(RunDir(spec.run_dir).slurm)
     return with_code(spec, record), record
 
 
@@ -331,7 +332,7 @@ def sbatch_missing_message() -> str:
 
 
 def describe_submission(spec: JobSpec, job_id: str) -> str:
-    out = runs.log_path(spec.run_dir, job_id)
+    out = RunDir(spec.run_dir).log_path(job_id)
     return "\n".join([
         f"submitted job {job_id} ({spec.num_ranks} ranks on {spec.nodes} node(s), partition {spec.partition}, "
         f"time {format_slurm_time(spec.time_s)})",

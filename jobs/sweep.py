@@ -30,8 +30,9 @@ import json
 import sys
 from pathlib import Path
 
-from jobs import grid, runs, sbatch, slurm, snapshot, submit, validate
+from jobs import grid, rundir, runs, sbatch, slurm, snapshot, submit, validate
 from jobs.profiles import default_cluster, format_slurm_time, load_profile
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 from trainer.core.io import atomic_write_text
 from trainer.core.settings import ConfigError
@@ -61,7 +62,7 @@ def check_root(root: Path, axes: list[grid.Axis], config: str) -> None:
     validate.path(str(root), "the sweep's root (--run-dir or logs/runs/NAME)")
     previous = runs.read_sweep(root)
     if previous is None:
-        if root.is_dir() and runs.is_run_dir(root):
+        if root.is_dir() and RunDir(root).looks_like_one():
             raise LaunchError(f"{root} is a run directory, not a sweep's root; choose another --name or --run-dir")
         return
     old = [(a.get("key"), list(a.get("values") or [])) for a in previous.get("grid") or [] if isinstance(a, dict)]
@@ -143,7 +144,7 @@ def dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, d
 
     todo = [i for i, e in enumerate(elements) if e.index not in done]
     parallel = args.max_parallel or len(todo)
-    code = snapshot.planned(runs.slurm_folder(root))
+    code = snapshot.planned(RunDir(root).slurm)
     spec = submit.with_code(specs[todo[0]], code)
     listed = describe_elements(elements)
     listed = [f"{line}   ({done[e.index]})" if e.index in done else line
@@ -163,16 +164,16 @@ def dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, d
            f"# {snapshot.describe(code)}",
            "# ---- sbatch script (one job array; each task runs its element's jobs.job.TrainingJob) ----"
            if len(todo) > 1 else "# ---- sbatch script (runs the element's jobs.job.TrainingJob) ----",
-           sbatch_script(spec, len(todo), parallel, runs.slurm_folder(root)) if len(todo) > 1 else
+           sbatch_script(spec, len(todo), parallel, RunDir(root).slurm) if len(todo) > 1 else
            submit.sbatch_script(spec),
            f"# ---- each task runs: python -m {spec.entry} --config ROOT/<element>/slurm/submitted_config.yaml "
            "--run-dir ROOT/<element>"]
     if evaluation_plan is not None and len(todo) == 1:
         out += ["# ---- evaluation: after the training job (afterok:JOBID) ----",
-                evaluation.sbatch_script(evaluation_plan, spec, "afterok:JOBID", runs.slurm_folder(spec.run_dir))]
+                evaluation.sbatch_script(evaluation_plan, spec, "afterok:JOBID", RunDir(spec.run_dir).slurm)]
     elif evaluation_plan is not None:
         out += ["# ---- evaluation: one array, task i after training task i (aftercorr:ARRAYID) ----",
-                evaluation.sbatch_script(evaluation_plan, spec, "aftercorr:0", runs.slurm_folder(root), len(todo))
+                evaluation.sbatch_script(evaluation_plan, spec, "aftercorr:0", RunDir(root).slurm, len(todo))
                 .replace("aftercorr:0", "aftercorr:ARRAYID")]
     sys.stdout.write("\n".join(out) + "\n")
     return 0
@@ -206,7 +207,7 @@ def write_sweep(root: Path, name: str, args, axes, elements, specs, submitted: d
                       **ids(e.index)} for e, s in zip(elements, specs, strict=True)],
         "arrays": arrays + [job_ids[0].split("_", 1)[0]],
     }
-    atomic_write_text(root / runs.SWEEP_FILE, json.dumps(record, indent=1) + "\n")
+    atomic_write_text(root / rundir.SWEEP_FILE, json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -274,14 +275,14 @@ def run(args: argparse.Namespace) -> int:
                           f"queued or running from the code snapshot in {root}/slurm/code, which this submission "
                           "would replace; resubmit once they have ended (python launch.py status "
                           f"{name}), or cancel them (python launch.py cancel JOB)")
-    code = snapshot.take(runs.slurm_folder(root))
+    code = snapshot.take(RunDir(root).slurm)
     frozen = []
     for i in todo:
-        snapshot.write_record(runs.slurm_folder(specs[i].run_dir), code)
+        snapshot.write_record(RunDir(specs[i].run_dir).slurm, code)
         frozen.append(submit.with_code(submit.freeze_config(specs[i], configs[i]), code))
     parallel = args.max_parallel or len(todo)
     single = len(frozen) == 1
-    job_ids = [submit_single(frozen[0])] if single else submit_array(frozen, parallel, runs.slurm_folder(root))
+    job_ids = [submit_single(frozen[0])] if single else submit_array(frozen, parallel, RunDir(root).slurm)
     for spec, job_id in zip(frozen, job_ids, strict=True):
         runs.record_submission(job_id, spec.run_dir, name, spec.cluster, sweep=str(root))
     eval_ids: list[str] = []
@@ -290,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             eval_ids = ([evaluation.submit_after(evaluation_plan, frozen[0], job_ids[0])] if single else
-                        evaluation.submit_after_array(evaluation_plan, frozen, job_ids, runs.slurm_folder(root)))
+                        evaluation.submit_after_array(evaluation_plan, frozen, job_ids, RunDir(root).slurm))
         except LaunchError as exc:
             slurm.cancel(job_ids[0].split("_", 1)[0])
             raise LaunchError(f"{exc}; the sweep's array {job_ids[0].split('_', 1)[0]} was cancelled again, nothing "
@@ -311,7 +312,7 @@ def describe_submission(name, root, elements, record, done: dict[int, str], spec
             f"job array {record['array_job_id']} with {count} elements (at most {min(parallel, count)} at once; each ")
     lines = [f"submitted sweep {name}: {what}{_ranks(spec.num_ranks)}, partition {spec.partition}, "
              f"time {format_slurm_time(spec.time_s)})" + (f"; {len(done)} finished, skipped" if done else ""),
-             f"sweep root:    {root}  (sweep.json; logs in {runs.slurm_folder(root)})"]
+             f"sweep root:    {root}  (sweep.json; logs in {RunDir(root).slurm})"]
     for element, entry in zip(elements, record["elements"], strict=True):
         if element.index in done:
             lines.append(f"  {str(entry.get('job_id') or '-'):<10} {element.name.ljust(width)}  {done[element.index]}")

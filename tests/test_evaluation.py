@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from jobs import evaluation, runs
+from jobs import evaluation
 from jobs.profiles import load_profile
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 
 OFFLINE = {"PATH": "/nonexistent"}
@@ -100,7 +101,7 @@ def test_status_says_where_the_evaluation_stands(tmp_path, test_dir, queue, acct
 def test_a_failed_evaluation_shows_the_reason_from_its_error_log(tmp_path, test_dir):
     """The one-line reason of a failed evaluation is in its .err log: status shows it and how to read it."""
     run_dir = evaluated_run(tmp_path, test_dir)
-    err = runs.log_path(run_dir, "101", err=True)
+    err = RunDir(run_dir).log_path("101", err=True)
     err.parent.mkdir(parents=True, exist_ok=True)
     err.write_text("===== attempt 1 =====\ntrainer.evaluate: error: /data/test: no such folder\n\n")
     got = evaluation.describe(run_dir, None, {"State": "FAILED", "ExitCode": "2:0", "NodeList": "n1", "Start": "x"},
@@ -115,7 +116,7 @@ def test_a_final_stop_cancels_the_evaluation_and_status_says_why(tmp_path, test_
     line = evaluation.cancel_dependent(run_dir, "100", "requeue budget spent (5 requeues); resubmit to continue")
     assert line == ("===== evaluation job 101 cancelled: training ended for good without finishing (requeue budget "
                     "spent (5 requeues); resubmit to continue) =====")
-    record = [a for a in runs.read_attempts(run_dir) if a["event"] == "evaluation_cancelled"][0]
+    record = [a for a in RunDir(run_dir).attempts() if a["event"] == "evaluation_cancelled"][0]
     assert record["job_id"] == "101" and record["after"] == "100"
     got = evaluation.describe(run_dir, None, {"State": "CANCELLED by 0", "Reason": "None"}, ask_slurm=False)
     assert got == ("cancelled", "job 101 cancelled: training ended for good without finishing (requeue budget spent "
@@ -130,5 +131,5 @@ def test_the_requeue_cli_cancels_the_evaluation_on_a_final_stop(repo_root, tmp_p
                           env={**os.environ, **OFFLINE})
     assert proc.returncode == 3, proc.stderr
     assert "===== evaluation job 101 cancelled: training ended for good without finishing (exit code 3" in proc.stdout
-    assert [a["event"] for a in runs.read_attempts(run_dir)] == ["end", "evaluation_cancelled"]
+    assert [a["event"] for a in RunDir(run_dir).attempts()] == ["end", "evaluation_cancelled"]
     assert json.loads((run_dir / "slurm" / "evaluation.json").read_text())["after"] == "4242"

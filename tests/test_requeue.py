@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from jobs import runs
 from jobs.job import TrainingJob
 from jobs.outcome import describe
 from jobs.requeue import Ending, RequeuePolicy, decide, end_attempt, job_exit_code, trainer_exit_code
+from jobs.rundir import RunDir
 from trainer.core.exitcodes import (
     EXIT_BAD_INPUT,
     EXIT_CRASHED,
@@ -89,7 +89,7 @@ def make_attempt(run_dir, case):
     status = {EXIT_FINISHED: "finished", EXIT_REQUEUE: "checkpointed", EXIT_DIVERGED: "diverged"}.get(code, "failed")
     (run_dir / "state.json").write_text(json.dumps({"status": status, "step": stop}))
     if cancelled:
-        runs.cancel_marker(run_dir, JOB).write_text("now\n")
+        RunDir(run_dir).cancel_marker(JOB).write_text("now\n")
     return code, len(history), start
 
 
@@ -118,8 +118,8 @@ def test_the_requeue_cli_decides_and_records_like_the_submitit_path(repo_root, t
 
     monkeypatch.setenv("PATH", OFFLINE["PATH"])
     TrainingJob(argv=[], run_dir=str(job_dir), policy=POLICY)._finish_attempt(JOB, restart, start, code)
-    cli_end = [r for r in runs.read_attempts(cli_dir) if r["event"] == "end"][-1]
-    job_end = [r for r in runs.read_attempts(job_dir) if r["event"] == "end"][-1]
+    cli_end = [r for r in RunDir(cli_dir).attempts() if r["event"] == "end"][-1]
+    job_end = [r for r in RunDir(job_dir).attempts() if r["event"] == "end"][-1]
     assert without_time(cli_end) == without_time(job_end)
     assert (cli_end["action"], cli_end["step_start"], cli_end["restart"]) == (action, start, restart)
     assert reason in cli_end["reason"]
@@ -132,7 +132,7 @@ def test_start_records_the_attempt_and_prints_its_header(repo_root, tmp_path):
     proc = requeue_cli(repo_root, run_dir, "start", restart=2)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"===== attempt 3 of job {JOB} · ") and "step 17 =====" in proc.stdout
-    (start,) = runs.read_attempts(run_dir)
+    (start,) = RunDir(run_dir).attempts()
     assert (start["event"], start["job_id"], start["restart"], start["step"]) == ("start", JOB, 2, 17)
 
 
@@ -150,7 +150,7 @@ def test_a_crashed_attempt_records_the_step_it_reached_and_the_step_it_resumes_f
     ckpt.save_run_checkpoints(state, run_dir / "checkpoints", ())
     # state.json's step is last.pt's (issue 22 item 17); step_reached where the crash happened
     (run_dir / "state.json").write_text(json.dumps({"status": "failed", "step": 30, "step_reached": 37}))
-    assert runs.checkpoint_step(run_dir) == 30
+    assert RunDir(run_dir).checkpoint_step() == 30
     monkeypatch.setenv("PATH", OFFLINE["PATH"])
     record = end_attempt(run_dir, JOB, 0, EXIT_CRASHED, POLICY, step_start=20)
     assert (record["step_start"], record["step_reached"], record["step_end"]) == (20, 37, 30)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from jobs import grid, runs
+from jobs import grid, rundir, runs
+from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 
 OFFLINE = {"PATH": "/nonexistent"}
@@ -192,7 +193,7 @@ def fake_sweep(tmp_path, array="500", states=("finished", "running")):
                         "valid_stoi": 0.8 - 0.01 * e}) + "\n" + json.dumps({"kind": "step", "step": 5 * (e + 1)}) + "\n"
             for e in range(2)))
         job = f"{array}_{i}"
-        runs.append_jsonl(index, {"job_id": job, "run_dir": str(run_dir), "name": "lr", "cluster": "local",
+        rundir.append_jsonl(index, {"job_id": job, "run_dir": str(run_dir), "name": "lr", "cluster": "local",
                                   "submitted": "x", "sweep": str(root)})
         (root / "slurm").mkdir(exist_ok=True)
         (root / "slurm" / f"{job}_0_log.out").write_text(f"log of element {i}\n")
@@ -205,13 +206,13 @@ def fake_sweep(tmp_path, array="500", states=("finished", "running")):
 
 
 def test_job_files_and_folders_of_array_elements(tmp_path):
-    assert runs.job_of_file("500_1_0_log.out") == "500_1" and runs.job_of_file("42_3_log.err") == "42"
-    assert runs.job_of_file("500_submission.sh") == "500" and runs.job_of_file("500_2.cancelled") == "500_2"
-    assert runs.job_of_file("submitted_config.yaml") is None and runs.job_of_file("code.json") is None
+    assert rundir.job_of_file("500_1_0_log.out") == "500_1" and rundir.job_of_file("42_3_log.err") == "42"
+    assert rundir.job_of_file("500_submission.sh") == "500" and rundir.job_of_file("500_2.cancelled") == "500_2"
+    assert rundir.job_of_file("submitted_config.yaml") is None and rundir.job_of_file("code.json") is None
     root, _ = fake_sweep(tmp_path)
     element = root / "lr=1e-3"
-    assert runs.log_path(element, "500_0") == root / "slurm" / "500_0_0_log.out"
-    assert runs.log_path(element, "77") == element / "slurm" / "77_0_log.out"  # a job of its own
+    assert RunDir(element).log_path("500_0") == root / "slurm" / "500_0_0_log.out"
+    assert RunDir(element).log_path("77") == element / "slurm" / "77_0_log.out"  # a job of its own
 
 
 def test_status_list_logs_and_compare_of_a_sweep(repo_root, tmp_path):

@@ -61,7 +61,8 @@ def write_state(run_dir: str | Path, **fields: Any) -> dict:
 
 def load_state(run_dir: str | Path) -> tuple[dict, str | None]:
     """(state.json as a dict, problem): ({}, None) when there is none yet; ({}, 'why') when it
-    cannot be used (unreadable, not JSON, not a JSON object)."""
+    cannot be used (unreadable, not JSON, not a JSON object). The one reader of state.json, for the
+    trainer (:func:`read_state`) and the launcher (``jobs.rundir.RunDir.state``/``load_state``)."""
     path = Path(run_dir) / STATE_FILE
     try:
         text = path.read_text()
@@ -80,7 +81,8 @@ def load_state(run_dir: str | Path) -> tuple[dict, str | None]:
 
 
 def read_state(run_dir: str | Path) -> dict:
-    """state.json, or ``{"status": "unknown", "error": why}`` when it cannot be used."""
+    """state.json for the trainer, or ``{"status": "unknown", "error": why}`` when it cannot be used
+    (:func:`load_state`'s problem; the launcher's ``RunDir.state`` gives {} then)."""
     state, problem = load_state(run_dir)
     return {"status": "unknown", "error": problem} if problem else state
 
