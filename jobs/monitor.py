@@ -56,6 +56,8 @@ def logs(target: str | None, follow: bool, rank: int, err: bool, poll_s: float =
             raise LaunchError(f"no log yet at {path} (job {job_id} may still be pending: "
                               f"python launch.py status {job_id})")
         _out(path.read_text(errors="replace"))
+        if not err:
+            _out(_evaluation_errors(job_id, run_dir))
         return 0
     position, waited_msg = 0, False
     try:
@@ -76,6 +78,35 @@ def logs(target: str | None, follow: bool, rank: int, err: bool, poll_s: float =
             time.sleep(poll_s)
     except KeyboardInterrupt:
         return 0
+
+
+EVALUATION_ERROR_LINES = 20
+
+
+def _evaluation_errors(job_id: str, run_dir: Path) -> str:
+    """An evaluation job writes its one-line reason for failing (a missing test folder, a bad checkpoint)
+    to its error log, not to the log ``logs`` shows: the error log's last lines follow, under a header."""
+    record = evaluation.read_record(run_dir)
+    if record is None or str(record.get("job_id")) != job_id:
+        return ""
+    path = RunDir(run_dir).log_path(job_id, err=True)
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    shown = lines[-EVALUATION_ERROR_LINES:]
+    which = "its last line" if len(shown) == 1 else f"its last {len(shown)} lines"
+    return (f"===== the evaluation's error log {path} ({which}; all of it: python launch.py logs {job_id} --err) "
+            "=====\n" + "\n".join(shown) + "\n")
+
+
+def _saved_step(run_dir: Path, state: dict) -> str:
+    """The STEP column of ``list`` and a sweep's status: the step the run resumes from (its last save;
+    the checkpoint's sidecar, else state.json), not the step it had reached."""
+    step = RunDir(run_dir).checkpoint_step()
+    return str(step if step is not None else state.get("step", "-"))
 
 
 def _best_pesq(state: dict) -> str:
@@ -192,7 +223,8 @@ def sweep_status(root: Path, sweep: dict) -> int:
     evals = [str(e["evaluation_job_id"]) for e in elements if e.get("evaluation_job_id")]
     queue, accts, silent = _slurm_views([str(e.get("job_id")) for e in elements] + evals)
     axes = " x ".join(f"{a.get('key')}={','.join(map(str, a.get('values') or []))}" for a in sweep.get("grid") or [])
-    lines = [f"sweep {sweep.get('name')}  array job {sweep.get('array_job_id')}  {len(elements)} elements  "
+    which = runs.sweep_submissions(sweep) or f"array {sweep.get('array_job_id')}"
+    lines = [f"sweep {sweep.get('name')}  {which}  {len(elements)} elements  "
              f"root {root}", f"  grid: {axes}"]
     rows = [("ELEMENT", "JOB", "STATE", "STEP", "EPOCH", "BEST_PESQ", "ATTEMPTS", "EVALUATION", "WHAT")]
     for element in elements:
@@ -202,7 +234,7 @@ def sweep_status(root: Path, sweep: dict) -> int:
                                 ask_slurm=False, resume=False, sacct_silent=silent)
         eval_id = str(element.get("evaluation_job_id") or "")
         described = evaluation.describe(run_dir, queue.get(eval_id), accts.get(eval_id), ask_slurm=False)
-        rows.append((str(element.get("name")), job_id, result.state, str(state.get("step", "-")),
+        rows.append((str(element.get("name")), job_id, result.state, _saved_step(run_dir, state),
                      f"{state.get('epoch', '-')}/{state.get('epochs', '-')}", _best_pesq(state),
                      str(_attempt_counts(run_dir)), described[0] if described else "-", problem or result.headline))
     lines += _table(rows, "  ")
@@ -232,7 +264,7 @@ def list_runs(limit: int = 20) -> int:
             notes.append(f"note: job {sub['job_id']}: {problem}")
         root = sub.get("sweep")
         name = run_dir.name if root else str(sub.get("name", "-"))
-        row = (sub["job_id"], name, result.state, str(state.get("step", "-")),
+        row = (sub["job_id"], name, result.state, _saved_step(run_dir, state),
                f"{state.get('epoch', '-')}/{state.get('epochs', '-')}", _best_pesq(state),
                str(_attempt_counts(run_dir)), str(run_dir))
         if root is None:
@@ -257,8 +289,7 @@ def list_runs(limit: int = 20) -> int:
             continue
         counts = ", ".join(f"{words[root].count(w)} {w}" for w in dict.fromkeys(words[root]))
         sweep = runs.read_sweep(Path(root)) or {}
-        arrays = [str(a) for a in sweep.get("arrays") or []] or [group[0][0].split("_", 1)[0]]
-        which = f"array {arrays[-1]}" if len(arrays) == 1 else f"arrays {', '.join(arrays)}"  # resubmitted
+        which = runs.sweep_submissions(sweep) or f"array {group[0][0].split('_', 1)[0]}"
         _out(f"sweep {sweep.get('name', Path(root).name)}: {which}, {len(group)} runs ({counts})  {root}\n")
         order = {str(e.get("run_dir")): i for i, e in enumerate(sweep.get("elements") or []) if isinstance(e, dict)}
         for row in sorted(group, key=lambda r: (order.get(r[-1], len(order)), r[0])):  # element order
@@ -293,9 +324,11 @@ def cancel(target: str) -> int:
         for evaluation_job in evaluations:
             _scancel(evaluation_job)
         if evaluations:
-            extra = f" and its evaluation array{'s' if len(evaluations) > 1 else ''} {', '.join(evaluations)}"
-        _out(f"cancelled sweep {sweep.get('name')}: job array {array} ({len(elements)} elements){extra}; "
-             f"none is requeued; root {root}\n")
+            extra = " and its evaluation " + runs.sweep_submissions({**sweep, "evaluation_arrays": evaluations},
+                                                                    "evaluation_arrays", "evaluation_job_id")
+        latest = "job" if runs.sweep_submissions({**sweep, "arrays": [array]}).startswith("job") else "job array"
+        count = f"{len(elements)} element{'s' if len(elements) != 1 else ''}"
+        _out(f"cancelled sweep {sweep.get('name')}: {latest} {array} ({count}){extra}; none is requeued; root {root}\n")
         return 0
     job_id, run_dir = runs.resolve(target)
     job_id = job_id or target

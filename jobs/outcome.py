@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from jobs import rundir, slurm
+from jobs import rundir, runs, slurm
 from jobs.rundir import RunDir
 
 
@@ -43,10 +43,11 @@ def _unrecorded_end(ends: list[dict], starts: list[dict]) -> str:
 
 def describe(job_id: str | None, queue_state: str | None, queue_reason: str | None, acct: dict | None,
              run_state: dict, ends: list[dict], resume_step: int | None, *, starts: list[dict] | None = None,
-             sacct_silent: bool = False) -> Outcome:
+             sacct_silent: bool = False, resubmit: str = "resubmit with the same --run-dir") -> Outcome:
     """The outcome from squeue's state and reason (None when the job is not in the queue), sacct's
     latest record (None without accounting), state.json, this job's ``end`` and ``start`` attempt
-    records and the step a restart resumes from; ``sacct_silent``: sacct did not answer."""
+    records and the step a restart resumes from; ``sacct_silent``: sacct did not answer; ``resubmit``: how
+    to continue the run (:func:`jobs.runs.resubmit_advice`)."""
     unrecorded = _unrecorded_end(ends, starts or [])
     last = ends[-1] if ends and not unrecorded else {}
     status = run_state.get("status")
@@ -90,22 +91,22 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
         when = " while it waited to be requeued" if while_pending and ends else (" before it started" if while_pending
                                                                                   else "")
         return Outcome("cancelled", f"cancelled{when} ({acct_state.lower()}); {_resume_phrase(resume_step)}: "
-                       "resubmit with the same --run-dir to continue", False)
+                       f"{resubmit} to continue", False)
     if word == "TIMEOUT":
         return Outcome("timeout", "the time limit passed before a save and requeue (sacct TIMEOUT); "
                        f"{_resume_phrase(resume_step)}: raise --signal-lead above the time a save takes and "
-                       "resubmit with the same --run-dir", False)
+                       f"{resubmit}", False)
     if word == "PREEMPTED":
         return Outcome("preempted", "preempted and not requeued by Slurm (sacct PREEMPTED); "
-                       f"{_resume_phrase(resume_step)}: resubmit with the same --run-dir", False)
+                       f"{_resume_phrase(resume_step)}: {resubmit}", False)
     if word == "NODE_FAIL":
         return Outcome("node_fail", "a node failed and Slurm did not requeue the job (sacct NODE_FAIL); "
-                       f"{_resume_phrase(resume_step)}: resubmit with the same --run-dir", False)
+                       f"{_resume_phrase(resume_step)}: {resubmit}", False)
     if word in slurm.FINAL_WORDS:
         why = f": {last.get('reason')}" if last.get("reason") else ""
         if unrecorded:
             why = (f": {unrecorded}; {_resume_phrase(resume_step)}: the reason is in the log "
-                   f"(python launch.py logs {job_id} --err), then resubmit with the same --run-dir")
+                   f"(python launch.py logs {job_id} --err), then {resubmit}")
         return Outcome(slurm.FINAL_WORDS[word], f"{word.lower()} (sacct {acct_state}, "
                        f"exit {(acct or {}).get('ExitCode', '-')})"
                        f"{why}", False)
@@ -118,7 +119,7 @@ def describe(job_id: str | None, queue_state: str | None, queue_reason: str | No
                        f"ask again once sacct answers (sacct -j {job_id})", False)
     if unrecorded:
         return Outcome("ended", f"ended: {unrecorded}; Slurm no longer knows the job; {_resume_phrase(resume_step)}: "
-                       f"see python launch.py logs {job_id} --err, then resubmit with the same --run-dir", False)
+                       f"see python launch.py logs {job_id} --err, then {resubmit}", False)
 
     # Slurm does not know the job (no accounting, or long forgotten): the run directory's word
     if stopped:
@@ -153,4 +154,5 @@ def gather(job_id: str | None, run_dir: Path, queue_state: tuple[str, str] | Non
     state = run.state()
     step = run.resume_step() if resume else rundir.state_step(state)
     queue_word, reason = queue_state or (None, None)
-    return describe(job_id, queue_word, reason, acct, state, ends, step, starts=starts, sacct_silent=sacct_silent)
+    return describe(job_id, queue_word, reason, acct, state, ends, step, starts=starts, sacct_silent=sacct_silent,
+                    resubmit=runs.resubmit_advice(run_dir))

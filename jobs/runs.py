@@ -83,6 +83,30 @@ def read_sweep(root: Path) -> dict | None:
     return value if isinstance(value, dict) and isinstance(value.get("elements"), list) else None
 
 
+def resubmit_advice(run_dir: Path) -> str:
+    """How to continue a run that Slurm will not run again: resubmit it with the same --run-dir, or,
+    for an element of a sweep, rerun the sweep's command (its finished elements are skipped)."""
+    root = Path(run_dir).parent
+    sweep = read_sweep(root)
+    members = {str(Path(e.get("run_dir", "")).name) for e in (sweep or {}).get("elements", []) if isinstance(e, dict)}
+    if sweep is None or Path(run_dir).name not in members:
+        return "resubmit with the same --run-dir"
+    command = sweep.get("command") or f"python launch.py sweep ... --run-dir {root}"
+    return f"rerun the sweep's command, which skips its finished elements ({command})"
+
+
+def sweep_submissions(sweep: dict, key: str = "arrays", element_key: str = "job_id") -> str:
+    """The sweep's submissions in a phrase: 'array 120', 'arrays 120, 131', 'array 120 and job 140' (a
+    resubmission with one element left submits a job of its own, not an array); ``key`` and
+    ``element_key`` name the evaluation jobs instead ("evaluation_arrays", "evaluation_job_id")."""
+    ids = [str(a) for a in sweep.get(key) or []]
+    elements = [str(e.get(element_key)) for e in sweep.get("elements") or [] if isinstance(e, dict)]
+    singles = {job for job in ids if job in elements and not any(e.startswith(job + "_") for e in elements)}
+    arrays, jobs = [i for i in ids if i not in singles], [i for i in ids if i in singles]
+    return " and ".join(f"{word if len(group) == 1 else word + 's'} {', '.join(group)}"
+                        for word, group in (("array", arrays), ("job", jobs)) if group)
+
+
 def is_sweep_root(path: Path) -> bool:
     return (Path(path) / SWEEP_FILE).is_file()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -206,6 +207,7 @@ def write_sweep(root: Path, name: str, args, axes, elements, specs, submitted: d
         "elements": [{"index": e.index, "name": e.name, "overrides": list(e.overrides), "run_dir": str(s.run_dir),
                       **ids(e.index)} for e, s in zip(elements, specs, strict=True)],
         "arrays": arrays + [job_ids[0].split("_", 1)[0]],
+        "command": "python launch.py " + shlex.join(sys.argv[1:]),  # what continues the sweep (cancelled elements)
     }
     atomic_write_text(root / rundir.SWEEP_FILE, json.dumps(record, indent=1) + "\n")
     return record

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jobs import evaluation
+from jobs import evaluation, runs
 from jobs.profiles import load_profile
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
@@ -108,6 +108,34 @@ def test_a_failed_evaluation_shows_the_reason_from_its_error_log(tmp_path, test_
                               ask_slurm=False)
     assert got == ("failed", f"job 101 ended FAILED (exit 2:0): trainer.evaluate: error: /data/test: no such folder; "
                              f"see {err} (python launch.py logs 101 --err)")
+
+
+def test_logs_of_a_failed_evaluation_end_with_its_error_log(tmp_path, test_dir, monkeypatch, capsys):
+    """`logs EVALJOB` shows the job's log and then the last lines of its error log, where the evaluation
+    wrote why it failed; a training job's logs stay as they were."""
+    from jobs import monitor
+
+    monkeypatch.setenv("SEGAN_JOB_INDEX", str(tmp_path / "submissions.jsonl"))
+    monkeypatch.setenv("PATH", "/nonexistent")  # Slurm is not asked
+    run_dir = evaluated_run(tmp_path, test_dir)
+    runs.record_submission("101", run_dir, "run", "local", kind="evaluation")
+    runs.record_submission("100", run_dir, "run", "local")
+    folder = RunDir(run_dir).job_folder("101")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "101_0_log.out").write_text("===== evaluation of 2 checkpoints =====\n")
+    err = RunDir(run_dir).log_path("101", err=True)
+    reason = "trainer.evaluate: error: /data/test: no such folder"
+    err.write_text("".join(f"warning {i}\n" for i in range(30)) + reason + "\n")
+    assert monitor.logs("101", follow=False, rank=0, err=False) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["===== evaluation of 2 checkpoints =====",
+                       f"===== the evaluation's error log {err} (its last 20 lines; all of it: python launch.py logs "
+                       "101 --err) ====="]
+    assert out[2:] == [f"warning {i}" for i in range(11, 30)] + [reason]
+    (RunDir(run_dir).job_folder("100") / "100_0_log.out").write_text("training\n")
+    (RunDir(run_dir).job_folder("100") / "100_0_log.err").write_text("a training warning\n")
+    assert monitor.logs("100", follow=False, rank=0, err=False) == 0
+    assert capsys.readouterr().out == "training\n"
 
 
 def test_a_final_stop_cancels_the_evaluation_and_status_says_why(tmp_path, test_dir):

@@ -290,3 +290,22 @@ def test_list_into_a_closed_pipe_ends_quietly(repo_root, tmp_path):
                           timeout=60)
     assert len(proc.stdout.splitlines()) == 3
     assert (tmp_path / "err").read_text() == ""
+
+
+def test_lists_step_is_where_the_run_resumes(repo_root, tmp_path):
+    """STEP is the last save's step (the checkpoint's sidecar), not state.json's step reached: here the
+    trainer saved at step 40 and was killed before state.json said so."""
+    import torch
+
+    from trainer.core import checkpoint as ckpt
+
+    run_dir, env = make_run(tmp_path)
+    state = {key: {} for key in ckpt.REQUIRED_KEYS}
+    state.update(format_version=ckpt.FORMAT_VERSION, epoch=1, step=40, batches_done=0, rng=[ckpt.capture_rng()],
+                 generator={"w": torch.zeros(3)}, versions=ckpt.versions(), config={"train": {"epochs": 4}})
+    ckpt.save_run_checkpoints(state, run_dir / "checkpoints", ())
+    (run_dir / "state.json").write_text(json.dumps({"status": "running", "step": 30, "step_reached": 37, "epoch": 1,
+                                                    "epochs": 4}))
+    listed = launch(repo_root, "list", env={**env, **OFFLINE}).stdout.splitlines()
+    assert listed[0].split()[:4] == ["JOB", "NAME", "STATE", "STEP"]
+    assert listed[1].split()[3] == "40", listed

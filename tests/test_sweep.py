@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from jobs import grid, rundir, runs
+from jobs import grid, outcome, rundir, runs
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 
@@ -221,7 +221,7 @@ def test_status_list_logs_and_compare_of_a_sweep(repo_root, tmp_path):
         status = launch(repo_root, "status", target, env=env)
         assert status.returncode == 0, status.stderr
         lines = status.stdout.splitlines()
-        assert lines[0].startswith("sweep lr  array job 500  2 elements")
+        assert lines[0].startswith("sweep lr  array 500  2 elements")
         rows = [line.split() for line in lines if line.strip().startswith("lr=")]
         assert [r[:4] for r in rows] == [["lr=1e-3", "500_0", "finished", "10"], ["lr=2e-3", "500_1", "running", "20"]]
     listed = launch(repo_root, "list", env=env).stdout.splitlines()
@@ -247,3 +247,36 @@ def test_the_index_is_read_again_once_it_changes(tmp_path, monkeypatch):
     assert [s["job_id"] for s in runs.submissions()] == ["11", "12_0"]
     runs.submissions().clear()  # a caller changing its list does not change the next answer
     assert len(runs.submissions()) == 2
+
+
+def test_a_resubmission_of_one_element_is_a_job_not_an_array():
+    """A resubmitted sweep with one element left submits a plain job: list, status and cancel say 'job'."""
+    first = {"arrays": ["500"], "evaluation_arrays": ["501"],
+             "elements": [{"job_id": "500_0", "evaluation_job_id": "501_0"},
+                          {"job_id": "500_1", "evaluation_job_id": "501_1"}]}
+    assert runs.sweep_submissions(first) == "array 500"
+    assert runs.sweep_submissions(first, "evaluation_arrays", "evaluation_job_id") == "array 501"
+    again = {"arrays": ["500", "510"], "evaluation_arrays": ["501", "511"],
+             "elements": [{"job_id": "500_0", "evaluation_job_id": "501_0", "skipped": "finished"},
+                          {"job_id": "510", "evaluation_job_id": "511"}]}
+    assert runs.sweep_submissions(again) == "array 500 and job 510"
+    assert runs.sweep_submissions(again, "evaluation_arrays", "evaluation_job_id") == "array 501 and job 511"
+    twice = {"arrays": ["500", "520"], "elements": [{"job_id": "520_0"}, {"job_id": "520_1"}]}
+    assert runs.sweep_submissions(twice) == "arrays 500, 520"
+
+
+def test_a_sweep_element_is_continued_by_the_sweep_command(tmp_path):
+    """A cancelled (or timed-out, preempted) sweep element is continued by rerunning the sweep's command,
+    which skips the finished elements, not by resubmitting its run directory alone."""
+    root = tmp_path / "sweep"
+    (root / "lr=1").mkdir(parents=True)
+    (root / "sweep.json").write_text(json.dumps({
+        "command": "python launch.py sweep --config c.yaml --grid optim.lr=1,2 --run-dir " + str(root),
+        "elements": [{"run_dir": str(root / "lr=1"), "job_id": "500_0"}]}))
+    assert runs.resubmit_advice(root / "lr=1") == (
+        "rerun the sweep's command, which skips its finished elements (python launch.py sweep --config c.yaml "
+        f"--grid optim.lr=1,2 --run-dir {root})")
+    assert runs.resubmit_advice(tmp_path / "alone") == "resubmit with the same --run-dir"
+    got = outcome.describe("500_0", None, None, {"State": "CANCELLED by 0", "Start": "2026-01-01T00:00:00"}, {}, [],
+                           12, resubmit=runs.resubmit_advice(root / "lr=1"))
+    assert got.headline.endswith(f"the run is saved at step 12: {runs.resubmit_advice(root / 'lr=1')} to continue")

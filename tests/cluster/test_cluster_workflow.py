@@ -122,7 +122,7 @@ def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_pat
             assert [(e["action"], e["job_id"], e["restart"]) for e in ends] == [("finish", f"{array}_{i}", 0)]
 
     status = launch("status", str(root), env=env).stdout.splitlines()
-    assert status[0].startswith(f"sweep wf-sweep  array job {array}  4 elements")
+    assert status[0].startswith(f"sweep wf-sweep  array {array}  4 elements")
     rows = [line.split() for line in status if line.strip().startswith("w_gan=")]
     assert [(r[1], r[2], r[3], r[6]) for r in rows] == [(f"{array}_{i}", "finished", "60", "2" if i < 2 else "1")
                                                        for i in range(4)]
@@ -155,6 +155,9 @@ def test_a_resubmitted_sweep_continues_only_its_unfinished_elements(tmp_path, en
     assert wait_for(lambda: final_state(f"{first}_0"), 300, "element 0 to finish") == "COMPLETED"
     saved = records(dirs[1] / "attempts.jsonl", event="end")[-1]
     assert saved["action"] == "stop" and 0 < saved["step_end"] < 30, saved
+    cancelled = launch("status", f"{first}_1", env=env).stdout  # continued by the sweep's command, not --run-dir
+    assert "rerun the sweep's command, which skips its finished elements (python launch.py sweep " in cancelled
+    assert "resubmit with the same --run-dir" not in cancelled, cancelled
 
     again = launch(*command, env=probe)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -178,7 +181,7 @@ def test_a_resubmitted_sweep_continues_only_its_unfinished_elements(tmp_path, en
             if line.strip().startswith("w_gan=")]
     assert [(r[1], r[2], r[3]) for r in rows] == [(f"{first}_0", "finished", "30"), (second, "finished", "30")]
     listed = launch("list", env=env).stdout.splitlines()
-    assert listed[1].startswith(f"sweep wf-again: arrays {first}, {second}, 2 runs (2 finished)"), listed
+    assert listed[1].startswith(f"sweep wf-again: array {first} and job {second}, 2 runs (2 finished)"), listed
     assert [row.split()[0] for row in listed[2:4]] == [f"{first}_0", second]
     refused = launch(*command, env=probe)
     assert refused.returncode == 2 and "every element of sweep wf-again" in refused.stderr, refused.stderr
@@ -224,7 +227,7 @@ def test_a_resubmitted_sweep_never_replaces_the_code_under_a_queued_evaluation(t
     assert resubmitted["evaluation_arrays"] == [evaluations, second_evaluation] and second_evaluation != evaluations
     cancelled = launch("cancel", "wf-evalheld", env=env)
     assert cancelled.returncode == 0, cancelled.stderr
-    assert f"evaluation arrays {evaluations}, {second_evaluation}" in cancelled.stdout, cancelled.stdout
+    assert f"evaluation array {evaluations} and job {second_evaluation}" in cancelled.stdout, cancelled.stdout
     assert wait_for(lambda: final_state(resubmitted["array_job_id"]), 300, "the cancelled resubmission") == "CANCELLED"
 
 
