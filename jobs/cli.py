@@ -16,9 +16,10 @@ import os
 import shlex
 import sys
 
-from jobs.profiles import default_cluster, format_slurm_time, load_profile
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
+from jobs.slurm import format_slurm_time
+from jobs.submit.profiles import default_cluster, load_profile
 from trainer.core.settings import ConfigError, dump_yaml
 
 COMMANDS = ("logs", "status", "list", "cancel", "check", "sweep", "compare")
@@ -133,7 +134,7 @@ def _error(message: str) -> int:
 
 
 def run_command(command: str, args: argparse.Namespace) -> int:
-    from jobs import monitor
+    from jobs.report import monitor
 
     if command == "logs":
         return monitor.logs(args.target, args.follow, args.rank, args.err)
@@ -144,20 +145,22 @@ def run_command(command: str, args: argparse.Namespace) -> int:
     if command == "cancel":
         return monitor.cancel(args.job)
     if command == "sweep":
-        from jobs import sweep
+        from jobs.submit import sweep
 
         return sweep.run(args)
     if command == "compare":
-        from jobs import compare
+        from jobs.report import compare
 
         return compare.main(args.targets, args.metric, args.plot, args.csv)
-    from jobs import preflight
+    from jobs.submit import preflight
 
     return preflight.check(args)
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from jobs import slurm, snapshot, submit
+    from jobs import slurm
+    from jobs.submit import jobspec as submit
+    from jobs.submit import snapshot
     from trainer.core.config import load_config
     from trainer.core.io import DiskFull
 
@@ -165,21 +168,21 @@ def run_submit(args: argparse.Namespace) -> int:
         raise LaunchError("--config is required to submit (e.g. --config configs/se_balanced.yaml)")
     cfg = load_config(args.config, args.overrides)
     profile = load_profile(args.cluster or default_cluster())
-    spec = submit.build_spec(args, profile, cfg)  # every value checked (jobs.validate)
+    spec = submit.build_spec(args, profile, cfg)  # every value checked (jobs.submit.validate)
     plan = None
     if args.evaluate_after is not None:
         if args.local or args.emit_sbatch:
             raise LaunchError("--evaluate-after submits a dependent Slurm job; with --local or --emit-sbatch score "
                               "the run afterwards: python -m trainer.evaluate --run-dir RUN --clean-dir "
                               "TEST/clean --noisy-dir TEST/noisy")
-        from jobs import evaluation
+        from jobs.submit import evaluation
 
         plan = evaluation.plan(args.evaluate_after, cfg.task, spec.name, profile)
     if args.local:
         submit.check_run_dir_free(spec, cfg, create=True)
         return submit.run_local(submit.freeze_config(spec, cfg), args.gpus_per_node or 1)
     if args.emit_sbatch:
-        from jobs import template
+        from jobs.submit import template
 
         submit.check_spec(spec, profile, ask_slurm=False)
         submit.check_run_dir_free(spec, cfg, create=False)
@@ -213,11 +216,11 @@ def run_submit(args: argparse.Namespace) -> int:
         sys.stdout.write(f"# cluster profile {profile.name}; run directory {spec.run_dir}; "
                          f"{spec.num_ranks} ranks; time {format_slurm_time(spec.time_s)}\n")
         sys.stdout.write(f"# {snapshot.describe(code)}\n")
-        sys.stdout.write("# ---- sbatch script (submitit runs jobs.job.TrainingJob in every task) ----\n")
+        sys.stdout.write("# ---- sbatch script (submitit runs jobs.injob.job.TrainingJob in every task) ----\n")
         sys.stdout.write(submit.sbatch_script(spec) + "\n")
         sys.stdout.write(f"# ---- each task runs: python -m {spec.entry} {shlex.join(spec.trainer_argv())}\n")
         if plan is not None:
-            from jobs import evaluation
+            from jobs.submit import evaluation
 
             sys.stdout.write("# ---- evaluation job, after the training job (afterok:JOBID) ----\n")
             sys.stdout.write(evaluation.sbatch_script(plan, spec, "afterok:0", RunDir(spec.run_dir).slurm)
@@ -232,7 +235,7 @@ def run_submit(args: argparse.Namespace) -> int:
     job_id = submit.submit(spec)
     lines = [submit.describe_submission(spec, job_id), snapshot.describe(code)]
     if plan is not None:
-        from jobs import evaluation
+        from jobs.submit import evaluation
 
         try:
             eval_id = evaluation.submit_after(plan, spec, job_id)

@@ -17,8 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from jobs import slurm
-from jobs.profiles import ROOT
+from jobs import ROOT, slurm
 from jobs.rundir import MARKS, SWEEP_FILE, RunDir, append_jsonl, job_of_file
 from trainer.core.runstate import now_iso, read_jsonl  # noqa: F401 (re-exported for jobs/)
 

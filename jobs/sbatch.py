@@ -15,7 +15,7 @@ from pathlib import Path
 
 def executor(folder: Path, parameters: dict):
     """A submitit SlurmExecutor writing into ``folder`` with these sbatch ``parameters``; submitit's
-    own requeue on timeout is off (``max_num_timeout=0``): the requeue policy is :mod:`jobs.requeue`'s."""
+    own requeue on timeout is off (``max_num_timeout=0``): the requeue policy is :mod:`jobs.injob.requeue`'s."""
     import submitit
 
     slurm_executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)

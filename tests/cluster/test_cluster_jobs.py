@@ -185,7 +185,7 @@ def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     finally:
         subprocess.run(["scancel", job])
     text = log.read_text()
-    # the batch shell ran the requeue policy of jobs/requeue.py: same records, same words as the submitit path
+    # the batch shell ran the requeue policy of jobs/injob/requeue.py: same records, same words as the submitit path
     first = records(run_dir / "attempts.jsonl", event="end")[0]
     assert (first["exit_code"], first["action"], first["step_end"]) == (42, "requeue", saved["step"]), first
     assert first["reason"] == "stop requested (timeout or preemption); requeue 1 of 5"
@@ -204,7 +204,7 @@ def test_plain_sbatch_template_saves_and_requeues(tmp_path, env):
     assert status.returncode == 0, status.stderr
     assert f"job {job}  run directory" in status.stdout and "  state:  cancelled" in status.stdout
     assert emitted.stderr.startswith(f"code snapshot: {run_dir}/slurm/code  revision "), emitted.stderr
-    assert json.loads(state.read_text())["source"] == str(run_dir / "slurm" / "code" / "jobs" / "probe.py")
+    assert json.loads(state.read_text())["source"] == str(run_dir / "slurm" / "code" / "jobs" / "injob" / "probe.py")
 
 
 def test_plain_sbatch_template_stops_a_crash_loop_at_the_crash_budget(tmp_path, env):

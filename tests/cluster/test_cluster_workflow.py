@@ -51,7 +51,7 @@ def queue_of(job):
 
 def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_path, env):
     """Four probe elements of 4 ranks (one node's GPUs each, at most 2 at once). Element 1 is asked to
-    save (USR2, as before its time limit): the requeue policy of jobs/requeue.py requeues that element
+    save (USR2, as before its time limit): the requeue policy of jobs/injob/requeue.py requeues that element
     alone (`scontrol requeue ARRAYID_1`). The node of element 0 is taken by an `urgent` job: Slurm
     preempts and requeues that element only (ARRAYID_0). Every element finishes at its exact step (no
     step twice, none lost), and status, list and compare show all four."""
@@ -109,7 +109,7 @@ def test_a_2x2_sweep_is_one_array_whose_preempted_element_alone_requeues(tmp_pat
         assert final_state(f"{array}_{i}") == "COMPLETED"
         assert (state(run_dir)["status"], state(run_dir)["step"]) == ("finished", 60)
         assert [r["step"] for r in step_records(run_dir)] == list(range(1, 61)), f"element {i}"
-        assert state(run_dir)["source"] == str(root / "slurm" / "code" / "jobs" / "probe.py")
+        assert state(run_dir)["source"] == str(root / "slurm" / "code" / "jobs" / "injob" / "probe.py")
         ends = records(run_dir / "attempts.jsonl", event="end")
         if i in (0, 1):  # the preempted element and the one we requeued resumed where they saved
             saved = end if i == 0 else own
@@ -248,7 +248,7 @@ def checkout_copy(tmp_path):
 
 
 def test_edits_to_the_checkout_change_neither_a_queued_job_nor_its_requeue(tmp_path, env):
-    """Submit a probe job from a checkout and hold it in the queue; edit jobs/probe.py (which the job
+    """Submit a probe job from a checkout and hold it in the queue; edit jobs/injob/probe.py (which the job
     imports) so that it would log negative losses and another source; release the job, requeue it:
     both attempts ran the code as submitted. A resubmission takes a new snapshot, and says so."""
     checkout, head = checkout_copy(tmp_path)
@@ -269,7 +269,7 @@ def test_edits_to_the_checkout_change_neither_a_queued_job_nor_its_requeue(tmp_p
     code = json.loads((run_dir / "slurm" / "code.json").read_text())
     assert (code["revision"], code["dirty"]) == (head, False)
 
-    probe = checkout / "jobs" / "probe.py"
+    probe = checkout / "jobs" / "injob" / "probe.py"
     original = probe.read_text()
     edited = original.replace('"loss": 1.0 / step', '"loss": -1.0').replace('"source": __file__', '"source": "EDITED"')
     assert edited != original
@@ -283,9 +283,9 @@ def test_edits_to_the_checkout_change_neither_a_queued_job_nor_its_requeue(tmp_p
         wait_for(lambda: release_if_waiting(job), 180, "the requeued job to wait for its BeginTime")
         wait_for(lambda: state(run_dir).get("step", 0) > first["step_end"] + 2, 300, "progress after the requeue")
         assert len(records(run_dir / "attempts.jsonl", event="start")) == 2
-        assert state(run_dir)["source"] == str(snapshot / "jobs" / "probe.py")  # not "EDITED"
+        assert state(run_dir)["source"] == str(snapshot / "jobs" / "injob" / "probe.py")  # not "EDITED"
         assert all(r["loss"] > 0 for r in step_records(run_dir))  # no attempt ran the edited probe
-        assert (snapshot / "jobs" / "probe.py").read_text() == original
+        assert (snapshot / "jobs" / "injob" / "probe.py").read_text() == original
     finally:
         subprocess.run(["scancel", job])
     assert wait_for(lambda: final_state(job), 180, "the cancellation") == "CANCELLED"
@@ -297,7 +297,7 @@ def test_edits_to_the_checkout_change_neither_a_queued_job_nor_its_requeue(tmp_p
     subprocess.run(["scancel", second])
     assert "(dirty: 1 changed, 0 untracked file(s) included)" in again.stdout
     assert "(a new snapshot: it replaced the one taken" in again.stdout
-    assert (snapshot / "jobs" / "probe.py").read_text() == edited
+    assert (snapshot / "jobs" / "injob" / "probe.py").read_text() == edited
     assert json.loads((run_dir / "slurm" / "code.json").read_text())["dirty"] is True
     wait_for(lambda: final_state(second), 180, "the second job's cancellation")
 

@@ -1,6 +1,6 @@
 """Which code a process runs: the git revision of a checkout and whether it differs from it.
 
-Pure Python (no torch): the launcher's code snapshot (jobs/snapshot.py) and the checkpoints of a run
+Pure Python (no torch): the launcher's code snapshot (jobs/submit/snapshot.py) and the checkpoints of a run
 started without the launcher (trainer/core/checkpoint.py) both read it here.
 """
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from jobs import slurm
-from trainer.core import lock
+import pytest
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
+from jobs import slurm
+from jobs.slurm import format_slurm_time, parse_slurm_time
+from trainer.core import lock
+from trainer.core.settings import ConfigError
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
 TOOLS = {"squeue", "sacct", "scontrol", "scancel", "sinfo", "sbatch", "sacctmgr"}
 
 
@@ -48,3 +52,24 @@ def test_one_module_renders_sbatch_scripts():
     callers = sorted(str(path.relative_to(JOBS.parent)) for path in JOBS.rglob("*.py")
                      if "_make_sbatch_string" in path.read_text())
     assert callers == ["jobs/sbatch.py"]
+
+
+@pytest.mark.parametrize("text,seconds", [("30", 1800), ("5:30", 330), ("12:00:00", 43200),
+                                          ("1-00", 86400), ("1-02:03", 93780), ("2-00:00:10", 172810)])
+def test_slurm_times(text, seconds):
+    assert parse_slurm_time(text) == seconds
+    assert parse_slurm_time(format_slurm_time(seconds)) == seconds
+
+
+def test_bad_slurm_time_names_the_value():
+    with pytest.raises(ConfigError, match="'12h'"):
+        parse_slurm_time("12h")
+
+
+@pytest.mark.parametrize("text,problem", [("99:99:99", "minutes must be 0-59"), ("11:59:60", "seconds must be 0-59"),
+                                          ("5:60", "seconds must be 0-59"), ("1-24:00:00", "hours must be 0-23"),
+                                          ("1-00:60", "minutes must be 0-59"), ("-5", "not a Slurm time"),
+                                          ("12:00:00\n", "not a Slurm time")])
+def test_slurm_times_that_would_carry_over_are_refused(text, problem):
+    with pytest.raises(ConfigError, match=problem):
+        parse_slurm_time(text)

@@ -1,4 +1,4 @@
-"""The code snapshot (jobs/snapshot.py): what is copied from a git checkout (tracked files with their
+"""The code snapshot (jobs/submit/snapshot.py): what is copied from a git checkout (tracked files with their
 uncommitted changes, untracked files git does not ignore; nothing ignored), the revision and dirty
 flag, the fallback outside git, a retake that replaces the old copy, and the field every checkpoint
 gets from SEGAN_CODE (trainer/core/checkpoint.py)."""
@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from jobs import snapshot
-from jobs.profiles import ROOT
+from jobs import ROOT
+from jobs.submit import snapshot
 
 
 def git(repo, *args):

@@ -15,8 +15,8 @@ import dataclasses
 import itertools
 import re
 
-from jobs import validate
 from jobs.runs import LaunchError
+from jobs.submit import validate
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")

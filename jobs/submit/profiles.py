@@ -8,46 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 
+from jobs import ROOT
+from jobs.slurm import parse_slurm_time
 from trainer.core.settings import ConfigError, Section, build, read_with_bases, setting
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILE_DIR = ROOT / "configs" / "clusters"
 DEFAULT_CLUSTER = "levante"  # SEGAN_CLUSTER=NAME changes the default of --cluster
-_TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", re.ASCII)
-
-
-def parse_slurm_time(text: str) -> int:
-    """Slurm time ('MM', 'MM:SS', 'HH:MM:SS', 'D-HH', 'D-HH:MM', 'D-HH:MM:SS') -> seconds.
-
-    Strict where Slurm would silently carry over: minutes and seconds after a ':' are 0-59 and the
-    hours after 'D-' are 0-23 ('99:99:99' and '11:59:60' are refused, not read as 4 days or noon)."""
-    match = _TIME.fullmatch(str(text))
-    if not match:
-        raise ConfigError(f"time: {text!r}: not a Slurm time; use HH:MM:SS or D-HH:MM:SS")
-    days, a, b, c = match.groups()
-    a, b, c = int(a), int(b or 0), int(c or 0)
-    if days is not None:  # D-HH[:MM[:SS]]
-        fields = (("hours", a, 23), ("minutes", b, 59), ("seconds", c, 59))
-        total = int(days) * 86400 + a * 3600 + b * 60 + c
-    elif match.group(4) is not None:  # HH:MM:SS
-        fields = (("minutes", b, 59), ("seconds", c, 59))
-        total = a * 3600 + b * 60 + c
-    else:  # MM[:SS]
-        fields = (("seconds", b, 59),)
-        total = a * 60 + b
-    for what, value, limit in fields:
-        if value > limit:
-            raise ConfigError(f"time: {text!r}: {what} must be 0-{limit}; use HH:MM:SS or D-HH:MM:SS")
-    return total
-
-
-def format_slurm_time(seconds: int) -> str:
-    days, rest = divmod(int(seconds), 86400)
-    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}-{text}" if days else text
 
 
 @dataclasses.dataclass(kw_only=True)

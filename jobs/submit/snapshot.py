@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs.profiles import ROOT
+from jobs import ROOT
 from trainer.core import revision
 from trainer.core.io import atomic_write_text
 from trainer.core.revision import changes, checkout_version, git

@@ -1,7 +1,7 @@
 """Submission: profile + flags -> a checked :class:`JobSpec` -> submitit (or --local / --dry-run).
 
 Every check runs before anything is submitted; a failure is one :class:`LaunchError` line.
-Values are checked in :mod:`jobs.validate` (what Slurm accepts), the run directory here (a
+Values are checked in :mod:`jobs.submit.validate` (what Slurm accepts), the run directory here (a
 directory, not finished, not in use by a live job). Trainer arguments travel as an argv list
 inside submitit's pickle and are never interpreted by a shell.
 """
@@ -20,12 +20,14 @@ from pathlib import Path
 
 import yaml
 
-from jobs import rundir, runs, sbatch, slurm, validate
-from jobs.job import PORT_VARIABLE, TrainingJob
-from jobs.profiles import ROOT, ClusterProfile, format_slurm_time
-from jobs.requeue import RequeuePolicy
+from jobs import ROOT, rundir, runs, sbatch, slurm
+from jobs.injob.job import PORT_VARIABLE, TrainingJob
+from jobs.injob.requeue import RequeuePolicy
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
+from jobs.slurm import format_slurm_time
+from jobs.submit import validate
+from jobs.submit.profiles import ClusterProfile
 from trainer.core.config import Config
 from trainer.core.io import atomic_write_text
 from trainer.core.settings import dump_yaml
@@ -65,7 +67,7 @@ class JobSpec:
 
 
 def build_spec(args, profile: ClusterProfile, cfg: Config) -> JobSpec:
-    """Flags over profile -> a JobSpec whose every value Slurm reads as meant (:mod:`jobs.validate`)."""
+    """Flags over profile -> a JobSpec whose every value Slurm reads as meant (:mod:`jobs.submit.validate`)."""
     from_profile: set[str] = set()
 
     def pick(field: str, flag_value, profile_value):
@@ -211,7 +213,7 @@ def check_run_dir_free(spec: JobSpec, cfg: Config, create: bool) -> None:
 
 def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> None:
     """The checks that ask Slurm (or the profile offline); raises LaunchError. Values were
-    checked when the spec was built (:mod:`jobs.validate`)."""
+    checked when the spec was built (:mod:`jobs.submit.validate`)."""
     if spec.account is None and profile.account_required:
         raise LaunchError(f"--account is required on cluster {profile.name!r} (every job is charged to a "
                           "project); add --account YOUR_PROJECT")
@@ -239,7 +241,7 @@ def check_spec(spec: JobSpec, profile: ClusterProfile, *, ask_slurm: bool) -> No
 
 def port_setup_line() -> str:
     """The batch shell runs on the job's first node, where rank 0 hosts the rendezvous: it probes a
-    free port there (jobs.ports) and srun hands it to every task (jobs.job.PORT_VARIABLE)."""
+    free port there (python -m jobs.ports) and srun hands it to every task (jobs.injob.job.PORT_VARIABLE)."""
     return (f"{PORT_VARIABLE}=$({shlex.quote(sys.executable)} -m jobs.ports) && export {PORT_VARIABLE}"
             "  # a free MASTER_PORT on the first node")
 
@@ -281,16 +283,16 @@ def freeze_config(spec: JobSpec, cfg: Config) -> JobSpec:
 
 
 def with_code(spec: JobSpec, record: dict) -> JobSpec:
-    """Every process of the job imports jobs/ and trainer/ from the code snapshot (jobs.snapshot); the
+    """Every process of the job imports jobs/ and trainer/ from the code snapshot (jobs.submit.snapshot); the
     profile's setup lines run first (a `module load` may set PYTHONPATH)."""
-    from jobs import snapshot
+    from jobs.submit import snapshot
 
     return dataclasses.replace(spec, setup=[*spec.setup, *snapshot.setup_lines(record)])
 
 
 def take_snapshot(spec: JobSpec) -> tuple[JobSpec, dict]:
     """Copy the code into RUN_DIR/slurm/code (a resubmission replaces the old copy) -> (spec, record)."""
-    from jobs import snapshot
+    from jobs.submit import snapshot
 
     record = snapshot.take(RunDir(spec.run_dir).slurm)
     return with_code(spec, record), record
@@ -315,7 +317,7 @@ def local_command(spec: JobSpec, num_procs: int) -> list[str]:
 
 def run_local(spec: JobSpec, num_procs: int) -> int:
     """Run the job here in the foreground (no SLURM); returns the trainer's exit code."""
-    from jobs import snapshot
+    from jobs.submit import snapshot
 
     cmd = local_command(spec, num_procs)
     code = snapshot.live(ROOT)

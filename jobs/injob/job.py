@@ -9,16 +9,16 @@ on rank 0 alone, from inside a signal handler) by one that only asks the trainer
 trainer installs the same kind of handler itself, and at the next step boundary all ranks save
 ``last`` together and return EXIT_REQUEUE. Only then does global rank 0 decide, outside any
 signal handler, whether to ``scontrol requeue`` the job and records the attempt in
-``RUN_DIR/attempts.jsonl``: the policy of :mod:`jobs.requeue`, which the plain sbatch template
+``RUN_DIR/attempts.jsonl``: the policy of :mod:`jobs.injob.requeue`, which the plain sbatch template
 runs too. A job the user cancelled is never requeued. In a sweep's job array the job id is
 ``ARRAYID_TASK``: the requeue (``scontrol requeue ARRAYID_TASK``) is that element's alone. When the
 decision is a final stop, the evaluation job chained after training (``--evaluate-after``) is
-cancelled (:func:`jobs.evaluation.cancel_dependent`). What follows each decision is :func:`jobs.requeue.act_on`,
-the same for the plain template.
+cancelled (:func:`jobs.injob.evaluation.cancel_dependent`). What follows each decision is
+:func:`jobs.injob.requeue.act_on`, the same for the plain template.
 
 MASTER_PORT: the batch shell (first node) probes a free port with ``python -m jobs.ports`` and
-exports it as SEGAN_MASTER_PORT to every task (see ``jobs.submit``); without it, the port
-derived from the job id (:func:`jobs.ports.master_port`) is used.
+exports it as SEGAN_MASTER_PORT to every task (see ``jobs.submit.jobspec``); without it, the port
+derived from the job id (:func:`jobs.injob.ports.master_port`) is used.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import traceback
 from pathlib import Path
 
 from jobs import runs
-from jobs.ports import master_port
-from jobs.requeue import RequeuePolicy, act_on, describe_end, end_attempt, start_attempt
+from jobs.injob.ports import master_port
+from jobs.injob.requeue import RequeuePolicy, act_on, describe_end, end_attempt, start_attempt
 from trainer.core import signals as trainer_signals
 from trainer.core.exitcodes import EXIT_CRASHED, EXIT_FINISHED, EXIT_REQUEUE
 
-PORT_VARIABLE = "SEGAN_MASTER_PORT"  # set by the batch shell's probe (jobs.submit.port_setup_line)
+PORT_VARIABLE = "SEGAN_MASTER_PORT"  # set by the batch shell's probe (jobs.submit.jobspec.port_setup_line)
 
 
 @dataclasses.dataclass

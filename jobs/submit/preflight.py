@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from jobs import slurm
-from jobs.profiles import default_cluster, format_slurm_time, load_profile
 from jobs.runs import LaunchError
+from jobs.slurm import format_slurm_time
+from jobs.submit.profiles import default_cluster, load_profile
 
 DEPENDENCIES = ("torch", "torchaudio", "submitit", "numpy", "h5py", "soundfile", "pesq", "pystoi", "yaml")
 _DISTRIBUTIONS = {"yaml": "pyyaml"}

@@ -1,4 +1,4 @@
-"""launch.py sweep without a cluster: the grid's expansion and the element names (jobs/grid.py), the
+"""launch.py sweep without a cluster: the grid's expansion and the element names (jobs/submit/grid.py), the
 checks that refuse a whole sweep before anything is written, --dry-run, and how status/list/compare
 find a sweep and its elements (sweep.json, the index)."""
 
@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
-from jobs import grid, outcome, rundir, runs
+from jobs import rundir, runs
+from jobs.report import outcome
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
+from jobs.submit import grid
 
 OFFLINE = {"PATH": "/nonexistent"}
 SWEEP = ["sweep", "--cluster", "local", "--config", "configs/smoke.yaml"]

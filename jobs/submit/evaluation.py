@@ -12,7 +12,7 @@ keeps its id and its dependants keep waiting, through every requeue, until it ha
 (failed, cancelled, timeout: DependencyNeverSatisfied). A training job that ends for good without
 finishing but still *completes* in Slurm's eyes (it saved and exited 42 and the requeue budget is
 spent, or it stalled) would satisfy ``afterok``: there the requeue end record cancels the
-evaluation explicitly (:func:`cancel_dependent`, from ``jobs.job`` and ``python -m jobs.requeue``).
+evaluation explicitly (:func:`cancel_dependent`, from ``jobs.injob.job`` and ``python -m jobs.requeue``).
 
 The job (:class:`EvaluationJob`, from the run's code snapshot) runs
 ``python -m trainer.evaluate --run-dir RUN --clean-dir TEST/clean --noisy-dir TEST/noisy --json
@@ -25,19 +25,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shlex
-import socket
-import sys
 from pathlib import Path
 
-from jobs import runs, sbatch, slurm, validate
-from jobs.profiles import ROOT, ClusterProfile, format_slurm_time
+from jobs import ROOT, runs, sbatch
+from jobs.injob.evaluation import RECORD, EvaluationJob
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
+from jobs.slurm import format_slurm_time
+from jobs.submit import validate
+from jobs.submit.profiles import ClusterProfile
 from trainer.core.io import atomic_write_text
 
-RECORD = "evaluation.json"  # in RUN_DIR/slurm/
-SCORES = "test_scores.json"  # in RUN_DIR
 SPEECH_TASK = "speech_enhancement"
 
 
@@ -94,40 +92,6 @@ def executor_parameters(plan_: Plan, spec, dependency: str) -> dict:
     return params
 
 
-@dataclasses.dataclass
-class EvaluationJob:
-    """The pickled callable of the evaluation job: ``trainer.evaluate`` on every kept checkpoint."""
-
-    run_dir: str
-    clean_dir: str
-    noisy_dir: str
-    workers: int = 1
-    after: str = ""
-
-    def argv(self) -> list[str]:
-        return ["--run-dir", self.run_dir, "--clean-dir", self.clean_dir, "--noisy-dir", self.noisy_dir,
-                "--json", str(Path(self.run_dir) / SCORES), "--workers", str(self.workers), "--no-progress"]
-
-    def __call__(self) -> int:
-        import submitit
-
-        from trainer import evaluate
-
-        job_id = str(submitit.JobEnvironment().job_id)
-        sys.stdout.write(f"===== evaluation job {job_id} of {self.run_dir} after training job {self.after} · "
-                         f"{socket.gethostname()} · {runs.now_iso()} =====\n"
-                         f"python -m trainer.evaluate {shlex.join(self.argv())}\n")
-        sys.stdout.flush()
-        code = evaluate.main(self.argv())
-        RunDir(self.run_dir).add_attempt({
-            "event": "evaluation", "job_id": job_id, "after": self.after, "exit_code": code, "time": runs.now_iso(),
-            "scores": str(Path(self.run_dir) / SCORES) if code == 0 else None})
-        sys.stdout.flush()
-        if code:
-            sys.exit(code)
-        return 0
-
-
 def make_job(plan_: Plan, run_dir: Path, after: str = "") -> EvaluationJob:
     return EvaluationJob(run_dir=str(run_dir), clean_dir=str(plan_.clean_dir), noisy_dir=str(plan_.noisy_dir),
                          workers=plan_.cpus, after=after)
@@ -178,89 +142,6 @@ def submit_after_array(plan_: Plan, specs: list, after_ids: list[str], folder: P
         runs.record_submission(job_id, spec.run_dir, plan_.name, spec.cluster, kind="evaluation", after=after,
                                sweep=str(folder.parent))
     return ids
-
-
-def read_record(run_dir: Path) -> dict | None:
-    try:
-        value = json.loads((RunDir(run_dir).slurm / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) and value.get("job_id") else None
-
-
-def cancel_dependent(run_dir: Path, job_id: str, reason: str) -> str | None:
-    """Training job ``job_id`` ended for good without finishing: cancel the evaluation waiting for it
-    (recorded in attempts.jsonl). Returns a line for the log, None when there is none to cancel."""
-    record = read_record(run_dir)
-    if record is None or str(record.get("after")) != str(job_id):
-        return None
-    eval_id = str(record["job_id"])
-    proc = slurm.cancel(eval_id)
-    ok = proc is not None and proc.returncode == 0
-    RunDir(run_dir).add_attempt({
-        "event": "evaluation_cancelled", "job_id": eval_id, "after": str(job_id), "time": runs.now_iso(),
-        "reason": f"training ended for good without finishing ({reason})",
-        **({} if ok else {"scancel": "scancel failed or not available"})})
-    return (f"===== evaluation job {eval_id} cancelled: training ended for good without finishing "
-            f"({reason}) =====")
-
-
-def describe(run_dir: Path, queue_state: tuple[str, str] | None = None, acct: dict | None = None,
-             ask_slurm: bool = True) -> tuple[str, str] | None:
-    """(one word, one sentence) on the run's evaluation job, None when it has none."""
-    record = read_record(run_dir)
-    if record is None:
-        return None
-    eval_id, after = str(record["job_id"]), str(record.get("after"))
-    if ask_slurm and slurm.available():
-        queue_state = queue_state or slurm.queue_state_reason(eval_id)
-        acct = acct or (None if queue_state else slurm.accounting(eval_id))
-    ours = [a for a in RunDir(run_dir).attempts() if a.get("job_id") == eval_id]
-    cancelled_by_us = next((a for a in reversed(ours) if a.get("event") == "evaluation_cancelled"), None)
-    done = next((a for a in reversed(ours) if a.get("event") == "evaluation"), None)
-    scores = Path(run_dir) / SCORES
-    if queue_state:
-        state, reason = queue_state
-        if state == "PENDING" and reason == "DependencyNeverSatisfied":
-            return "never", (f"job {eval_id} will never start: training job {after} did not complete successfully "
-                             "(squeue PENDING, DependencyNeverSatisfied); cancel it: python launch.py cancel "
-                             f"{eval_id}")
-        if state == "PENDING" and reason == "Dependency":
-            return "waiting", (f"job {eval_id} waits for training job {after} to finish for good (squeue PENDING, "
-                               f"Dependency); then it scores every kept checkpoint on {record.get('test_dir')}")
-        if state == "RUNNING":
-            return "running", (f"job {eval_id} is scoring every kept checkpoint on {record.get('test_dir')} "
-                               "(squeue RUNNING)")
-        return state.lower(), f"job {eval_id}: squeue {state}" + (f" ({reason})" if reason and reason != "None" else "")
-    word = ((acct or {}).get("State") or "").split(" ")[0]
-    if cancelled_by_us is not None:
-        return "cancelled", f"job {eval_id} cancelled: {cancelled_by_us.get('reason')}"
-    if word == "COMPLETED" or (not word and done is not None and done.get("exit_code") == 0):
-        return "done", f"job {eval_id} done: test scores in {scores}" if scores.is_file() else f"job {eval_id} done"
-    if word == "CANCELLED":
-        if (acct or {}).get("Reason") in ("Dependency", "DependencyNeverSatisfied") or slurm.never_started(acct or {}):
-            return "cancelled", (f"job {eval_id} cancelled before it started: training job {after} did not complete "
-                                 "successfully, so its afterok dependency could never be satisfied "
-                                 "(DependencyNeverSatisfied; --kill-on-invalid-dep)")
-        return "cancelled", f"job {eval_id} cancelled ({acct.get('State')})"
-    if word:
-        return word.lower(), (f"job {eval_id} ended {acct.get('State')} (exit {acct.get('ExitCode')})"
-                              f"{_why(run_dir, eval_id)}")
-    if done is not None:
-        return "failed", f"job {eval_id} exited {done.get('exit_code')}{_why(run_dir, eval_id)}"
-    return "submitted", f"job {eval_id} (Slurm does not know it here); after training job {after}"
-
-
-def _why(run_dir: Path, eval_id: str) -> str:
-    """': <the last line of the job's error log>; see it with: python launch.py logs E --err' (the
-    one-line reason of a failed evaluation is written to stderr)."""
-    err = RunDir(run_dir).log_path(eval_id, err=True)
-    try:
-        lines = [line for line in err.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        lines = []
-    last = f": {lines[-1].strip()}" if lines else ""
-    return f"{last}; see {err} (python launch.py logs {eval_id} --err)"
 
 
 def describe_submission(job_id: str, after: str, plan_: Plan, cpu_only_note: bool = True) -> str:

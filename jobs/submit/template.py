@@ -11,8 +11,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from jobs.profiles import ROOT, format_slurm_time
-from jobs.submit import JobSpec
+from jobs import ROOT
+from jobs.slurm import format_slurm_time
+from jobs.submit.jobspec import JobSpec
 
 TEMPLATE = ROOT / "slurm_templates" / "levante.sbatch"
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")

@@ -1,55 +1,16 @@
-"""Unit tests of the launcher's pieces: Slurm times, profiles, the sbatch template (the requeue
-policy: tests/test_requeue.py; ports: tests/test_ports.py)."""
+"""The plain sbatch template (jobs/submit/template.py): the emitted script against the golden files
+in tests/golden/ (Slurm times: tests/jobs/test_slurm.py; profiles: tests/jobs/submit/test_profiles.py)."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-from jobs.profiles import format_slurm_time, load_profile, parse_slurm_time
 from trainer.core.config import load_config
-from trainer.core.settings import ConfigError
 
-GOLDEN = Path(__file__).parent / "golden"
-
-
-@pytest.mark.parametrize("text,seconds", [("30", 1800), ("5:30", 330), ("12:00:00", 43200),
-                                          ("1-00", 86400), ("1-02:03", 93780), ("2-00:00:10", 172810)])
-def test_slurm_times(text, seconds):
-    assert parse_slurm_time(text) == seconds
-    assert parse_slurm_time(format_slurm_time(seconds)) == seconds
-
-
-def test_bad_slurm_time_names_the_value():
-    with pytest.raises(ConfigError, match="'12h'"):
-        parse_slurm_time("12h")
-
-
-@pytest.mark.parametrize("text,problem", [("99:99:99", "minutes must be 0-59"), ("11:59:60", "seconds must be 0-59"),
-                                          ("5:60", "seconds must be 0-59"), ("1-24:00:00", "hours must be 0-23"),
-                                          ("1-00:60", "minutes must be 0-59"), ("-5", "not a Slurm time"),
-                                          ("12:00:00\n", "not a Slurm time")])
-def test_slurm_times_that_would_carry_over_are_refused(text, problem):
-    with pytest.raises(ConfigError, match=problem):
-        parse_slurm_time(text)
-
-
-def test_levante_profile_holds_the_cluster_facts():
-    levante = load_profile("levante")
-    assert (levante.partition, levante.max_gpus_per_node, levante.max_time_s) == ("gpu", 4, 12 * 3600)
-    assert levante.account_required
-
-
-def test_profile_with_unknown_key_is_one_line_naming_file_and_key(tmp_path):
-    bad = tmp_path / "mycluster.yaml"
-    bad.write_text("partition: gpu\ngpus: 4\n")
-    with pytest.raises(ConfigError, match=r"mycluster.yaml: unknown key gpus"):
-        load_profile(str(bad))
-    with pytest.raises(ConfigError, match="unknown cluster profile 'nowhere'.*levante"):
-        load_profile("nowhere")
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
 def emit_sbatch(repo_root, run_dir, *extra):

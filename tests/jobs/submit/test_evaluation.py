@@ -1,4 +1,4 @@
-"""--evaluate-after without a cluster (jobs/evaluation.py): the checks before submission, the dependent
+"""--evaluate-after without a cluster (jobs/submit/evaluation.py): the checks before submission, the dependent
 job's sbatch lines, what status says in each state Slurm reports, and the cancel on a final stop."""
 
 import json
@@ -8,10 +8,13 @@ import sys
 
 import pytest
 
-from jobs import evaluation, runs
-from jobs.profiles import load_profile
+from jobs import runs
+from jobs.injob import evaluation as evaluation_job
+from jobs.report import evaluation as evaluation_status
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
+from jobs.submit import evaluation
+from jobs.submit.profiles import load_profile
 
 OFFLINE = {"PATH": "/nonexistent"}
 
@@ -94,7 +97,7 @@ def evaluated_run(tmp_path, test_dir, after="100"):
 ])
 def test_status_says_where_the_evaluation_stands(tmp_path, test_dir, queue, acct, word, words):
     run_dir = evaluated_run(tmp_path, test_dir)
-    got = evaluation.describe(run_dir, queue, acct, ask_slurm=False)
+    got = evaluation_status.describe(run_dir, queue, acct, ask_slurm=False)
     assert got[0] == word and words in got[1], got
 
 
@@ -104,8 +107,8 @@ def test_a_failed_evaluation_shows_the_reason_from_its_error_log(tmp_path, test_
     err = RunDir(run_dir).log_path("101", err=True)
     err.parent.mkdir(parents=True, exist_ok=True)
     err.write_text("===== attempt 1 =====\ntrainer.evaluate: error: /data/test: no such folder\n\n")
-    got = evaluation.describe(run_dir, None, {"State": "FAILED", "ExitCode": "2:0", "NodeList": "n1", "Start": "x"},
-                              ask_slurm=False)
+    got = evaluation_status.describe(run_dir, None, {"State": "FAILED", "ExitCode": "2:0", "NodeList": "n1",
+                                                      "Start": "x"}, ask_slurm=False)
     assert got == ("failed", f"job 101 ended FAILED (exit 2:0): trainer.evaluate: error: /data/test: no such folder; "
                              f"see {err} (python launch.py logs 101 --err)")
 
@@ -113,7 +116,7 @@ def test_a_failed_evaluation_shows_the_reason_from_its_error_log(tmp_path, test_
 def test_logs_of_a_failed_evaluation_end_with_its_error_log(tmp_path, test_dir, monkeypatch, capsys):
     """`logs EVALJOB` shows the job's log and then the last lines of its error log, where the evaluation
     wrote why it failed; a training job's logs stay as they were."""
-    from jobs import monitor
+    from jobs.report import monitor
 
     monkeypatch.setenv("SEGAN_JOB_INDEX", str(tmp_path / "submissions.jsonl"))
     monkeypatch.setenv("PATH", "/nonexistent")  # Slurm is not asked
@@ -140,13 +143,13 @@ def test_logs_of_a_failed_evaluation_end_with_its_error_log(tmp_path, test_dir, 
 
 def test_a_final_stop_cancels_the_evaluation_and_status_says_why(tmp_path, test_dir):
     run_dir = evaluated_run(tmp_path, test_dir)
-    assert evaluation.cancel_dependent(run_dir, "99", "whatever") is None  # another training job's evaluation
-    line = evaluation.cancel_dependent(run_dir, "100", "requeue budget spent (5 requeues); resubmit to continue")
+    assert evaluation_job.cancel_dependent(run_dir, "99", "whatever") is None  # another training job's evaluation
+    line = evaluation_job.cancel_dependent(run_dir, "100", "requeue budget spent (5 requeues); resubmit to continue")
     assert line == ("===== evaluation job 101 cancelled: training ended for good without finishing (requeue budget "
                     "spent (5 requeues); resubmit to continue) =====")
     record = [a for a in RunDir(run_dir).attempts() if a["event"] == "evaluation_cancelled"][0]
     assert record["job_id"] == "101" and record["after"] == "100"
-    got = evaluation.describe(run_dir, None, {"State": "CANCELLED by 0", "Reason": "None"}, ask_slurm=False)
+    got = evaluation_status.describe(run_dir, None, {"State": "CANCELLED by 0", "Reason": "None"}, ask_slurm=False)
     assert got == ("cancelled", "job 101 cancelled: training ended for good without finishing (requeue budget spent "
                                 "(5 requeues); resubmit to continue)")
 

@@ -1,4 +1,4 @@
-"""launch.py compare (jobs/compare.py): the config diff, the best validation values with their epochs,
+"""launch.py compare (jobs/report/compare.py): the config diff, the best validation values with their epochs,
 the sort order, test scores, --csv and --plot, all without torch."""
 
 import csv
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from jobs import compare
+from jobs.report import compare
 
 OFFLINE = {"PATH": "/nonexistent"}
 

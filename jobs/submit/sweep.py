@@ -6,11 +6,11 @@
 Before anything is written or submitted, every element's config is loaded and checked with the
 trainer's own loader (``load_config(CFG, [--set ..., grid overrides])``): one bad value refuses
 the whole sweep, naming the element and the key. Then the code snapshot is taken once
-(``ROOT/slurm/code``), each element gets its run directory ``ROOT/<name>`` (:mod:`jobs.grid`) with
+(``ROOT/slurm/code``), each element gets its run directory ``ROOT/<name>`` (:mod:`jobs.submit.grid`) with
 its frozen config (``slurm/submitted_config.yaml``) and ``slurm/code.json``, and submitit submits one
 array (``executor.batch()``; ``--max-parallel`` is the array's ``%N``) whose task i trains element i
-with its own :class:`jobs.job.TrainingJob`: its requeue is ``scontrol requeue ARRAYID_i``, that
-element only, within the budgets of :func:`jobs.requeue.decide`. The array's submitit files and
+with its own :class:`jobs.injob.job.TrainingJob`: its requeue is ``scontrol requeue ARRAYID_i``, that
+element only, within the budgets of :func:`jobs.injob.requeue.decide`. The array's submitit files and
 logs lie in ``ROOT/slurm``. ``ROOT/sweep.json`` records the grid and element -> run directory and
 job id; the submission index gets one record per element (``sweep``: the root).
 
@@ -31,10 +31,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from jobs import grid, rundir, runs, sbatch, slurm, snapshot, submit, validate
-from jobs.profiles import default_cluster, format_slurm_time, load_profile
+from jobs import rundir, runs, sbatch, slurm
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
+from jobs.slurm import format_slurm_time
+from jobs.submit import grid, snapshot, validate
+from jobs.submit import jobspec as submit
+from jobs.submit.profiles import default_cluster, load_profile
 from trainer.core.io import atomic_write_text
 from trainer.core.settings import ConfigError
 
@@ -117,7 +120,7 @@ def plan(args: argparse.Namespace):
              for element, cfg in zip(elements, configs, strict=True)]
     evaluation_plan = None
     if args.evaluate_after is not None:
-        from jobs import evaluation
+        from jobs.submit import evaluation
 
         evaluation_plan = evaluation.plan(args.evaluate_after, base.task, name, profile)
     return profile, axes, elements, configs, specs, root, name, evaluation_plan
@@ -141,7 +144,7 @@ def describe_elements(elements: list[grid.Element]) -> list[str]:
 
 
 def dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, done: dict[int, str]) -> int:
-    from jobs import evaluation
+    from jobs.submit import evaluation
 
     todo = [i for i, e in enumerate(elements) if e.index not in done]
     parallel = args.max_parallel or len(todo)
@@ -163,8 +166,8 @@ def dry_run(args, profile, axes, elements, specs, root, name, evaluation_plan, d
            f"{_ranks(spec.num_ranks)}, time {format_slurm_time(spec.time_s)} (cluster profile {profile.name})",
            "# element  run directory  overrides (on top of --config and --set)", *listed,
            f"# {snapshot.describe(code)}",
-           "# ---- sbatch script (one job array; each task runs its element's jobs.job.TrainingJob) ----"
-           if len(todo) > 1 else "# ---- sbatch script (runs the element's jobs.job.TrainingJob) ----",
+           "# ---- sbatch script (one job array; each task runs its element's jobs.injob.job.TrainingJob) ----"
+           if len(todo) > 1 else "# ---- sbatch script (runs the element's jobs.injob.job.TrainingJob) ----",
            sbatch_script(spec, len(todo), parallel, RunDir(root).slurm) if len(todo) > 1 else
            submit.sbatch_script(spec),
            f"# ---- each task runs: python -m {spec.entry} --config ROOT/<element>/slurm/submitted_config.yaml "
@@ -289,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         runs.record_submission(job_id, spec.run_dir, name, spec.cluster, sweep=str(root))
     eval_ids: list[str] = []
     if evaluation_plan is not None:
-        from jobs import evaluation
+        from jobs.submit import evaluation
 
         try:
             eval_ids = ([evaluation.submit_after(evaluation_plan, frozen[0], job_ids[0])] if single else

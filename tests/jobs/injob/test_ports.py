@@ -4,7 +4,7 @@ import socket
 import subprocess
 import sys
 
-from jobs.ports import HIGH, LOW, candidates, free_port, master_port, port_is_free
+from jobs.injob.ports import HIGH, LOW, candidates, free_port, master_port, port_is_free
 
 
 def test_master_port_lies_below_the_ephemeral_range_and_differs_between_jobs_and_restarts():

@@ -149,7 +149,7 @@ def test_check_off_cluster_reports_each_problem_on_its_own_line(repo_root, tmp_p
     assert "[skip] SLURM: no sbatch on PATH" in proc.stdout
 
 
-# ----- values Slurm would misread: refused in one line, nothing written (jobs/validate.py) ----------------
+# ----- values Slurm would misread: refused in one line, nothing written (jobs/submit/validate.py) ----------------
 MISREAD = [
     (["--constraint", "a\n#SBATCH --nodes=64"], r"--constraint 'a\n#SBATCH --nodes=64'"),
     (["--account", "ab1234\n#SBATCH --nodes=64"], r"--account 'ab1234\n#SBATCH --nodes=64'"),

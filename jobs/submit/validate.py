@@ -104,7 +104,7 @@ def signal_lead(value: int, time_s: int, label: str = "--signal-lead") -> int:
     if not 1 <= value <= MAX_SIGNAL_LEAD_S:
         raise LaunchError(f"{label} {value}: Slurm takes 1 to {MAX_SIGNAL_LEAD_S} seconds before the time limit")
     if value >= time_s:
-        from jobs.profiles import format_slurm_time
+        from jobs.slurm import format_slurm_time
 
         raise LaunchError(f"{label} {value}s is not shorter than the time limit {format_slurm_time(time_s)}; give "
                           "a lead of a few minutes (the time a save takes, with margin)")
@@ -112,8 +112,8 @@ def signal_lead(value: int, time_s: int, label: str = "--signal-lead") -> int:
 
 
 def time(text: str, label: str = "--time") -> int:
-    """A Slurm time limit -> seconds (see :func:`jobs.profiles.parse_slurm_time`); 0 is refused."""
-    from jobs.profiles import parse_slurm_time
+    """A Slurm time limit -> seconds (see :func:`jobs.slurm.parse_slurm_time`); 0 is refused."""
+    from jobs.slurm import parse_slurm_time
     from trainer.core.settings import ConfigError
 
     try:
@@ -138,11 +138,11 @@ SOURCES = {
 
 
 def check_spec(spec, profile, from_profile: frozenset[str] | set[str] = frozenset()) -> None:
-    """All value checks of a :class:`jobs.submit.JobSpec` that need neither Slurm nor the file system.
+    """All value checks of a :class:`jobs.submit.jobspec.JobSpec` that need neither Slurm nor the file system.
 
     ``from_profile``: the fields whose value came from the cluster profile, not from a flag (the
     message then names the profile setting)."""
-    from jobs.profiles import ROOT  # the job's --chdir
+    from jobs import ROOT  # the job's --chdir
 
     def label(field: str) -> str:
         flag, key = SOURCES[field]

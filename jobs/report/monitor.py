@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import evaluation, outcome, runs, slurm
+from jobs import runs, slurm
+from jobs.injob.evaluation import read_record as read_evaluation_record
+from jobs.report import evaluation, outcome
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
 
@@ -86,7 +88,7 @@ EVALUATION_ERROR_LINES = 20
 def _evaluation_errors(job_id: str, run_dir: Path) -> str:
     """An evaluation job writes its one-line reason for failing (a missing test folder, a bad checkpoint)
     to its error log, not to the log ``logs`` shows: the error log's last lines follow, under a header."""
-    record = evaluation.read_record(run_dir)
+    record = read_evaluation_record(run_dir)
     if record is None or str(record.get("job_id")) != job_id:
         return ""
     path = RunDir(run_dir).log_path(job_id, err=True)
@@ -129,7 +131,7 @@ def _end_line(end: dict, sacct_state: str | None) -> str:
 
 
 def _evaluation_status(job_id: str, run_dir: Path) -> int:
-    record = evaluation.read_record(run_dir) or {}
+    record = read_evaluation_record(run_dir) or {}
     found = evaluation.describe(run_dir)
     lines = [f"job {job_id}  evaluation of run directory {run_dir} after training job {record.get('after', '-')}",
              f"  state:  {found[1] if found else 'no evaluation record in ' + str(RunDir(run_dir).slurm)}",
@@ -178,7 +180,7 @@ def status(target: str | None) -> int:
                      f"best pesq {_best_pesq(state)} updated {state.get('updated', '-')}")
     else:
         lines.append("  run:    no state.json yet (the trainer has not started)")
-    record = evaluation.read_record(run_dir)
+    record = read_evaluation_record(run_dir)
     if record is not None and str(record.get("after")) == str(job_id):
         described = evaluation.describe(run_dir)
         if described:
@@ -341,7 +343,7 @@ def cancel(target: str) -> int:
     RunDir(run_dir).mark_cancelled(job_id, runs.now_iso())
     _scancel(job_id)
     extra = ""
-    record = evaluation.read_record(run_dir)
+    record = read_evaluation_record(run_dir)
     if record is not None and str(record.get("after")) == job_id:
         slurm.cancel(str(record["job_id"]))
         extra = f" and the evaluation job {record['job_id']} waiting for it"

@@ -1,4 +1,4 @@
-"""The one requeue policy (jobs/requeue.py): decide() and the `python -m jobs.requeue` CLI of the
+"""The one requeue policy (jobs/injob/requeue.py): decide() and the `python -m jobs.requeue` CLI of the
 plain sbatch template give the same decisions and write the same attempt records."""
 
 import json
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from jobs.job import TrainingJob
-from jobs.outcome import describe
-from jobs.requeue import Ending, RequeuePolicy, decide, end_attempt, job_exit_code, trainer_exit_code
+from jobs.injob.job import TrainingJob
+from jobs.injob.requeue import Ending, RequeuePolicy, decide, end_attempt, job_exit_code, trainer_exit_code
+from jobs.report.outcome import describe
 from jobs.rundir import RunDir
 from trainer.core.exitcodes import (
     EXIT_BAD_INPUT,
