@@ -42,7 +42,12 @@ from trainer.core.registry import data_loaders
 from trainer.core.runstate import MetricsLog, truncate_logs, write_state
 from trainer.core.runtime import seed_all, setup_process, start_compile_workers
 from trainer.core.schedules import lr_factor
-from trainer.core.step import Diverged, TrainingStep  # noqa: F401 (Diverged: re-exported for train.py)
+from trainer.core.step import (  # noqa: F401 (Diverged: re-exported for train.py)
+    CHECKPOINT_DUE,
+    STOP_REQUESTED,
+    Diverged,
+    TrainingStep,
+)
 from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
 from trainer.core.task import build_task
 from trainer.core.tracking import build_tracker
@@ -217,14 +222,14 @@ class Trainer:
                 if p.step % cfg.train.log_every == 0:
                     self._log_window(window, weight)
                     window = StepWindow()
-                if flags[2] > 0 or flags[3] > 0:
+                if flags[STOP_REQUESTED] > 0 or flags[CHECKPOINT_DUE] > 0:
                     self.save()
-                if flags[2] > 0:
-                    return self._requeue_exit()
+                if flags[STOP_REQUESTED] > 0:
+                    return self._exit_after_stop()
             self._end_epoch(totals)
             # every rank has the same epoch, so all of them skip the collective after the last one together
             if p.epoch < cfg.train.epochs and self._any_rank_stopping():
-                return self._requeue_exit()
+                return self._exit_after_stop()
         if signals.stop_requested():  # e.g. USR2 during the last validation: nothing is left to requeue for
             log.info("stop requested (%s) after the last epoch: the run has finished, no requeue",
                      signals.stop_reason())
@@ -235,7 +240,9 @@ class Trainer:
     def _any_rank_stopping(self) -> bool:
         return float(dist.all_reduce_sum(torch.tensor([float(signals.stop_requested())]))[0]) > 0
 
-    def _requeue_exit(self) -> int:
+    def _exit_after_stop(self) -> int:
+        """After a stop request and a save: EXIT_REQUEUE (42, state "checkpointed": the job layer may requeue
+        it), or EXIT_INTERRUPTED (130, state "stopped", never requeued) when a rank got a Ctrl-C."""
         interrupted = dist.any_rank(signals.interrupted())  # collective: a Ctrl-C on any rank ends the run
         code = stop_exit_code(interrupted)
         self.mark("stopped" if interrupted else "checkpointed", exit_code=code)

@@ -20,6 +20,8 @@ from trainer.core.config import Config
 from trainer.core.log import get_logger
 
 log = get_logger("loop")
+# what each entry of the step's all-reduced flags counts (ranks with it set)
+G_NONFINITE, D_NONFINITE, STOP_REQUESTED, CHECKPOINT_DUE = range(4)
 
 
 class Diverged(RuntimeError):
@@ -94,8 +96,8 @@ class TrainingStep:
         device synchronisation): the discriminator's backward runs before the generator's optimizer step,
         which changes nothing it computes (its input is detached).
         """
-        parts = (("generator", generator, self.generator, self.opt_g, flags[0] == 0),
-                 ("discriminator", discriminator, self.discriminator, self.opt_d, flags[1] == 0))
+        parts = (("generator", generator, self.generator, self.opt_g, flags[G_NONFINITE] == 0),
+                 ("discriminator", discriminator, self.discriminator, self.opt_d, flags[D_NONFINITE] == 0))
         norms = []
         for which, (loss, backward_done), module, _, finite in parts:
             if not finite:
