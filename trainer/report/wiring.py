@@ -193,9 +193,13 @@ def checkpoint_report(args, report: dict, checkpoints: dict, rows_by_column: dic
     from trainer.core.runstate import read_metrics
     from trainer.report.alerts import divergence_alerts
     from trainer.report.html import write_report
+    from trainer.report.kept import kept_points
 
-    alerts = divergence_alerts(read_metrics(args.run_dir)) if args.run_dir is not None else []
+    records = read_metrics(args.run_dir) if args.run_dir is not None else []
+    alerts = divergence_alerts(records) if args.run_dir is not None else []
     report["alerts"] = alerts
+    if args.run_dir is not None:
+        report["kept_checkpoints"] = kept_points(args.run_dir, records)
     write_report(args.report, report, rows_by_column, audio=report_audio(args, checkpoints, rows_by_column),
                  run_dir=args.run_dir, alerts=alerts)
     for alert in alerts:
