@@ -4,41 +4,19 @@ from metrics.jsonl written by the trainer's own MetricsLog and sidecars written 
 import os
 
 import matplotlib.pyplot as plt
+from run_dirs import save_checkpoint, write_run
 
-from trainer.core import ckptinfo
-from trainer.core.runstate import MetricsLog, read_metrics
+from trainer.core.runstate import read_metrics
 from trainer.plot import validation_figure
 from trainer.report.html import kept_table
 from trainer.report.kept import kept_points
 
-CURVE = [  # (epoch, step, loss, pesq, stoi, ssnr, checkpoints saved at this validation)
-    (0, 10, 0.9, 1.8, 0.80, 4.0, ["last", "best_loss", "best_pesq"]),
-    (1, 20, 0.8, 2.1, 0.82, 5.0, ["last", "best_loss", "best_pesq"]),
-    (2, 30, 0.7, 2.0, 0.81, 4.5, ["last", "best_loss"]),
-]
-
 
 def _run(tmp_path):
-    run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    log = MetricsLog(run_dir)
-    for epoch, step, loss, pesq, stoi, ssnr, saved in CURVE:
-        log.write({"kind": "step", "step": step, "epoch": epoch, "loss": 1.0})
-        log.write({"kind": "epoch", "epoch": epoch, "step": step, "valid_loss": loss, "valid_pesq": pesq,
-                   "valid_stoi": stoi, "valid_ssnr": ssnr, "checkpoints": saved})
-    log.close()
-
-    def save(name, step, epoch):
-        path = run_dir / "checkpoints" / f"{name}.pt"
-        path.write_bytes(os.urandom(64))
-        ckptinfo.write([path], {"step": step, "epoch": epoch, "best": {}, "code": None, "config_sha256": "x"})
-        return path
-
-    save("best_pesq", 20, 2)
-    save("last", 30, 3)
-    stale = save("best_loss", 30, 3)
+    run_dir = write_run(tmp_path / "run", overrides=None)
+    stale = run_dir / "checkpoints" / "best_loss.pt"
     stale.write_bytes(os.urandom(80))  # rewritten after its sidecar: the sidecar no longer describes it
-    save("best_stoi", 25, 2)  # saved mid-epoch (a stop between validations): no point on the curves
+    save_checkpoint(run_dir, "best_stoi", 25, 2)  # saved mid-epoch (a stop between validations): no point
     return run_dir
 
 

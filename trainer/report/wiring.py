@@ -14,6 +14,7 @@ from trainer.core.exitcodes import EXIT_BAD_INPUT
 from trainer.core.io import atomic_write_text
 from trainer.metrics.dnsmos import DNSMOS_KEYS, MISSING, missing_packages
 from trainer.metrics.quality import METRIC_KEYS, summarize
+from trainer.report.folder import report_folder_problem
 from trainer.report.stats import BAND_KEYS, read_conditions
 from trainer.report.summary import add_dnsmos_means, format_statistics, notes, statistics
 
@@ -44,17 +45,6 @@ def prepare(args) -> str | None:
             return str(exc)
     if args.report is not None:
         return report_folder_problem(args.report)
-    return None
-
-
-def report_folder_problem(folder: Path) -> str | None:
-    if folder.exists() and not folder.is_dir():
-        return f"--report {folder} is a file; give a folder"
-    parent = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        return f"--report {folder}: {parent} is a file, not a folder; give another folder"
-    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        return f"--report {folder}: {parent} is not writable; give another folder"
     return None
 
 
