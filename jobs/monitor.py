@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from jobs import evaluation, outcome, runs, slurm
+from jobs.compare import epoch_records
 from jobs.runs import LaunchError
+from trainer.report.alerts import divergence_alerts
 
 ACTIVE = slurm.ACTIVE
 RUN_DONE = {"finished", "failed", "diverged"}
@@ -177,6 +179,7 @@ def status(target: str | None) -> int:
                      f"best pesq {_best_pesq(state)} updated {state.get('updated', '-')}")
     else:
         lines.append("  run:    no state.json yet (the trainer has not started)")
+    lines += [f"  alert:  {alert}" for alert in divergence_alerts(epoch_records(run_dir / "metrics.jsonl"))]
     record = evaluation.read_record(run_dir)
     if record is not None and str(record.get("after")) == str(job_id):
         described = evaluation.describe(run_dir)
