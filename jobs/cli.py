@@ -6,7 +6,7 @@
     launch.py sweep --config CFG --grid section.key=v1,v2 [--grid ...] [--max-parallel N] ...   one job array
     launch.py logs [JOB|RUN] [--follow] [--rank R] [--err]
     launch.py status [JOB|RUN|SWEEP] | list | cancel JOB|SWEEP | check [--partition P --account A]
-    launch.py compare RUN_OR_SWEEP... [--metric pesq] [--plot out.png] [--csv out.csv]
+    launch.py compare RUN_OR_SWEEP... [--metric pesq] [--plot out.png] [--csv out.csv] [--report DIR]
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
                             help="validation metric to sort by (pesq, stoi, ssnr, composite, loss, ...; default pesq)")
         parser.add_argument("--plot", metavar="PNG", help="also draw the validation curves of all runs into one PNG")
         parser.add_argument("--csv", metavar="CSV", help="also write the table as CSV")
+        parser.add_argument("--report", metavar="DIR", help="also write DIR/index.html: curves with kept checkpoints, "
+                            "divergence alerts, test scores with intervals, each run's listening report")
     return parser
 
 
@@ -148,7 +150,7 @@ def run_command(command: str, args: argparse.Namespace) -> int:
     if command == "compare":
         from jobs.report import compare
 
-        return compare.main(args.targets, args.metric, args.plot, args.csv)
+        return compare.main(args.targets, args.metric, args.plot, args.csv, args.report)
     from jobs.submit import preflight
 
     return preflight.check(args)

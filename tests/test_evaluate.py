@@ -129,6 +129,10 @@ def test_run_dir_mode_scores_every_kept_checkpoint(tmp_path, repo_root, folders)
     page = (tmp_path / "report/index.html").read_text()
     assert 'src="curves/validation.png"' in page and (tmp_path / "report/curves/validation.png").is_file()
     assert page.count("<audio") == 2 * 7 and "http" not in page  # 2 files x (noisy, clean, 5 checkpoints)
+    kept = json.loads((tmp_path / "report/report.json").read_text())["kept_checkpoints"]  # circled on the curves
+    assert set(kept) == {"best_loss", "best_pesq", "best_stoi", "best_composite", "last"}
+    assert all(point["epoch"] == 0 and point["step"] == 2 and point["source"] == "sidecar" for point in kept.values())
+    assert '<tr class="kept" data-name="best_pesq">' in page
     written = sorted(p.relative_to(tmp_path / "enh").as_posix() for p in (tmp_path / "enh").rglob("*.wav"))
     assert "last/a.wav" in written and "best_pesq/spk2/b.wav" in written
     enhanced, sr = sf.read(tmp_path / "enh/last/a.wav")

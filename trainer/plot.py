@@ -2,7 +2,8 @@
 
 Writes (into RUN_DIR/plots unless --out is given), each only when the run has the data:
 - ``losses.png``: total generator loss and each term, discriminator loss, GAN weight (per step);
-- ``validation.png``: validation PESQ, STOI, SSNR and loss (per epoch);
+- ``validation.png``: validation PESQ, STOI, SSNR and loss (per epoch, counted from 1 as every
+  command counts them), each kept checkpoint (``best_*``, ``last``) marked where it was saved;
 - ``discriminator.png``: mean D(clean, clean), mean D(clean, estimate) next to the true normalised
   PESQ, their correlation, and the share of items the discriminator trained on;
 - ``creative.png``: the creative variant's mask means, correlations, balance and complementarity.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from trainer.core.io import atomic_write
 from trainer.core.runstate import read_metrics
+from trainer.report.kept import kept_points
 
 CREATIVE_KEYS = ("mask_input_mean", "mask_target_mean", "corr_input", "corr_target", "balance_raw",
                  "complementarity", "temporal_diversity")
@@ -54,6 +56,38 @@ def _panel(ax, records, x_key, keys, title, *, log_y=False) -> bool:
     return drawn
 
 
+def _mark_kept(ax, kept: dict[str, dict], key: str) -> int:
+    """A circle at each kept checkpoint's point of ``key``'s curve, one label per point (names
+    sharing an epoch joined); returns how many were marked."""
+    at: dict[int, list[str]] = {}
+    for name, point in kept.items():
+        if key in point:
+            ax.plot([point["epoch"] + 1], [point[key]], marker="o", markersize=8, markerfacecolor="none",
+                    markeredgecolor="crimson", linestyle="none", gid=f"kept:{name}")
+            at.setdefault(point["epoch"], []).append(name)
+    for epoch, names in at.items():
+        ax.annotate(", ".join(names), (epoch + 1, kept[names[0]][key]), textcoords="offset points",
+                    xytext=(4, 6), fontsize=7, color="crimson")
+    return sum(len(names) for names in at.values())
+
+
+def validation_figure(epochs: list[dict], kept: dict[str, dict]):
+    """The four validation panels (x: epoch counted from 1) with the kept checkpoints marked; None
+    when no epoch record has a validation value."""
+    import matplotlib.pyplot as plt
+
+    shifted = [dict(r, epoch=r["epoch"] + 1) for r in epochs if isinstance(r.get("epoch"), int)]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    drawn = False
+    for ax, key in zip(axes, ("valid_pesq", "valid_stoi", "valid_ssnr", "valid_loss"), strict=True):
+        drawn |= _panel(ax, shifted, "epoch", (key,), key.removeprefix("valid_").upper())
+        _mark_kept(ax, kept, key)
+    if not drawn:
+        plt.close(fig)
+        return None
+    return fig
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     import matplotlib
 
@@ -79,14 +113,11 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         written.append(out / "losses.png")
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-    drawn = False
-    for ax, key in zip(axes, ("valid_pesq", "valid_stoi", "valid_ssnr", "valid_loss"), strict=True):
-        drawn |= _panel(ax, epochs, "epoch", (key,), key.removeprefix("valid_").upper())
-    if drawn:
+    fig = validation_figure(epochs, kept_points(run_dir, records))
+    if fig is not None:
         _save(fig, out / "validation.png")
         written.append(out / "validation.png")
-    plt.close(fig)
+        plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     drawn = _panel(axes[0], epochs, "epoch", ("valid_d_clean", "valid_d_estimate", "valid_pesq_normalised"),

@@ -1,4 +1,4 @@
-"""``launch.py compare RUN_OR_SWEEP... [--metric pesq] [--plot out.png] [--csv out.csv]`` (no torch).
+"""``launch.py compare RUN_OR_SWEEP... [--metric pesq] [--plot out.png] [--csv out.csv] [--report DIR]`` (no torch).
 
 One row per run: the config values that differ between the runs (a diff of their ``config.yaml``,
 or ``slurm/submitted_config.yaml`` before the trainer wrote one; ``run.dir`` is left out), the best
@@ -9,7 +9,8 @@ epoch 11), the last validated epoch, the run's state
 checkpoint chosen on validation (``best_<metric>``, else ``last``). Rows are sorted by the best
 value of ``--metric`` (higher is better; lower for a metric whose name contains ``loss``); runs
 without it come last. ``--plot`` draws every run's validation curves into one PNG (matplotlib is
-imported only then), ``--csv`` writes the table with one column per value. A run without a config
+imported only then), ``--csv`` writes the table with one column per value, ``--report DIR`` a
+self-contained page (:mod:`trainer.report.compare_page`; an unwritable DIR is refused first). A run without a config
 file is listed with ``-`` in the config columns and a note; its (missing) values are not compared.
 
 Only the epoch records of ``metrics.jsonl`` are parsed (:func:`trainer.core.runstate.read_epoch_records`,
@@ -284,9 +285,14 @@ def plot(items: list[Run], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
-def main(targets: list[str], metric: str = "pesq", plot_path: str | None = None, csv_path: str | None = None) -> int:
+def main(targets: list[str], metric: str = "pesq", plot_path: str | None = None, csv_path: str | None = None,
+         report_dir: str | None = None) -> int:
     import sys
 
+    from trainer.report.folder import report_folder_problem
+
+    if report_dir and report_folder_problem(Path(report_dir)):
+        raise LaunchError(report_folder_problem(Path(report_dir)))
     if not _METRIC.fullmatch(metric):
         raise LaunchError(f"--metric {metric!r}: give a validation metric name such as pesq, stoi, ssnr, composite "
                           "or loss")
@@ -317,5 +323,18 @@ def main(targets: list[str], metric: str = "pesq", plot_path: str | None = None,
     if plot_path:
         plot(items, metric, Path(plot_path))
         out.append(f"wrote {plot_path}")
+    if report_dir:
+        out.append(f"wrote {write_report(items, keys, metric, Path(report_dir))}")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
+
+
+def write_report(items: list[Run], keys: list[str], metric: str, folder: Path) -> Path:
+    """``--report DIR``: the page of :mod:`trainer.report.compare_page` (curves, alerts, test intervals)."""
+    from jobs.injob.evaluation import SCORES
+    from trainer.report.compare_page import RunEntry, write_compare_report
+
+    entries = [RunEntry(run.label, run.run_dir, run.epochs, run.state,
+                        {k: show(run.config[k]) for k in keys if k in run.config}, run.run_dir / SCORES)
+               for run in items]
+    return write_compare_report(folder, entries, lambda path: plot(items, metric, path))

@@ -15,6 +15,8 @@ from jobs.injob.evaluation import read_record as read_evaluation_record
 from jobs.report import evaluation, outcome
 from jobs.rundir import RunDir
 from jobs.runs import LaunchError
+from trainer.core.runstate import read_epoch_records
+from trainer.report.alerts import divergence_alerts
 
 ACTIVE = slurm.ACTIVE
 RUN_DONE = {"finished", "failed", "diverged"}
@@ -180,6 +182,7 @@ def status(target: str | None) -> int:
                      f"best pesq {_best_pesq(state)} updated {state.get('updated', '-')}")
     else:
         lines.append("  run:    no state.json yet (the trainer has not started)")
+    lines += [f"  alert:  {alert}" for alert in divergence_alerts(read_epoch_records(run_dir))]
     record = read_evaluation_record(run_dir)
     if record is not None and str(record.get("after")) == str(job_id):
         described = evaluation.describe(run_dir)

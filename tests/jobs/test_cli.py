@@ -309,3 +309,24 @@ def test_lists_step_is_where_the_run_resumes(repo_root, tmp_path):
     listed = launch(repo_root, "list", env={**env, **OFFLINE}).stdout.splitlines()
     assert listed[0].split()[:4] == ["JOB", "NAME", "STATE", "STEP"]
     assert listed[1].split()[3] == "40", listed
+
+
+def test_status_flags_validation_loss_improving_while_pesq_declines_and_ssnr_collapse(repo_root, tmp_path):
+    """Issue 21 item 5: the seeds' problem, named with its epochs (counted from 1) by ``status``."""
+    from trainer.core.runstate import MetricsLog
+
+    run_dir, env = make_run(tmp_path)
+    log = MetricsLog(run_dir)
+    curve = zip([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], [2.0, 2.2, 2.1, 2.0, 1.9, 2.0], [5.0, 8.0, 10.0, 9.0, 8.5, 7.5],
+                strict=True)
+    for epoch, (loss, pesq, ssnr) in enumerate(curve):
+        log.write({"kind": "step", "step": 10 * epoch + 5, "epoch": epoch, "loss": 1.0})
+        log.write({"kind": "epoch", "epoch": epoch, "step": 10 * epoch + 10, "valid_loss": loss, "valid_pesq": pesq,
+                   "valid_stoi": 0.8 + 0.01 * epoch, "valid_ssnr": ssnr})
+    log.close()
+    status = launch(repo_root, "status", str(run_dir), env={**env, **OFFLINE})
+    assert status.returncode == 0, status.stderr
+    alerts = [line for line in status.stdout.splitlines() if line.startswith("  alert:  ")]
+    assert len(alerts) == 2, status.stdout
+    assert "validation loss improved while PESQ declined" in alerts[0] and "(epochs 3-5)" in alerts[0]
+    assert "SSNR fell more than 20% from its best: 10.00 dB at epoch 3, 7.50 dB at epoch 6" in alerts[1]

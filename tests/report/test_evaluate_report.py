@@ -2,13 +2,17 @@
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from browser import headless_chromium, needs_chromium, open_page, resolve
+from run_dirs import DIVERGING, write_run
 
 from trainer.data.synth import babble_like_noise, mix_at_snr, resample, synthesize_speech
 from trainer.metrics import dnsmos
@@ -118,55 +122,68 @@ def test_bad_report_folder_and_missing_extra_are_refused_before_scoring(speech_f
     assert "pip install 'speechmos==0.0.1.1' onnxruntime" in proc.stderr and "missing: onnxruntime" in proc.stderr
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(_chromium() is None or shutil.which("chromedriver") is None,
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-def test_report_opens_in_headless_chromium(speech_folders, tmp_path, repo_root):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    report_dir = tmp_path / "report"
-    proc = _evaluate(repo_root, "--clean-dir", speech_folders / "clean", "--enhanced-dir",
+@pytest.fixture(scope="module")
+def folder_report(speech_folders, tmp_path_factory):
+    """One ``--report`` of the speech folders (with conditions), shared by the browser tests."""
+    report_dir = tmp_path_factory.mktemp("folder_report") / "report"
+    proc = _evaluate(Path(__file__).parents[2], "--clean-dir", speech_folders / "clean", "--enhanced-dir",
                      speech_folders / "enhanced", "--conditions", speech_folders / "conditions.csv",
                      "--report", report_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return report_dir
+
+
+@needs_chromium
+def test_report_opens_in_headless_chromium(folder_report, tmp_path):
+    report_dir = folder_report
     page = (report_dir / "index.html").read_text()
     assert "http://" not in page and "https://" not in page  # self-contained: relative links only
-    options = webdriver.ChromeOptions()
-    options.binary_location = _chromium()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1600",
-                 "--autoplay-policy=no-user-gesture-required"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=options, service=service)
-    try:
-        driver.set_script_timeout(120)
-        driver.get((report_dir / "index.html").as_uri())
-        states = driver.execute_async_script("""
-            const done = arguments[arguments.length - 1];
-            const audios = Array.from(document.querySelectorAll('audio'));
-            const wait = a => new Promise(r => { if (a.readyState >= 1 || a.error) r(); else {
-                a.addEventListener('loadedmetadata', r); a.addEventListener('error', r); a.load(); } });
-            Promise.all(audios.map(wait)).then(() => done(audios.map(a => [a.getAttribute('src'), a.readyState,
-                a.error ? a.error.code : null, a.duration])));""")
-        images = driver.execute_script("return Array.from(document.images).map(i => [i.src, i.naturalWidth]);")
-        shown = driver.execute_script("""return Array.from(document.querySelectorAll('span.num')).map(s =>
-            [s.dataset.column, s.dataset.key, s.dataset.field, s.textContent]);""")
-        logs = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    with headless_chromium() as driver:
+        seen = open_page(driver, report_dir / "index.html")
         driver.save_screenshot(str(tmp_path / "report.png"))
-    finally:
-        driver.quit()
-    assert logs == []
+    states, images, shown = seen["audio"], seen["images"], seen["shown"]
+    assert seen["errors"] == []
     assert len(states) >= 2 * 3 and all(ready >= 1 and error is None and duration > 0.5
                                         for _, ready, error, duration in states), states
     assert images and all(width > 0 for _, width in images), images
     statistics = json.loads((report_dir / "report.json").read_text())["statistics"]
     assert len(shown) > 20
     for column, key, field, text in shown:
-        table = statistics
-        for part in field.split("/"):
-            table = table[part]
-        assert text == f"{table[column][key]['mean']:.3f}", (column, key, field)
+        assert text == f"{resolve(statistics, field)[column][key]['mean']:.3f}", (column, key, field)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def _compare(repo_root, *args):
+    env = {**os.environ, "PATH": "/nonexistent", "SEGAN_JOB_INDEX": os.devnull}  # no Slurm, no job index
+    return subprocess.run([sys.executable, "launch.py", "compare", *map(str, args)], cwd=repo_root,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@needs_chromium
+def test_compare_report_opens_in_headless_chromium(folder_report, tmp_path, repo_root):
+    """launch.py compare --report across two runs: one diverging, with its own listening report (copied
+    with its audio), one without any evaluation; checked in a real browser against report.json."""
+    diverging = write_run(tmp_path / "runs" / "lr=0.002", DIVERGING, overrides=["optim.lr=0.002"])
+    shutil.copytree(folder_report, diverging / "report")  # as trainer.evaluate --run-dir RUN --report RUN/report
+    plain = write_run(tmp_path / "runs" / "lr=0.001", overrides=["optim.lr=0.001"])
+    out = tmp_path / "compare"
+    proc = _compare(repo_root, diverging, plain, "--report", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out / 'index.html'}" in proc.stdout
+    page = (out / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    data = json.loads((out / "report.json").read_text())
+    runs = {run["label"]: run for run in data["runs"]}
+    assert runs["lr=0.002"]["config"] == {"optim.lr": "0.002"} and runs["lr=0.001"]["evaluation"] is None
+    assert runs["lr=0.002"]["kept_checkpoints"]["best_pesq"]["epoch"] == 1
+    assert "(epochs 3-6)" in runs["lr=0.002"]["alerts"][0] and runs["lr=0.001"]["alerts"] == []
+    with headless_chromium() as driver:
+        seen = open_page(driver, out / "index.html")
+        copied = open_page(driver, out / "runs" / "00" / "index.html")
+    assert seen["errors"] == [] and copied["errors"] == []
+    assert len(seen["images"]) == 3 and all(width > 0 for _, width in seen["images"])  # 2 runs' curves + overlay
+    assert "runs/00/index.html" in seen["links"] and "PESQ declined" in seen["text"]
+    assert len(seen["shown"]) > 20
+    for column, key, field, text in seen["shown"]:
+        assert text == f"{resolve(data, field)[column][key]['mean']:.3f}", (column, key, field)
+    assert copied["audio"] and all(ready >= 1 and error is None for _, ready, error, _ in copied["audio"])

@@ -73,6 +73,6 @@ def test_divergence_alerts_name_the_epochs():
     assert diverging_streaks(records, "valid_pesq", streak=5) == []
     assert ssnr_collapse(records) == (2, 10.0, 6, 7.5) and ssnr_collapse(records, fraction=0.3) is None
     alerts = divergence_alerts(records)
-    assert len(alerts) == 2 and "PESQ declined" in alerts[0] and "epochs 2-5" in alerts[0]
-    assert "10.00 dB at epoch 2, 7.50 dB at epoch 6" in alerts[1]
+    assert len(alerts) == 2 and "PESQ declined" in alerts[0] and "epochs 3-6" in alerts[0]  # counted from 1
+    assert "10.00 dB at epoch 3, 7.50 dB at epoch 7" in alerts[1]
     assert divergence_alerts(_epochs([1.0, 0.9, 0.8, 0.7], [2.0, 2.1, 2.2, 2.3])) == []

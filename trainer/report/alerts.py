@@ -49,17 +49,18 @@ def ssnr_collapse(records: list[dict], fraction: float = SSNR_DROP) -> tuple[int
 
 
 def divergence_alerts(records: list[dict], streak: int = STREAK, fraction: float = SSNR_DROP) -> list[str]:
-    """One line per alert, naming the epochs (as recorded in metrics.jsonl)."""
+    """One line per alert, naming the epochs counted from 1 (as the training log, ``status`` and
+    ``compare`` count them: the record of ``"epoch": 4`` in metrics.jsonl is epoch 5)."""
     alerts = []
     for key in ("valid_pesq", "valid_stoi"):
         for first, last in diverging_streaks(records, key, streak):
             name = key.removeprefix("valid_").upper()
             alerts.append(f"validation loss improved while {name} declined for {streak}+ validations in a row "
-                          f"(epochs {first}-{last}): pick best_{key.removeprefix('valid_')} or best_composite "
+                          f"(epochs {first + 1}-{last + 1}): pick best_{key.removeprefix('valid_')} or best_composite "
                           "rather than best_loss, or stop early knowingly")
     collapse = ssnr_collapse(records, fraction)
     if collapse:
         best_epoch, best, last_epoch, last = collapse
-        alerts.append(f"SSNR fell more than {fraction:.0%} from its best: {best:.2f} dB at epoch {best_epoch}, "
-                      f"{last:.2f} dB at epoch {last_epoch}")
+        alerts.append(f"SSNR fell more than {fraction:.0%} from its best: {best:.2f} dB at epoch {best_epoch + 1}, "
+                      f"{last:.2f} dB at epoch {last_epoch + 1}")
     return alerts

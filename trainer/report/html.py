@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.core.io import atomic_write, atomic_write_text, atomic_write_wav
+from trainer.report.kept import CURVE_KEYS
 from trainer.report.select import gains, rank_key
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px}table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -116,7 +117,22 @@ def _captions(rows_by_column: dict, baseline: str | None) -> dict[str, str]:
     return {n: f"{key.upper()}: {v:.3f}" for n, v in gains(rows_by_column, baseline)}
 
 
-def _curves(folder: Path, run_dir: Path | None, alerts: list[str]) -> str:
+def kept_table(kept: dict[str, dict]) -> str:
+    """The kept checkpoints marked on the curves: epoch (counted from 1, as on the curves) and the
+    validation values there; each cell names its place in report.json's ``kept_checkpoints``."""
+    if not kept:
+        return '<p class="note">No kept checkpoint was saved at a validation.</p>'
+    keys = [k for k in CURVE_KEYS if any(k in p for p in kept.values())]
+    head = "".join(f"<th>{k.removeprefix('valid_').upper()}</th>" for k in keys)
+    rows = "".join(f'<tr class="kept" data-name="{html.escape(name)}"><td class="l">{html.escape(name)}</td>'
+                   f'<td data-key="epoch">{point["epoch"] + 1}</td>'
+                   + "".join(f'<td data-key="{k}">{_fmt(point[k])}</td>' if k in point else "<td>-</td>"
+                             for k in keys) + "</tr>" for name, point in kept.items())
+    return (f"<h3>Kept checkpoints (circled on the curves)</h3><table><tr><th>checkpoint</th><th>epoch</th>{head}"
+            f"</tr>{rows}</table>")
+
+
+def _curves(folder: Path, run_dir: Path | None, alerts: list[str], kept: dict[str, dict]) -> str:
     if run_dir is None:
         return ""
     from trainer.plot import plot_run
@@ -129,7 +145,7 @@ def _curves(folder: Path, run_dir: Path | None, alerts: list[str]) -> str:
                      for p in written if p.stem in ("validation", "losses"))
     warnings = "".join(f'<div class="alert">{html.escape(a)}</div>' for a in alerts) or \
         '<p class="note">No divergence between validation loss and PESQ/STOI/SSNR found.</p>'
-    return f"<h2>Training curves</h2>{warnings}{images}"
+    return f"<h2>Training curves</h2>{warnings}{kept_table(kept)}{images}"
 
 
 def write_report(folder: Path, report: dict, rows_by_column: dict[str, list[dict]], audio: dict, *,
@@ -153,7 +169,7 @@ def write_report(folder: Path, report: dict, rows_by_column: dict[str, list[dict
             _table("Paired difference against the noisy input", stats.get("paired_vs_noisy", {}),
                    "paired_vs_noisy", signed=True),
             _breakdowns(stats),
-            _curves(folder, run_dir, alerts or []),
+            _curves(folder, run_dir, alerts or [], report.get("kept_checkpoints", {})),
             _listening(folder, audio, _captions(rows_by_column, baseline))]
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>"
             f"<link rel='icon' href='data:,'><style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")

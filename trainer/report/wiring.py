@@ -14,6 +14,7 @@ from trainer.core.exitcodes import EXIT_BAD_INPUT
 from trainer.core.io import atomic_write_text
 from trainer.metrics.dnsmos import DNSMOS_KEYS, MISSING, missing_packages
 from trainer.metrics.quality import METRIC_KEYS, summarize
+from trainer.report.folder import report_folder_problem
 from trainer.report.stats import BAND_KEYS, read_conditions
 from trainer.report.summary import add_dnsmos_means, format_statistics, notes, statistics
 
@@ -44,17 +45,6 @@ def prepare(args) -> str | None:
             return str(exc)
     if args.report is not None:
         return report_folder_problem(args.report)
-    return None
-
-
-def report_folder_problem(folder: Path) -> str | None:
-    if folder.exists() and not folder.is_dir():
-        return f"--report {folder} is a file; give a folder"
-    parent = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        return f"--report {folder}: {parent} is a file, not a folder; give another folder"
-    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        return f"--report {folder}: {parent} is not writable; give another folder"
     return None
 
 
@@ -193,9 +183,13 @@ def checkpoint_report(args, report: dict, checkpoints: dict, rows_by_column: dic
     from trainer.core.runstate import read_metrics
     from trainer.report.alerts import divergence_alerts
     from trainer.report.html import write_report
+    from trainer.report.kept import kept_points
 
-    alerts = divergence_alerts(read_metrics(args.run_dir)) if args.run_dir is not None else []
+    records = read_metrics(args.run_dir) if args.run_dir is not None else []
+    alerts = divergence_alerts(records) if args.run_dir is not None else []
     report["alerts"] = alerts
+    if args.run_dir is not None:
+        report["kept_checkpoints"] = kept_points(args.run_dir, records)
     write_report(args.report, report, rows_by_column, audio=report_audio(args, checkpoints, rows_by_column),
                  run_dir=args.run_dir, alerts=alerts)
     for alert in alerts:
