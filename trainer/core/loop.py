@@ -3,7 +3,7 @@
 Step protocol (identical on every rank, so a failure on one rank can never hang DDP):
 1. generator forward and loss (``task.generator_step``; the discriminator frozen, called without DDP);
    with ``train.overlap_labels`` (default) the task starts the discriminator's labels
-   (``task.start_discriminator_labels``: PESQ in a process pool) and the generator's backward runs
+   (``task.start_discriminator_labels``, e.g. in a process pool) and the generator's backward runs
    while they are computed;
 2. the discriminator's loss on the detached estimates (``task.discriminator_step``; waits for the labels);
 3. one all-reduce of [G loss non-finite, D loss non-finite, stop requested, checkpoint due];
@@ -43,7 +43,7 @@ from trainer.core.runstate import MetricsLog, truncate_logs, write_state
 from trainer.core.runtime import seed_all, setup_process, start_compile_workers
 from trainer.core.schedules import lr_factor
 from trainer.core.step import Diverged, TrainingStep  # noqa: F401 (Diverged: re-exported for train.py)
-from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
+from trainer.core.steplog import StepWindow, log_window, window_record
 from trainer.core.task import build_task
 from trainer.core.tracking import build_tracker
 from trainer.core.validation import improved_metrics, run_validation
@@ -56,12 +56,6 @@ def build_optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
     extra = {"weight_decay": cfg.optim.weight_decay} if cfg.optim.name == "adamw" else {}
     return kind(params, lr=lr, betas=tuple(cfg.optim.betas), **extra)
-
-
-def fresh_totals() -> dict[str, int]:
-    """An epoch's running totals: PESQ-labelled items (``num_valid`` of ``num_items``). They are part of
-    the checkpoint, so the epoch record of a resumed run equals the uninterrupted run's."""
-    return {"num_valid": 0, "num_items": 0}
 
 
 class Trainer:
@@ -106,7 +100,7 @@ class Trainer:
             "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
         self.saved_at = (0, 0)  # (step, epoch) of checkpoints/last.pt: what state.json reports
-        self.epoch_totals = fresh_totals()  # this rank's PESQ label counts of the current epoch
+        self.epoch_totals = self._fresh_totals()  # this rank's sums of the task's epoch counters
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
@@ -148,14 +142,25 @@ class Trainer:
         log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch + 1, p.step,
                  p.batches_done, f"; dropped {dropped} metrics records written after it" if dropped else "")
 
+    def _fresh_totals(self) -> dict[str, int]:
+        """An epoch's running sums of the task's ``epoch_counters``. They are part of the checkpoint, so the
+        epoch record of a resumed run equals the uninterrupted run's."""
+        return dict.fromkeys(self.task.epoch_counters, 0)
+
+    def _summed_totals(self) -> dict[str, int]:
+        """The epoch's counter sums over all ranks (a collective, skipped by every rank when there are none)."""
+        if not self.epoch_totals:
+            return {}
+        summed = dist.all_reduce_sum(torch.tensor([float(v) for v in self.epoch_totals.values()]))
+        return {k: int(v) for k, v in zip(self.epoch_totals, summed.tolist(), strict=True)}
+
     def _parts(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator,
                 "opt_g": self.opt_g, "opt_d": self.opt_d}
 
     def save(self, improved: tuple[str, ...] = ()) -> list[str]:
         """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
-        summed = dist.all_reduce_sum(torch.tensor([float(v) for v in self.epoch_totals.values()]))
-        epoch_totals = {k: int(v) for k, v in zip(self.epoch_totals, summed.tolist(), strict=True)}
+        epoch_totals = self._summed_totals()
         state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
                                     extra={**self.task.state(), "world_size": self.env.world_size,
                                            "config_changes": self.config_changes,
@@ -221,7 +226,7 @@ class Trainer:
                     self.save()
                 if flags[2] > 0:
                     return self._requeue_exit()
-            self._end_epoch(totals)
+            self._end_epoch()
             # every rank has the same epoch, so all of them skip the collective after the last one together
             if p.epoch < cfg.train.epochs and self._any_rank_stopping():
                 return self._requeue_exit()
@@ -249,20 +254,19 @@ class Trainer:
         means = window.reduced(self.env.world_size)
         record = window_record(means, step=p.step, epoch=p.epoch, gan_weight=weight,
                                lrs=(self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]),
-                               samples_per_step=self.cfg.data.batch_size * self.env.world_size)
+                               samples_per_step=self.cfg.data.batch_size * self.env.world_size,
+                               counters=self.task.epoch_counters)
         record.update(self.task.window_extras(means))
         self.metrics.write(record)
         self.tracker.write(record)
-        log_window(record, grad_norm_threshold=self.cfg.optim.grad_norm_alert, log_every=self.cfg.train.log_every)
+        log_window(record, grad_norm_threshold=self.cfg.optim.grad_norm_alert, log_every=self.cfg.train.log_every,
+                   note=self.task.window_note(record), warnings=self.task.warnings(record))
 
-    def _end_epoch(self, totals: dict) -> None:
+    def _end_epoch(self) -> None:
         cfg, p = self.cfg, self.progress
-        summed = dist.all_reduce_sum(torch.tensor([float(totals["num_valid"]), float(totals["num_items"])]))
-        record = {"kind": "epoch", "epoch": p.epoch, "step": p.step}
-        if summed[1] > 0:  # tasks whose discriminator is labelled by PESQ
-            record["pesq_valid_rate"] = rate = float(summed[0]) / float(summed[1])
-            if rate < MIN_LABEL_RATE:
-                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", p.epoch + 1, 100 * rate)
+        record = {"kind": "epoch", "epoch": p.epoch, "step": p.step, **self.task.epoch_extras(self._summed_totals())}
+        for warning in self.task.warnings(record):
+            log.warning("%s", warning)
         last_epoch = p.epoch + 1 == cfg.train.epochs
         improved: tuple[str, ...] = ()
         if (p.epoch + 1) % cfg.valid.every_epochs == 0 or last_epoch:
@@ -276,7 +280,7 @@ class Trainer:
                      ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
         p.epoch += 1
         p.batches_done = 0
-        self.epoch_totals = fresh_totals()
+        self.epoch_totals = self._fresh_totals()
         record["checkpoints"] = self.save(improved)
         self.metrics.write(record)
         self.tracker.write(record)
