@@ -43,7 +43,7 @@ from trainer.core.runstate import MetricsLog, truncate_logs, write_state
 from trainer.core.runtime import seed_all, setup_process, start_compile_workers
 from trainer.core.schedules import lr_factor
 from trainer.core.step import Diverged, TrainingStep  # noqa: F401 (Diverged: re-exported for train.py)
-from trainer.core.steplog import StepWindow, log_window, window_record
+from trainer.core.steplog import EpochCounters, StepWindow, log_window, window_record
 from trainer.core.task import build_task
 from trainer.core.tracking import build_tracker
 from trainer.core.validation import improved_metrics, run_validation
@@ -100,11 +100,11 @@ class Trainer:
             "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
         self.saved_at = (0, 0)  # (step, epoch) of checkpoints/last.pt: what state.json reports
-        self.epoch_totals = self._fresh_totals()  # this rank's sums of the task's epoch counters
+        self.epoch_totals = EpochCounters(self.task.epoch_counters)
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
-            code = ckpt.code_version() or {}
+            code = revision.code_version() or {}
             log.info("code: %s%s", revision.describe(code),
                      f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
         self._resume(changes)
@@ -131,9 +131,7 @@ class Trainer:
         for change in changes:
             log.info("config change at step %d: %s", self.progress.step, describe_change(change))
             self.config_changes.append(change.record(self.progress.step, allowed_by(change)))
-        if self.env.rank == 0:  # the saved totals are all ranks' sums: counted once, on rank 0
-            self.epoch_totals.update({k: int(v) for k, v in state.get("epoch_totals", {}).items()
-                                      if k in self.epoch_totals})
+        self.epoch_totals.restore(state.get("epoch_totals", {}), self.env.rank)
         self.saved_best = dict(self.progress.best)
         self.saved_at = (self.progress.step, self.progress.epoch)
         dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
@@ -142,25 +140,13 @@ class Trainer:
         log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch + 1, p.step,
                  p.batches_done, f"; dropped {dropped} metrics records written after it" if dropped else "")
 
-    def _fresh_totals(self) -> dict[str, int]:
-        """An epoch's running sums of the task's ``epoch_counters``. They are part of the checkpoint, so the
-        epoch record of a resumed run equals the uninterrupted run's."""
-        return dict.fromkeys(self.task.epoch_counters, 0)
-
-    def _summed_totals(self) -> dict[str, int]:
-        """The epoch's counter sums over all ranks (a collective, skipped by every rank when there are none)."""
-        if not self.epoch_totals:
-            return {}
-        summed = dist.all_reduce_sum(torch.tensor([float(v) for v in self.epoch_totals.values()]))
-        return {k: int(v) for k, v in zip(self.epoch_totals, summed.tolist(), strict=True)}
-
     def _parts(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator,
                 "opt_g": self.opt_g, "opt_d": self.opt_d}
 
     def save(self, improved: tuple[str, ...] = ()) -> list[str]:
         """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
-        epoch_totals = self._summed_totals()
+        epoch_totals = self.epoch_totals.summed()
         state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
                                     extra={**self.task.state(), "world_size": self.env.world_size,
                                            "config_changes": self.config_changes,
@@ -205,7 +191,6 @@ class Trainer:
             weight = self.task.gan_weight(p.epoch)
             self.sampler.set_epoch(p.epoch)
             self.sampler.start_at(p.batches_done)
-            totals = self.epoch_totals
             window = StepWindow()
             last_tick = time.perf_counter()
             for batch in self.train_loader:
@@ -217,8 +202,7 @@ class Trainer:
                 p.step += 1
                 window.add(record, data_seconds, time.perf_counter() - last_tick)
                 last_tick = time.perf_counter()
-                for key in totals:
-                    totals[key] += record.get(key, 0)
+                self.epoch_totals.add(record)
                 if p.step % cfg.train.log_every == 0:
                     self._log_window(window, weight)
                     window = StepWindow()
@@ -264,7 +248,8 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         cfg, p = self.cfg, self.progress
-        record = {"kind": "epoch", "epoch": p.epoch, "step": p.step, **self.task.epoch_extras(self._summed_totals())}
+        record = {"kind": "epoch", "epoch": p.epoch, "step": p.step,
+                  **self.task.epoch_extras(self.epoch_totals.summed())}
         for warning in self.task.warnings(record):
             log.warning("%s", warning)
         last_epoch = p.epoch + 1 == cfg.train.epochs
@@ -280,7 +265,7 @@ class Trainer:
                      ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
         p.epoch += 1
         p.batches_done = 0
-        self.epoch_totals = self._fresh_totals()
+        self.epoch_totals = EpochCounters(self.task.epoch_counters)
         record["checkpoints"] = self.save(improved)
         self.metrics.write(record)
         self.tracker.write(record)

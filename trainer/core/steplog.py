@@ -35,6 +35,31 @@ class StepWindow:
         return out
 
 
+class EpochCounters:
+    """This rank's running sums, over the current epoch, of the task's ``epoch_counters`` (e.g. items
+    with a discriminator label). They are part of the checkpoint (as all ranks' sums), so the epoch
+    record of a resumed run equals the uninterrupted run's."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.values = dict.fromkeys(names, 0)
+
+    def add(self, record: dict) -> None:
+        for key in self.values:
+            self.values[key] += record.get(key, 0)
+
+    def summed(self) -> dict[str, int]:
+        """The sums over all ranks (a collective, which every rank skips when there are no counters)."""
+        if not self.values:
+            return {}
+        totals = dist.all_reduce_sum(torch.tensor([float(v) for v in self.values.values()]))
+        return {k: int(v) for k, v in zip(self.values, totals.tolist(), strict=True)}
+
+    def restore(self, saved: dict, rank: int) -> None:
+        """The sums a checkpoint saved: all ranks' sums, counted once (on rank 0)."""
+        if rank == 0:
+            self.values.update({k: int(v) for k, v in saved.items() if k in self.values})
+
+
 def grad_norm_alert(name: str, norm: float, threshold: float) -> str | None:
     """A warning line when a gradient norm is non-finite or above the safety threshold, else None."""
     if not math.isfinite(norm):
