@@ -31,10 +31,22 @@ def golden_keys():
     return read_golden_keys
 
 
+@pytest.fixture(scope="session")
+def bsrnn_ckpt(tmp_path_factory) -> Path:
+    """A tiny BSRNN training checkpoint with seeded random weights (tests/test_enhance.py's
+    ``save_checkpoint``), written once per test process; the tests only read it."""
+    from tests.test_enhance import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "bsrnn.pt"
+    save_checkpoint(path, seed=4)
+    return path
+
+
 # pytest-xdist (pyproject's addopts: -n logical): which tests must run on the same worker, one after
 # the other. Scheduled by node id, since the controller never imports the tests: every test under
 # tests/cluster/ shares the one test cluster; the tests of a module with a module-scoped fixture (one
-# training run, one corpus) share it, built once. Every other test goes wherever a worker is free.
+# training run, one corpus) share it, built once. Every other test goes wherever a worker is free
+# (a session-scoped fixture of this file, cheap by rule, is built once by each worker that needs it).
 # (xdist's own --dist loadgroup cannot be used: its xdist_group marks do not reach the node ids
 # under pytest 9.)
 SHARED_FIXTURE_MODULES = frozenset(

@@ -58,3 +58,34 @@ def test_creative_resume_is_bit_exact(repo_root, tmp_path, monkeypatch):
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
     assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
+
+
+@pytest.mark.slow
+def test_a_run_frozen_by_an_older_version_with_train_pesq_workers_resumes(repo_root, tmp_path):
+    """Until issue 18 every task's config had ``train.pesq_workers`` (now the speech task's own): a creative
+    run directory whose frozen config and checkpoint hold it still loads and resumes."""
+    import yaml
+
+    from trainer.core import checkpoint as ckpt
+
+    run_dir = tmp_path / "run"
+    first = subprocess.run(creative_cmd(run_dir, "train.epochs=1", "train.max_steps_per_epoch=2"), cwd=repo_root,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == EXIT_FINISHED, first.stderr[-3000:]
+    frozen = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert "pesq_workers" not in frozen["train"]
+    frozen["train"]["pesq_workers"] = 2  # as an older version wrote it
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(frozen))
+    state = ckpt.load(run_dir / "checkpoints/last.pt")
+    state["config"]["train"]["pesq_workers"] = 2
+    state["epoch_totals"] = {"num_valid": 0, "num_items": 0}
+    ckpt.save_run_checkpoints(state, run_dir / "checkpoints", ())
+    _, cfg, _ = ckpt.load_generator(run_dir / "checkpoints/last.pt")
+    assert cfg.task == "creative_agent" and not hasattr(cfg.train, "pesq_workers")
+
+    resumed = subprocess.run([sys.executable, "-m", "trainer.train", "--run-dir", str(run_dir), "--set",
+                              "train.epochs=2"], cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == EXIT_FINISHED, resumed.stderr[-3000:]
+    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    assert [r["epoch"] for r in epochs] == [0, 1] and all("pesq_valid_rate" not in r for r in epochs)
+    assert "train.pesq_workers is not a setting of task creative_agent" in resumed.stderr

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.test_enhance import noisy_speech, save_checkpoint
+from tests.test_enhance import noisy_speech
 from tests.test_enhance_trust import enhance, outputs
 from trainer import evaluate as evaluate_cmd
 from trainer.core.exitcodes import EXIT_BAD_INPUT, EXIT_FINISHED
@@ -31,13 +31,6 @@ SR = 16000
 NUM_KILLS = 6
 NUM_FLIPS = 16
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def bsrnn_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "bsrnn.pt"
-    save_checkpoint(path, seed=4)
-    return path
 
 
 def enhance_cmd(checkpoint, noisy_dir, out_dir) -> list[str]:

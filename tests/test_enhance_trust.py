@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.test_enhance import noisy_speech, save_checkpoint
+from tests.test_enhance import noisy_speech
 from trainer import enhance as enhance_cmd
 from trainer import evaluate as evaluate_cmd
 from trainer.core import checkpoint as ckpt
@@ -25,13 +25,6 @@ from trainer.tasks.speech.models import build_discriminator
 
 SR = 16000
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def bsrnn_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "bsrnn.pt"
-    save_checkpoint(path, seed=4)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,11 @@ defaults to the demo test set.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +45,9 @@ from trainer.metrics.labeler import process_pool
 from trainer.metrics.quality import METRIC_KEYS, compute_metrics
 from trainer.report import wiring
 from trainer.report.scoring import with_dnsmos
+from trainer.report.tables import environment_info, format_table, rows_to_csv
 
-ROW_KEYS = ("name", "seconds") + METRIC_KEYS + ("error",)
-PACKAGES = ("numpy", "scipy", "pesq", "pystoi", "soundfile")
+CONVENTIONS = "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi"
 
 
 def _score_arrays(name: str, clean: np.ndarray, enhanced: np.ndarray, sr: int, which, dnsmos: bool = False) -> dict:
@@ -132,58 +126,6 @@ def score_folders(clean_dir: Path, enhanced_dir: Path, workers: int = 1, *, whic
     return rows, wiring.summarize_rows(rows), unmatched
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def format_table(summaries: dict[str, dict], rows: list[dict] | None = None, *, max_failures: int = 10) -> str:
-    """Means side by side, one column per summary (e.g. one per checkpoint), then the failures."""
-    names = list(summaries)
-    width = max([8] + [len(n) for n in names])
-    lines = ["metric".ljust(8) + "".join(n.rjust(width + 2) for n in names)]
-    for key in wiring.shown_keys(summaries):
-        lines.append(key.upper().ljust(8) + "".join(_fmt(summaries[n].get(key)).rjust(width + 2) for n in names))
-    for label, key in (("valid", "num_valid"), ("failed", "num_failed")):
-        lines.append(label.ljust(8) + "".join(str(summaries[n][key]).rjust(width + 2) for n in names))
-    failed = [r for r in rows or [] if r.get("error")]
-    if failed:
-        lines.append(f"failed files ({len(failed)}):")
-        lines += [f"  {r['name']}: {r['error']}" for r in failed[:max_failures]]
-        if len(failed) > max_failures:
-            lines.append(f"  ... and {len(failed) - max_failures} more (see the CSV)")
-    return "\n".join(lines)
-
-
-def rows_to_csv(rows: list[dict]) -> str:
-    keys = wiring.csv_columns(rows, ROW_KEYS)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in keys})
-    return buffer.getvalue()
-
-
-def environment_info() -> dict:
-    """Package versions and the git revision (with a ``-dirty`` mark) for the summary JSON."""
-    versions = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    root = Path(__file__).resolve().parents[1]
-    try:
-        revision = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        revision += "-dirty" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        revision = None
-    return {"versions": versions, "git_revision": revision}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clean-dir", type=Path, help="folder with the clean reference wavs")
@@ -222,29 +164,8 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
     filled with every column's rows (for intervals and paired differences).
     """
     from trainer.core.checkpoint import load_generator
-    from trainer.tasks.speech.inference import enhance
 
-    pairs, _ = match_files(clean_dir, noisy_dir)
-    signals: list[tuple[str, np.ndarray | None, np.ndarray | None, int]] = []
-    for name, clean_path, noisy_path in pairs:
-        try:
-            if noisy_path is None:
-                raise ValueError("missing noisy file")
-            clean, sr = _read_mono(clean_path)
-            noisy, sr_noisy = _read_mono(noisy_path)
-            if sr != sr_noisy:
-                raise ValueError(f"sample rate mismatch ({sr} vs {sr_noisy} Hz)")
-            signals.append((name, clean, noisy, sr))
-        except Exception as exc:  # soundfile raises several types for broken files
-            signals.append((name, None, None, 0))
-            print(f"evaluate: {name}: {exc}", file=sys.stderr)
-    readable = [item for item in signals if item[1] is not None]
-    unreadable = [{"name": name, "error": "unreadable or unmatched file"} | dict.fromkeys(METRIC_KEYS)
-                  for name, clean, _, _ in signals if clean is None]
-    rates = {sr for *_, sr in readable}
-    if len(rates) > 1:
-        raise ValueError(f"files have different sample rates {sorted(rates)}; score one rate at a time")
-    sr = rates.pop() if rates else 16000
+    readable, unreadable, sr = _read_signals(clean_dir, noisy_dir)
     models = {column: load_generator(path, device, task="speech_enhancement", other_tool="python -m trainer.infer")
               for column, path in checkpoints.items()}  # every checkpoint verified before any scoring
     summaries, identities, rows = {}, {}, []
@@ -266,24 +187,58 @@ def evaluate_checkpoints(checkpoints: dict[str, Path], clean_dir: Path, noisy_di
         identities["noisy"] = {"path": str(noisy_dir.resolve())}
         for column, path in checkpoints.items():
             generator, cfg, info = models.pop(column)
-            estimates = []
-            for name, _, noisy, rate in readable:
-                try:  # chunks of the generator's default length (CMGAN's attention grows quadratically)
-                    estimate = enhance(generator, cfg, noisy, rate)
-                except ValueError as exc:  # a signal it cannot take (too short, non-finite): a failed row
-                    print(f"evaluate: {name}: {exc}", file=sys.stderr)
-                    estimates.append(f"not enhanced: {exc}")
-                    continue
-                estimates.append(estimate)
-                if out_dir is not None:
-                    atomic_write_wav(out_dir / column / name, estimate, rate)
-            score(column, estimates)
+            score(column, _enhance_all(generator, cfg, readable, out_dir and out_dir / column))
             identities[column] = {"path": str(Path(path).resolve()), "epoch": info["epoch"], "step": info["step"],
                                   "run": cfg.run.name, "model": cfg.model.name}
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
     return summaries, identities, rows
+
+
+def _read_signals(clean_dir: Path, noisy_dir: Path) -> tuple[list[tuple], list[dict], int]:
+    """``(name, clean, noisy, sample rate)`` of every readable pair, a failed row for each other clean
+    file, and the one sample rate of them all (a ValueError when they differ)."""
+    pairs, _ = match_files(clean_dir, noisy_dir)
+    signals: list[tuple[str, np.ndarray | None, np.ndarray | None, int]] = []
+    for name, clean_path, noisy_path in pairs:
+        try:
+            if noisy_path is None:
+                raise ValueError("missing noisy file")
+            clean, sr = _read_mono(clean_path)
+            noisy, sr_noisy = _read_mono(noisy_path)
+            if sr != sr_noisy:
+                raise ValueError(f"sample rate mismatch ({sr} vs {sr_noisy} Hz)")
+            signals.append((name, clean, noisy, sr))
+        except Exception as exc:  # soundfile raises several types for broken files
+            signals.append((name, None, None, 0))
+            print(f"evaluate: {name}: {exc}", file=sys.stderr)
+    readable = [item for item in signals if item[1] is not None]
+    unreadable = [{"name": name, "error": "unreadable or unmatched file"} | dict.fromkeys(METRIC_KEYS)
+                  for name, clean, _, _ in signals if clean is None]
+    rates = {sr for *_, sr in readable}
+    if len(rates) > 1:
+        raise ValueError(f"files have different sample rates {sorted(rates)}; score one rate at a time")
+    return readable, unreadable, rates.pop() if rates else 16000
+
+
+def _enhance_all(generator, cfg, readable: list[tuple], out_dir: Path | None) -> list[np.ndarray | str]:
+    """The generator's estimate of each readable noisy signal (written to ``out_dir`` when given), or
+    for a signal it cannot take (too short, non-finite) why not: a failed row."""
+    from trainer.tasks.speech.inference import enhance
+
+    estimates: list[np.ndarray | str] = []
+    for name, _, noisy, rate in readable:
+        try:  # chunks of the generator's default length (CMGAN's attention grows quadratically)
+            estimate = enhance(generator, cfg, noisy, rate)
+        except ValueError as exc:
+            print(f"evaluate: {name}: {exc}", file=sys.stderr)
+            estimates.append(f"not enhanced: {exc}")
+            continue
+        estimates.append(estimate)
+        if out_dir is not None:
+            atomic_write_wav(out_dir / name, estimate, rate)
+    return estimates
 
 
 def _device(choice: str) -> str:
@@ -330,7 +285,7 @@ def _checkpoint_mode(args, workers: int) -> int:
     report = {"summaries": summaries, "checkpoints": identities, "clean_dir": str(args.clean_dir.resolve()),
               "noisy_dir": str(args.noisy_dir.resolve()), "workers": workers,
               "wall_seconds": round(elapsed, 2),
-              "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi"}
+              "conventions": CONVENTIONS}
     statistics_text = wiring.add_statistics(report, rows_by_column, args)
     if args.csv:
         atomic_write_text(args.csv, rows_to_csv(rows))
@@ -392,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"evaluate: {exc}", file=sys.stderr)
             return EXIT_DISK_FULL
     if args.clean_dir is None and args.enhanced_dir is not None and args.enhanced_dir.is_dir():
-        return wiring.reference_free(args, workers, _run_tasks, rows_to_csv, format_table, environment_info)
+        return wiring.reference_free(args, workers, _run_tasks)
+    return _folder_mode(args, workers)
+
+
+def _folder_mode(args, workers: int) -> int:
+    """``--clean-dir A --enhanced-dir B``: score the enhanced files against their references."""
     if args.clean_dir is None or args.enhanced_dir is None:
         return _fail("give --clean-dir A and --enhanced-dir B (see --help)")
     for flag, folder in (("--clean-dir", args.clean_dir), ("--enhanced-dir", args.enhanced_dir)):
@@ -405,30 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     rows, summary, unmatched = score_folders(args.clean_dir, args.enhanced_dir, workers,
                                              progress=not args.no_progress, dnsmos=args.dnsmos)
     elapsed = time.perf_counter() - started
-    column = os.path.basename(str(args.enhanced_dir).rstrip('/')) or "enhanced"
     report = {"summary": summary, "num_pairs": len(rows), "unmatched_enhanced": unmatched,
               "clean_dir": str(args.clean_dir.resolve()), "enhanced_dir": str(args.enhanced_dir.resolve()),
-              "conventions": "CMGAN compute_metrics.py (Loizou composite.m port); STOI from pystoi",
-              "workers": workers, "wall_seconds": round(elapsed, 2)} | environment_info()
-    statistics_text = wiring.add_statistics(report, {column: rows}, args)
-    if args.csv:
-        atomic_write_text(args.csv, rows_to_csv(rows))
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    print(f"scored {summary['num_valid']} of {len(rows)} files ({summary['num_failed']} failed) "
-          f"in {elapsed:.1f} s with {workers} worker(s)")
+              "conventions": CONVENTIONS, "workers": workers, "wall_seconds": round(elapsed, 2)}
+    headlines = [f"scored {summary['num_valid']} of {len(rows)} files ({summary['num_failed']} failed) "
+                 f"in {elapsed:.1f} s with {workers} worker(s)"]
     if unmatched:
-        print(f"{len(unmatched)} enhanced file(s) without a clean reference were ignored, e.g. {unmatched[0]}")
-    print(format_table({column: summary}, rows))
-    print(wiring.notes_text({column: summary}) + statistics_text)
-    if args.report is not None:
-        from trainer.report.html import write_report
-
-        write_report(args.report, report, {column: rows},
-                     audio=wiring.folder_audio(args, rows))
-        print(f"report: {args.report / 'index.html'}")
-    problem = wiring.nothing_scored({column: summary})
-    return _fail(problem) if problem else 0
+        headlines.append(f"{len(unmatched)} enhanced file(s) without a clean reference were ignored, "
+                         f"e.g. {unmatched[0]}")
+    return wiring.write_outputs(args, report, rows, headlines, report_audio=lambda: wiring.folder_audio(args, rows))
 
 
 if __name__ == "__main__":

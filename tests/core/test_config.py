@@ -170,3 +170,13 @@ def test_train_cli_refuses_non_finite_numbers_in_one_line(repo_root, tmp_path, o
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and key in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_train_pesq_workers_is_the_speech_tasks_and_a_retired_key_elsewhere():
+    """The PESQ pool's size is a setting of the speech task's train section (the key is unchanged);
+    the creative task, whose older frozen configs and checkpoints hold the key, drops it when reading."""
+    speech = load_config("configs/smoke.yaml", ["train.pesq_workers=3"])
+    assert speech.train.pesq_workers == 3 and "train.pesq_workers (" in "\n".join(describe(type(speech)))
+    creative = load_config("configs/creative_smoke.yaml", ["train.pesq_workers=3"])
+    assert not hasattr(creative.train, "pesq_workers")
+    assert "pesq" not in "\n".join(describe(Config)).lower()  # the core's own sections

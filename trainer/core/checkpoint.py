@@ -20,10 +20,7 @@ warning that they cannot be verified.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
-import json
-import os
 import pickle
 import platform
 import random
@@ -40,7 +37,7 @@ from trainer.core.errors import BadInput
 from trainer.core.io import DiskFull, atomic_write_bytes, atomic_write_group
 from trainer.core.log import get_logger, warn_once
 from trainer.core.registry import build_generator, task_spec
-from trainer.core.revision import checkout_version
+from trainer.core.revision import code_version
 
 log = get_logger("checkpoint")
 
@@ -62,28 +59,6 @@ class NonFiniteState(RuntimeError):
 
 def versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "numpy": str(np.__version__), "python": platform.python_version()}
-
-
-def code_version() -> dict | None:
-    """The code this process runs, as the launcher recorded it (``SEGAN_CODE``: git revision, dirty
-    flag, snapshot path; see jobs/snapshot.py); without it (``python -m trainer.train``), the revision
-    of the checkout this code is imported from, with no snapshot; None when neither is known."""
-    if "SEGAN_CODE" not in os.environ:
-        found = _checkout_version()
-        return None if found is None else {**found, "snapshot": None}
-    try:
-        value = json.loads(os.environ["SEGAN_CODE"] or "null")
-    except ValueError:
-        return None
-    if not isinstance(value, dict):
-        return None
-    return {key: value.get(key) for key in ("revision", "dirty", "snapshot")
-            if isinstance(value.get(key), (str, bool, type(None)))}
-
-
-@functools.cache
-def _checkout_version() -> dict | None:
-    return checkout_version()  # once per process: the code it runs was imported at its start
 
 
 def capture_rng() -> dict[str, Any]:

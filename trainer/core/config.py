@@ -12,6 +12,7 @@ import functools
 from pathlib import Path
 
 from trainer.core.io import atomic_write_text
+from trainer.core.log import get_logger
 from trainer.core.mixing_config import MixingConfig
 from trainer.core.registry import task_spec
 from trainer.core.settings import (
@@ -29,6 +30,7 @@ from trainer.core.settings import (
     to_dict,
 )
 
+log = get_logger("config")
 MAX_SEED = (2**32 - 1000) // 1000  # rank r seeds NumPy with seed * 1000 + r, which must stay below 2**32
 
 __all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "config_class", "save_config", "to_dict"]
@@ -133,12 +135,10 @@ class TrainConfig(Section):
     device: str = setting("auto", "auto = cuda when visible, else cpu", choices=("auto", "cpu", "cuda"), resume=FREE)
     amp: bool = setting(False, "bf16 autocast for the networks on CUDA (STFT stays fp32)", resume=TRAJECTORY)
     log_every: int = setting(10, "steps between step records in metrics.jsonl and the log", min=1, resume=FREE)
-    pesq_workers: int | None = setting(None, "processes labelling the discriminator's items with PESQ, per rank "
-                                             "(null = this rank's cores, at most the batch size; 0 = in-process)",
-                                       min=0, resume=FREE)
-    overlap_labels: bool = setting(True, "start the discriminator's labels (PESQ) as soon as the generator's forward "
-                                         "pass has produced the estimates and run the generator's backward while "
-                                         "they are computed; false = the serial order (the same losses)", resume=FREE)
+    overlap_labels: bool = setting(True, "start the discriminator's labels (the speech task's quality scores) as "
+                                         "soon as the generator's forward pass has produced the estimates and run "
+                                         "the generator's backward while they are computed; false = the serial "
+                                         "order (the same losses)", resume=FREE)
     compile: bool = setting(False, "torch.compile the generator's training forward/backward (the weights, "
                                    "checkpoints, validation and inference stay eager); pays a compile at the "
                                    "start of every job; losses equal eager within float rounding, not bit for bit",
@@ -238,7 +238,21 @@ def config_from_dict(data: dict) -> Config:
     task = data.get("task", "speech_enhancement") if isinstance(data, dict) else None
     if not isinstance(task, str):
         raise ConfigError(f"task: {task!r} is not a str")
-    return build(config_class(task), data)
+    return build(config_class(task), drop_retired_keys(data, task_spec(task).retired_keys))
+
+
+def drop_retired_keys(data: dict, retired: tuple[str, ...]) -> dict:
+    """``data`` without the task's retired keys (settings older versions wrote into every frozen config
+    and checkpoint, no longer the task's): old run directories resume, old checkpoints load."""
+    for key in retired:
+        section, _, name = key.partition(".")
+        values = data.get(section)
+        if isinstance(values, dict) and name in values:
+            data = {**data, section: {k: v for k, v in values.items() if k != name}}
+            if values[name] is not None:
+                log.info("config: %s is not a setting of task %s (any more); its value %r is ignored",
+                         key, data.get("task"), values[name])
+    return data
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load ``path`` (None: all defaults), apply ``section.key=value`` overrides, validate."""
     data = read_with_bases(path) if path is not None else {}

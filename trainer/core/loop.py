@@ -3,7 +3,7 @@
 Step protocol (identical on every rank, so a failure on one rank can never hang DDP):
 1. generator forward and loss (``task.generator_step``; the discriminator frozen, called without DDP);
    with ``train.overlap_labels`` (default) the task starts the discriminator's labels
-   (``task.start_discriminator_labels``: PESQ in a process pool) and the generator's backward runs
+   (``task.start_discriminator_labels``, e.g. in a process pool) and the generator's backward runs
    while they are computed;
 2. the discriminator's loss on the detached estimates (``task.discriminator_step``; waits for the labels);
 3. one all-reduce of [G loss non-finite, D loss non-finite, stop requested, checkpoint due];
@@ -48,7 +48,7 @@ from trainer.core.step import (  # noqa: F401 (Diverged: re-exported for train.p
     Diverged,
     TrainingStep,
 )
-from trainer.core.steplog import MIN_LABEL_RATE, StepWindow, log_window, window_record
+from trainer.core.steplog import EpochCounters, StepWindow, log_window, window_record
 from trainer.core.task import build_task
 from trainer.core.tracking import build_tracker
 from trainer.core.validation import improved_metrics, run_validation
@@ -61,12 +61,6 @@ def build_optimizer(cfg: Config, params, lr: float) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
     extra = {"weight_decay": cfg.optim.weight_decay} if cfg.optim.name == "adamw" else {}
     return kind(params, lr=lr, betas=tuple(cfg.optim.betas), **extra)
-
-
-def fresh_totals() -> dict[str, int]:
-    """An epoch's running totals: PESQ-labelled items (``num_valid`` of ``num_items``). They are part of
-    the checkpoint, so the epoch record of a resumed run equals the uninterrupted run's."""
-    return {"num_valid": 0, "num_items": 0}
 
 
 class Trainer:
@@ -111,11 +105,11 @@ class Trainer:
             "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
         self.saved_at = (0, 0)  # (step, epoch) of checkpoints/last.pt: what state.json reports
-        self.epoch_totals = fresh_totals()  # this rank's PESQ label counts of the current epoch
+        self.epoch_totals = EpochCounters(self.task.epoch_counters)
         self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
         self.last_save_time = time.monotonic()
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
-            code = ckpt.code_version() or {}
+            code = revision.code_version() or {}
             log.info("code: %s%s", revision.describe(code),
                      f", snapshot {code['snapshot']}" if code.get("snapshot") else "")
         self._resume(changes)
@@ -142,9 +136,7 @@ class Trainer:
         for change in changes:
             log.info("config change at step %d: %s", self.progress.step, describe_change(change))
             self.config_changes.append(change.record(self.progress.step, allowed_by(change)))
-        if self.env.rank == 0:  # the saved totals are all ranks' sums: counted once, on rank 0
-            self.epoch_totals.update({k: int(v) for k, v in state.get("epoch_totals", {}).items()
-                                      if k in self.epoch_totals})
+        self.epoch_totals.restore(state.get("epoch_totals", {}), self.env.rank)
         self.saved_best = dict(self.progress.best)
         self.saved_at = (self.progress.step, self.progress.epoch)
         dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
@@ -159,8 +151,7 @@ class Trainer:
 
     def save(self, improved: tuple[str, ...] = ()) -> list[str]:
         """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
-        summed = dist.all_reduce_sum(torch.tensor([float(v) for v in self.epoch_totals.values()]))
-        epoch_totals = {k: int(v) for k, v in zip(self.epoch_totals, summed.tolist(), strict=True)}
+        epoch_totals = self.epoch_totals.summed()
         state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
                                     extra={**self.task.state(), "world_size": self.env.world_size,
                                            "config_changes": self.config_changes,
@@ -205,7 +196,6 @@ class Trainer:
             weight = self.task.gan_weight(p.epoch)
             self.sampler.set_epoch(p.epoch)
             self.sampler.start_at(p.batches_done)
-            totals = self.epoch_totals
             window = StepWindow()
             last_tick = time.perf_counter()
             for batch in self.train_loader:
@@ -217,8 +207,7 @@ class Trainer:
                 p.step += 1
                 window.add(record, data_seconds, time.perf_counter() - last_tick)
                 last_tick = time.perf_counter()
-                for key in totals:
-                    totals[key] += record.get(key, 0)
+                self.epoch_totals.add(record)
                 if p.step % cfg.train.log_every == 0:
                     self._log_window(window, weight)
                     window = StepWindow()
@@ -226,7 +215,7 @@ class Trainer:
                     self.save()
                 if flags[STOP_REQUESTED] > 0:
                     return self._exit_after_stop()
-            self._end_epoch(totals)
+            self._end_epoch()
             # every rank has the same epoch, so all of them skip the collective after the last one together
             if p.epoch < cfg.train.epochs and self._any_rank_stopping():
                 return self._exit_after_stop()
@@ -256,20 +245,20 @@ class Trainer:
         means = window.reduced(self.env.world_size)
         record = window_record(means, step=p.step, epoch=p.epoch, gan_weight=weight,
                                lrs=(self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]),
-                               samples_per_step=self.cfg.data.batch_size * self.env.world_size)
+                               samples_per_step=self.cfg.data.batch_size * self.env.world_size,
+                               counters=self.task.epoch_counters)
         record.update(self.task.window_extras(means))
         self.metrics.write(record)
         self.tracker.write(record)
-        log_window(record, grad_norm_threshold=self.cfg.optim.grad_norm_alert, log_every=self.cfg.train.log_every)
+        log_window(record, grad_norm_threshold=self.cfg.optim.grad_norm_alert, log_every=self.cfg.train.log_every,
+                   note=self.task.window_note(record), warnings=self.task.warnings(record))
 
-    def _end_epoch(self, totals: dict) -> None:
+    def _end_epoch(self) -> None:
         cfg, p = self.cfg, self.progress
-        summed = dist.all_reduce_sum(torch.tensor([float(totals["num_valid"]), float(totals["num_items"])]))
-        record = {"kind": "epoch", "epoch": p.epoch, "step": p.step}
-        if summed[1] > 0:  # tasks whose discriminator is labelled by PESQ
-            record["pesq_valid_rate"] = rate = float(summed[0]) / float(summed[1])
-            if rate < MIN_LABEL_RATE:
-                log.warning("epoch %d: discriminator trained on only %.0f%% of its items", p.epoch + 1, 100 * rate)
+        record = {"kind": "epoch", "epoch": p.epoch, "step": p.step,
+                  **self.task.epoch_extras(self.epoch_totals.summed())}
+        for warning in self.task.warnings(record):
+            log.warning("%s", warning)
         last_epoch = p.epoch + 1 == cfg.train.epochs
         improved: tuple[str, ...] = ()
         if (p.epoch + 1) % cfg.valid.every_epochs == 0 or last_epoch:
@@ -283,7 +272,7 @@ class Trainer:
                      ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
         p.epoch += 1
         p.batches_done = 0
-        self.epoch_totals = fresh_totals()
+        self.epoch_totals = EpochCounters(self.task.epoch_counters)
         record["checkpoints"] = self.save(improved)
         self.metrics.write(record)
         self.tracker.write(record)

@@ -47,6 +47,9 @@ class TaskSpec:
     architecture_keys: tuple[str, ...]
     # Validation metrics a best_<metric> checkpoint may track.
     checkpoint_metrics: tuple[str, ...] = ("loss",)
+    # Dotted keys older versions wrote into every frozen config and checkpoint of this task that it no
+    # longer has (a setting that moved to another task): dropped when a config is read, so old runs resume.
+    retired_keys: tuple[str, ...] = ()
 
 
 _TASKS: dict[str, TaskSpec] = {}

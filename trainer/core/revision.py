@@ -6,6 +6,9 @@ started without the launcher (trainer/core/checkpoint.py) both read it here.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -45,3 +48,26 @@ def describe(record: dict | None) -> str:
     if not record or not record.get("revision"):
         return "no git revision (not a git checkout, or no git on PATH)"
     return f"revision {record['revision'][:12]}" + (" with uncommitted changes" if record.get("dirty") else "")
+
+
+def code_version() -> dict | None:
+    """The code this process runs, as the launcher recorded it (``SEGAN_CODE``: git revision, dirty
+    flag, snapshot path; see jobs/submit/snapshot.py); without it (``python -m trainer.train``), the revision
+    of the checkout this code is imported from, with no snapshot; None when neither is known. Every
+    checkpoint records it (trainer/core/checkpoint.py)."""
+    if "SEGAN_CODE" not in os.environ:
+        found = _checkout_version()
+        return None if found is None else {**found, "snapshot": None}
+    try:
+        value = json.loads(os.environ["SEGAN_CODE"] or "null")
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {key: value.get(key) for key in ("revision", "dirty", "snapshot")
+            if isinstance(value.get(key), (str, bool, type(None)))}
+
+
+@functools.cache
+def _checkout_version() -> dict | None:
+    return checkout_version()  # once per process: the code it runs was imported at its start

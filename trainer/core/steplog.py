@@ -1,5 +1,5 @@
 """Step records: per-step numbers summed over a log window, reduced over ranks, written to
-``metrics.jsonl`` and the log, with the warnings a user must not miss (gradient norms, PESQ rate)."""
+``metrics.jsonl`` and the log, with the warnings a user must not miss (gradient norms; the task's own)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from trainer.core import dist
 from trainer.core.log import get_logger
 
 log = get_logger("loop")
-MIN_LABEL_RATE = 0.70  # warn when fewer than 70% of the discriminator's items get a PESQ label
 
 
 class StepWindow:
@@ -36,6 +35,31 @@ class StepWindow:
         return out
 
 
+class EpochCounters:
+    """This rank's running sums, over the current epoch, of the task's ``epoch_counters`` (e.g. items
+    with a discriminator label). They are part of the checkpoint (as all ranks' sums), so the epoch
+    record of a resumed run equals the uninterrupted run's."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.values = dict.fromkeys(names, 0)
+
+    def add(self, record: dict) -> None:
+        for key in self.values:
+            self.values[key] += record.get(key, 0)
+
+    def summed(self) -> dict[str, int]:
+        """The sums over all ranks (a collective, which every rank skips when there are no counters)."""
+        if not self.values:
+            return {}
+        totals = dist.all_reduce_sum(torch.tensor([float(v) for v in self.values.values()]))
+        return {k: int(v) for k, v in zip(self.values, totals.tolist(), strict=True)}
+
+    def restore(self, saved: dict, rank: int) -> None:
+        """The sums a checkpoint saved: all ranks' sums, counted once (on rank 0)."""
+        if rank == 0:
+            self.values.update({k: int(v) for k, v in saved.items() if k in self.values})
+
+
 def grad_norm_alert(name: str, norm: float, threshold: float) -> str | None:
     """A warning line when a gradient norm is non-finite or above the safety threshold, else None."""
     if not math.isfinite(norm):
@@ -46,27 +70,25 @@ def grad_norm_alert(name: str, norm: float, threshold: float) -> str | None:
 
 
 def window_record(means: dict, *, step: int, epoch: int, gan_weight: float, lrs: tuple[float, float],
-                  samples_per_step: int) -> dict:
-    """The ``kind: step`` record of a log window; ``num_valid``/``num_items`` become the label rate."""
-    record = {"kind": "step", "step": step, "epoch": epoch, **means, "gan_weight": gan_weight,
-              "lr_g": lrs[0], "lr_d": lrs[1],
-              "samples_per_sec": samples_per_step / max(1e-9, means["sec_per_step"])}
-    if "num_items" in means:
-        record["pesq_valid_rate"] = record.pop("num_valid") / max(1.0, record.pop("num_items"))
-    return record
+                  samples_per_step: int, counters: tuple[str, ...] = ()) -> dict:
+    """The ``kind: step`` record of a log window, without the task's epoch ``counters``."""
+    fields = {k: v for k, v in means.items() if k not in counters}
+    return {"kind": "step", "step": step, "epoch": epoch, **fields, "gan_weight": gan_weight,
+            "lr_g": lrs[0], "lr_d": lrs[1], "samples_per_sec": samples_per_step / max(1e-9, means["sec_per_step"])}
 
 
-def log_window(record: dict, *, grad_norm_threshold: float, log_every: int) -> None:
-    rate = record.get("pesq_valid_rate")
+def log_window(record: dict, *, grad_norm_threshold: float, log_every: int, note: str = "",
+               warnings: list[str] = ()) -> None:
+    """The window's log line (``note``: the task's phrase in it), then the gradient-norm alerts and the
+    task's ``warnings``."""
     log.info("epoch %d step %d loss %.4f d_loss %.4f gan_w %.3f%s %.2fs/step%s", record["epoch"] + 1, record["step"],
              record["loss"], record.get("d_loss", float("nan")), record["gan_weight"],
-             "" if rate is None else f" pesq-labelled {100 * rate:.0f}%", record["sec_per_step"],
+             f" {note}" if note else "", record["sec_per_step"],
              f" ({record['alert']})" if "alert" in record else "")
     for name in ("grad_norm_g", "grad_norm_d"):
         if name in record:
             alert = grad_norm_alert(name, record[name], grad_norm_threshold)
             if alert:
                 log.warning("%s (mean of the last %d steps)", alert, log_every)
-    if rate is not None and rate < MIN_LABEL_RATE:
-        log.warning("discriminator trained on only %.0f%% of its items in the last %d steps (PESQ failed "
-                    "on the rest; silent or too-short clips?)", 100 * rate, log_every)
+    for warning in warnings:
+        log.warning("%s", warning)

@@ -55,6 +55,11 @@ class Task:
 
     # Validation metrics where larger is better (the rest, e.g. loss, are minimised).
     maximise: tuple[str, ...] = ()
+    # Integer counters of the step records (e.g. items the discriminator got a label for) that the loop
+    # sums over each epoch and all ranks, keeping the running sums in checkpoints so that a resumed
+    # epoch's record equals an uninterrupted one's. Window records hold their window totals only until
+    # :meth:`window_extras` has read them; :meth:`epoch_extras` turns the epoch's sums into fields.
+    epoch_counters: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, device: torch.device, cores: int):
         self.cfg, self.device, self.cores = cfg, device, cores
@@ -86,8 +91,22 @@ class Task:
         raise NotImplementedError
 
     def window_extras(self, means: dict) -> dict:
-        """Derived fields of a log window or an epoch summary (from mean values)."""
+        """Derived fields of a log window or an epoch's validation summary (from mean values; a window's
+        :attr:`epoch_counters` are its totals)."""
         return {}
+
+    def epoch_extras(self, totals: dict[str, int]) -> dict:
+        """Fields of the epoch record from the epoch's :attr:`epoch_counters`, summed over all ranks."""
+        return {}
+
+    def window_note(self, record: dict) -> str:
+        """A short phrase for the log line of a window record (e.g. a rate); '' for none."""
+        return ""
+
+    def warnings(self, record: dict) -> list[str]:
+        """Warnings a user must not miss about a window or epoch record (``record["kind"]``: ``step`` or
+        ``epoch``; an epoch's before its validation), logged by the loop."""
+        return []
 
     # ----- validation ------------------------------------------------------------------------------
     def validation_metrics(self, validation_index: int, last: bool) -> tuple[str, ...]:

@@ -261,54 +261,15 @@ def _commit(out: Path, summaries: dict[int, dict]) -> None:
 def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str | None, shard_size_mb: float,
                workers: int, sources: dict, progress: bool, manifest_extra: dict | None = None) -> dict:
     """Pack ``pairs`` into ``out``; returns the manifest (also written to out/manifest.json)."""
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".shard-*.tmp"):  # left by a crashed run
         stale.unlink()
     shards = plan_shards(pairs, int(shard_size_mb * 2**20))
-    recorded = _recorded_shards(out)
-    jobs, summaries = [], {}
-    for i, shard_pairs in enumerate(shards):
-        path, plan = out / f"shard-{i:05d}.h5", _plan_hash(shard_pairs, settings)
-        summary = _reuse(out, i, plan, recorded)
-        if summary is not None:
-            summaries[i] = summary
-        else:
-            jobs.append((i, path, shard_pairs, plan))
-    if summaries:
-        log.info("%s: %d of %d shard(s) already complete, skipped", out, len(summaries), len(shards))
-    problems = []
-    results = Parallel(n_jobs=max(1, min(workers, len(jobs))), return_as="generator_unordered")(
-        delayed(_pack_job)(i, path, p, settings, plan) for i, path, p, plan in jobs)
-    for i, (summary, shard_problems) in tqdm(results, total=len(jobs), desc=f"packing {split or out.name}",
-                                             unit="shard", disable=not progress or not jobs):
-        problems += shard_problems
-        if summary is not None:
-            summaries[i] = summary
-    raise_problems(problems)  # before anything is moved: the old dataset stays as it was
+    summaries = _pack_shards(out, shards, settings, workers=workers, label=split or out.name, progress=progress)
     _commit(out, summaries)
     ordered = [summaries[i] for i in range(len(shards))]
-    speakers: dict[str, int] = {}
-    for summary in ordered:
-        for speaker in summary.pop("speakers"):
-            speakers[speaker] = speakers.get(speaker, 0) + 1
-    silent = sorted(n for s in ordered for n in s.pop("silent"))
-    dropped = sorted(n for s in ordered for n in s.pop("dropped"))
-    for summary in ordered:
-        summary["seconds"] = round(summary["num_samples"] / settings.sample_rate, 3)
-    manifest = {
-        "format_version": FORMAT_VERSION, "kind": settings.kind, "split": split, "sample_rate": settings.sample_rate,
-        "signals": list(settings.signals), "num_pairs": sum(s["num_pairs"] for s in ordered),
-        "total_seconds": round(sum(s["num_samples"] for s in ordered) / settings.sample_rate, 3),
-        "num_shards": len(ordered), "speakers": dict(sorted(speakers.items())),
-        "silent": silent, "dropped_silent": dropped, "sources": sources,
-        "settings": {"channel": settings.channel, "drop_silent": settings.drop_silent,
-                     "silence_threshold": settings.silence_threshold,
-                     "length_tolerance_ms": settings.length_tolerance_ms},
-        "shards": ordered, **(manifest_extra or {}),
-    }
+    manifest = _manifest(ordered, settings, split=split, sources=sources, extra=manifest_extra)
+    silent = manifest["silent"]
     if silent:
         listed = ", ".join(silent[:MAX_LISTED]) + (f" (+{len(silent) - MAX_LISTED} more)"
                                                    if len(silent) > MAX_LISTED else "")
@@ -325,6 +286,61 @@ def pack_split(out: Path, pairs: list[Pair], settings: Settings, *, split: str |
              "pairs" if settings.kind == PAIRED else f"{settings.kind} items",
              manifest["total_seconds"], len(ordered))
     return manifest
+
+
+def _pack_shards(out: Path, shards: list, settings: Settings, *, workers: int, label: str,
+                 progress: bool) -> dict[int, dict]:
+    """Each planned shard's summary by index: reused when the folder already holds it complete, else
+    packed (staged, not yet in place). Raises on any problem, before anything is moved."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    recorded = _recorded_shards(out)
+    jobs, summaries = [], {}
+    for i, shard_pairs in enumerate(shards):
+        path, plan = out / f"shard-{i:05d}.h5", _plan_hash(shard_pairs, settings)
+        summary = _reuse(out, i, plan, recorded)
+        if summary is not None:
+            summaries[i] = summary
+        else:
+            jobs.append((i, path, shard_pairs, plan))
+    if summaries:
+        log.info("%s: %d of %d shard(s) already complete, skipped", out, len(summaries), len(shards))
+    problems = []
+    results = Parallel(n_jobs=max(1, min(workers, len(jobs))), return_as="generator_unordered")(
+        delayed(_pack_job)(i, path, p, settings, plan) for i, path, p, plan in jobs)
+    for i, (summary, shard_problems) in tqdm(results, total=len(jobs), desc=f"packing {label}",
+                                             unit="shard", disable=not progress or not jobs):
+        problems += shard_problems
+        if summary is not None:
+            summaries[i] = summary
+    raise_problems(problems)  # before anything is moved: the old dataset stays as it was
+    return summaries
+
+
+def _manifest(ordered: list[dict], settings: Settings, *, split: str | None, sources: dict,
+              extra: dict | None) -> dict:
+    """manifest.json's content from the shards' summaries (in order; their per-shard lists are moved
+    into the manifest's totals)."""
+    speakers: dict[str, int] = {}
+    for summary in ordered:
+        for speaker in summary.pop("speakers"):
+            speakers[speaker] = speakers.get(speaker, 0) + 1
+    silent = sorted(n for s in ordered for n in s.pop("silent"))
+    dropped = sorted(n for s in ordered for n in s.pop("dropped"))
+    for summary in ordered:
+        summary["seconds"] = round(summary["num_samples"] / settings.sample_rate, 3)
+    return {
+        "format_version": FORMAT_VERSION, "kind": settings.kind, "split": split, "sample_rate": settings.sample_rate,
+        "signals": list(settings.signals), "num_pairs": sum(s["num_pairs"] for s in ordered),
+        "total_seconds": round(sum(s["num_samples"] for s in ordered) / settings.sample_rate, 3),
+        "num_shards": len(ordered), "speakers": dict(sorted(speakers.items())),
+        "silent": silent, "dropped_silent": dropped, "sources": sources,
+        "settings": {"channel": settings.channel, "drop_silent": settings.drop_silent,
+                     "silence_threshold": settings.silence_threshold,
+                     "length_tolerance_ms": settings.length_tolerance_ms},
+        "shards": ordered, **(extra or {}),
+    }
 
 
 def prepare(first_dir: str | Path, second_dir: str | Path, out: str | Path, *,

@@ -1,5 +1,6 @@
 """What ``trainer.evaluate`` adds for issue 21: its extra flags, checks made before any scoring,
-DNSMOS columns, the statistics block, the reference-free mode and the exit rule when nothing scored."""
+DNSMOS means, the statistics block, the reference-free mode, the outputs of the folder modes
+(:func:`write_outputs`) and the exit rule when nothing scored."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 from trainer.core.exitcodes import EXIT_BAD_INPUT
 from trainer.core.io import atomic_write_text
-from trainer.metrics.dnsmos import DNSMOS_KEYS, MISSING, missing_packages
-from trainer.metrics.quality import METRIC_KEYS, summarize
+from trainer.metrics.dnsmos import MISSING, missing_packages
+from trainer.metrics.quality import summarize
 from trainer.report.folder import report_folder_problem
-from trainer.report.stats import BAND_KEYS, read_conditions
+from trainer.report.stats import read_conditions
 from trainer.report.summary import add_dnsmos_means, format_statistics, notes, statistics
+from trainer.report.tables import environment_info, format_table, rows_to_csv
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
@@ -57,21 +59,6 @@ def summarize_rows(rows: list[dict]) -> dict:
     return summary
 
 
-def shown_keys(summaries: dict[str, dict]) -> tuple[str, ...]:
-    """The table's rows: the intrusive metrics (unless none was computed) and any DNSMOS score."""
-    has = {k for s in summaries.values() for k in METRIC_KEYS + BAND_KEYS + DNSMOS_KEYS if s.get(k) is not None}
-    intrusive = METRIC_KEYS if has & set(METRIC_KEYS + BAND_KEYS) or not has else ()
-    return intrusive + tuple(k for k in BAND_KEYS + DNSMOS_KEYS if k in has)
-
-
-def csv_columns(rows: list[dict], base: tuple[str, ...]) -> tuple[str, ...]:
-    """``base`` (name first, error last) with the DNSMOS and sample-rate columns when rows carry them."""
-    extra = tuple(k for k in DNSMOS_KEYS + ("sample_rate",) if any(k in r for r in rows))
-    if not any(r.get(k) is not None for r in rows for k in METRIC_KEYS) and any(k in DNSMOS_KEYS for k in extra):
-        base = ("name", "seconds", "error")  # reference-free: no intrusive columns
-    return base[:-1] + extra + base[-1:]
-
-
 def nothing_scored(summaries: dict[str, dict]) -> str | None:
     """The line to print (and exit 2) when every file of every column failed."""
     if summaries and all(s.get("num_valid", 0) == 0 for s in summaries.values()):
@@ -92,7 +79,7 @@ def list_audio(folder: Path) -> list[tuple[str, str]]:
                   if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def reference_free(args, workers: int, run_tasks, rows_to_csv, format_table, environment_info) -> int:
+def reference_free(args, workers: int, run_tasks) -> int:
     """``--enhanced-dir DIR --dnsmos`` without ``--clean-dir``: DNSMOS of every audio file."""
     from trainer.report.scoring import score_file_reference_free
 
@@ -105,23 +92,32 @@ def reference_free(args, workers: int, run_tasks, rows_to_csv, format_table, env
     rows = run_tasks(score_file_reference_free, files, workers, not args.no_progress)
     elapsed = time.perf_counter() - started
     summary = summarize_rows(rows)
-    column = os.path.basename(str(args.enhanced_dir).rstrip("/")) or "enhanced"
     report = {"summary": summary, "num_files": len(rows), "enhanced_dir": str(args.enhanced_dir.resolve()),
               "conventions": "DNSMOS P.835/P.808 as Microsoft's dnsmos_local.py (speechmos's ONNX models)",
-              "workers": workers, "wall_seconds": round(elapsed, 2)} | environment_info()
+              "workers": workers, "wall_seconds": round(elapsed, 2)}
+    headline = (f"scored {summary['num_valid']} of {len(rows)} files ({summary['num_failed']} failed) "
+                f"in {elapsed:.1f} s with {workers} worker(s), no references: DNSMOS only")
+    return write_outputs(args, report, rows, [headline], report_audio=dict)
+
+
+def write_outputs(args, report: dict, rows: list[dict], headlines: list[str], report_audio) -> int:
+    """The end of the folder modes (one column: ``report["summary"]`` of ``rows``): the statistics, the
+    CSV and JSON files (``report`` with the environment), the headlines, table, notes and statistics,
+    the listening report (``report_audio()``: its audio); exit 2 when no file could be scored."""
+    column, summary = os.path.basename(str(args.enhanced_dir).rstrip("/")) or "enhanced", report["summary"]
+    report.update(environment_info())
     text = add_statistics(report, {column: rows}, args)
     if args.csv:
         atomic_write_text(args.csv, rows_to_csv(rows))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    print(f"scored {summary['num_valid']} of {len(rows)} files ({summary['num_failed']} failed) "
-          f"in {elapsed:.1f} s with {workers} worker(s), no references: DNSMOS only")
+    print("\n".join(headlines))
     print(format_table({column: summary}, rows))
-    print("\n".join(summary.get("notes", [])) + ("\n" if summary.get("notes") else "") + text)
+    print(notes_text({column: summary}) + text)
     if args.report is not None:
         from trainer.report.html import write_report
 
-        write_report(args.report, report, {column: rows}, audio={})
+        write_report(args.report, report, {column: rows}, audio=report_audio())
         print(f"report: {args.report / 'index.html'}")
     problem = nothing_scored({column: summary})
     return _fail(problem) if problem else 0

@@ -16,4 +16,5 @@ SPEC = register_task(TaskSpec(
                        "model.num_stages", "model.front_end", "discriminator.*", "stft.n_fft", "stft.hop_length",
                        "stft.window", "stft.compress_factor"),
     checkpoint_metrics=config.METRICS,
+    retired_keys=("train.pesq_workers",),  # the speech task's since issue 18; every older frozen config has it
 ))

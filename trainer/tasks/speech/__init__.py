@@ -7,7 +7,7 @@ from trainer.tasks.speech import config
 SPEC = register_task(TaskSpec(
     name="speech_enhancement",
     sections={"model": config.SpeechModelConfig, "discriminator": config.MetricDiscriminatorConfig,
-              "loss": config.SpeechLossConfig, "valid": config.SpeechValidConfig,
+              "loss": config.SpeechLossConfig, "train": config.SpeechTrainConfig, "valid": config.SpeechValidConfig,
               "checkpoint": config.SpeechCheckpointConfig},
     task="trainer.tasks.speech.task:SpeechTask",
     models="trainer.tasks.speech.models",

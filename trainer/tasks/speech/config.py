@@ -1,11 +1,11 @@
 """The speech-enhancement task's config sections (torch-free): generator, discriminator, losses and
-GAN schedule, validation metrics, kept checkpoints."""
+GAN schedule, the PESQ labelling pool, validation metrics, kept checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from trainer.core.config import CheckpointConfig, GanScheduleConfig, ValidConfig
+from trainer.core.config import CheckpointConfig, GanScheduleConfig, TrainConfig, ValidConfig
 from trainer.core.settings import FREE, TRAJECTORY, ConfigError, Section, setting
 
 GENERATORS = ("bsrnn", "cmgan", "mpsenet")  # trainer/tasks/speech/models registers each (a test keeps the two in step)
@@ -55,6 +55,13 @@ class SpeechLossConfig(GanScheduleConfig):
     w_consistency: float = setting(0.0, "weight of the STFT consistency loss: RI distance between the estimate's "
                                         "spectrum and the analysis of its own wave (MP-SENet: 0.1; 0 = off)",
                                    min=0.0, resume=TRAJECTORY)
+
+
+@dataclasses.dataclass(kw_only=True)
+class SpeechTrainConfig(TrainConfig):
+    pesq_workers: int | None = setting(None, "processes labelling the discriminator's items with PESQ, per rank "
+                                             "(null = this rank's cores, at most the batch size; 0 = in-process)",
+                                       min=0, resume=FREE)
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -23,9 +23,12 @@ from trainer.metrics.quality import compute_metrics
 from trainer.tasks.speech import losses
 from trainer.tasks.speech.models import analysis_for, build_discriminator
 
+MIN_LABEL_RATE = 0.70  # warn when fewer than 70% of the discriminator's items get a PESQ label
+
 
 class SpeechTask(Task):
     maximise = ("pesq", "stoi", "ssnr", "composite", "csig", "cbak", "covl")
+    epoch_counters = ("num_valid", "num_items")  # items with a PESQ label, of the discriminator's items
 
     def __init__(self, cfg, device: torch.device, cores: int):
         super().__init__(cfg, device, cores)
@@ -93,6 +96,28 @@ class SpeechTask(Task):
         loss, info = losses.discriminator_loss_from_scores(both, target, valid_mask)
         return loss, {"num_valid": int(valid.sum()), "num_items": int(len(valid)), **_floats(info),
                       "sec_label_wait": waited}
+
+    # ----- the PESQ label rate in the window and epoch records (``pesq_valid_rate``) ------------------
+    def window_extras(self, means: dict) -> dict:
+        if "num_items" not in means:  # a validation summary
+            return {}
+        return {"pesq_valid_rate": means["num_valid"] / max(1.0, means["num_items"])}
+
+    def epoch_extras(self, totals: dict[str, int]) -> dict:
+        return {"pesq_valid_rate": totals["num_valid"] / totals["num_items"]} if totals["num_items"] > 0 else {}
+
+    def window_note(self, record: dict) -> str:
+        rate = record.get("pesq_valid_rate")
+        return "" if rate is None else f"pesq-labelled {100 * rate:.0f}%"
+
+    def warnings(self, record: dict) -> list[str]:
+        rate = record.get("pesq_valid_rate")
+        if rate is None or rate >= MIN_LABEL_RATE:
+            return []
+        if record["kind"] == "epoch":
+            return [f"epoch {record['epoch'] + 1}: discriminator trained on only {100 * rate:.0f}% of its items"]
+        return [f"discriminator trained on only {100 * rate:.0f}% of its items in the last "
+                f"{self.cfg.train.log_every} steps (PESQ failed on the rest; silent or too-short clips?)"]
 
     def validation_metrics(self, validation_index: int, last: bool) -> tuple[str, ...]:
         """PESQ, SSNR and SI-SDR always, STOI and ESTOI every ``valid.stoi_every`` validations and at the last."""
