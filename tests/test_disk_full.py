@@ -69,16 +69,17 @@ def test_training_on_a_full_disk_exits_with_the_do_not_requeue_code(repo_root, s
     be impossible to write (then the exit code alone says it)."""
     run_dir = small_disk / "run"
     tb = f"train.tensorboard={str(tensorboard).lower()}"
-    first = run_train(repo_root, run_dir, "train.epochs=1", tb)
+    one_step = "train.max_steps_per_epoch=1"  # what matters is the epoch's save, not its steps
+    first = run_train(repo_root, run_dir, "train.epochs=1", tb, one_step)
     assert first.returncode == EXIT_FINISHED, first.stderr[-3000:]
     before = ckpt.load(run_dir / "checkpoints/last.pt")
     filler = fill(small_disk, 128 * 1024)  # room for log lines and state.json, not for a checkpoint
-    proc = run_train(repo_root, run_dir, "train.epochs=2", tb)
+    proc = run_train(repo_root, run_dir, "train.epochs=2", tb, one_step)
     assert proc.returncode == EXIT_DISK_FULL, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "bytes" in errors[0] and str(run_dir / "checkpoints") in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
-    assert ckpt.load(run_dir / "checkpoints/last.pt")["step"] == before["step"] == 4
+    assert ckpt.load(run_dir / "checkpoints/last.pt")["step"] == before["step"] == 1
     state = read_state(run_dir)
     if tensorboard:
         assert "tensorboard: No space left on device" in proc.stderr
@@ -88,5 +89,5 @@ def test_training_on_a_full_disk_exits_with_the_do_not_requeue_code(repo_root, s
         assert ckpt.load(run_dir / f"checkpoints/best_{metric}.pt")["best"][metric] == value
     assert not list(run_dir.rglob("*.tmp"))
     filler.unlink()
-    again = run_train(repo_root, run_dir, "train.epochs=2", tb)
+    again = run_train(repo_root, run_dir, "train.epochs=2", tb, one_step)
     assert again.returncode == EXIT_FINISHED, again.stderr[-3000:]
