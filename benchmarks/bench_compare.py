@@ -11,7 +11,7 @@ test_scores.json. Prints, as the median of ``--repeats``:
   in wall time and in CPU time (user+sys: what the command costs where the machine is shared),
   against the start-up baseline ``python launch.py --help`` (the same interpreter and imports,
   no run read): the ratio says what the 50 runs add to starting the CLI;
-- the same table in-process (``jobs.compare``), against a baseline that parses every line of every
+- the same table in-process (``jobs.report.compare``), against a baseline that parses every line of every
   metrics.jsonl with ``json.loads`` (what reading the files with ``trainer.core.runstate.read_jsonl``
   costs): the ratio says what skipping the step records saves.
 

@@ -210,7 +210,7 @@ def test_a_corrupted_noise_shard_is_refused_by_name(corpora, tmp_path):
 
 
 def test_launch_check_reports_each_mixing_corpus(corpora, tmp_path, capsys):
-    from jobs.preflight import _check_data
+    from jobs.submit.preflight import _check_data
 
     cfg = load_config("configs/smoke_mixing.yaml", ["mixing.demo=false", f"mixing.speech={corpora / 'speech'}",
                                                     f"mixing.noise={tmp_path}", "mixing.reverb_probability=0"])

@@ -1,7 +1,7 @@
 """Typed YAML config machinery: YAML -> nested ``@dataclass(kw_only=True)`` sections.
 
 Shared by the training config (``trainer.core.config``) and the cluster profiles
-(``jobs.profiles``). Pure Python + PyYAML: importing it never imports torch.
+(``jobs.submit.profiles``). Pure Python + PyYAML: importing it never imports torch.
 
 Rules (the same for files and for ``--set section.key=value`` overrides):
 - an unknown key is an error naming it and listing the known keys of its section;
