@@ -158,19 +158,21 @@ def _stats(values: list[float], best=min) -> str:
     return f"{best(values):.2f}/{statistics.median(values):.2f}"
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/smoke.yaml", help="the validation's config (demo corpus)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--run-dir", type=Path, help="evaluate this run's kept checkpoints (default: train one)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", help="also write the numbers here")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _measure(args: argparse.Namespace, counts: list[int], results: dict) -> tuple:
+    """Validation, evaluation in process and the evaluation command on each core count, ``--repeats``
+    times, into ``results``; returns the (closed) validation trainer, its config and the evaluated run."""
     from trainer.data.demo import demo_for
 
-    counts = sorted({1, len(ALL_CORES)})
-    results: dict = {"cores": counts, "load_average_start": os.getloadavg()[0], "validation": {},
-                     "evaluate_in_process": {}, "evaluate_command": {}}
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         work = Path(tmp)
         cfg = load_config(args.config, ["data.demo=true", "checkpoint.every_steps=0", "checkpoint.every_minutes=0",
@@ -194,6 +196,10 @@ def main() -> None:
                     _progress(f"evaluation command on {n} core(s)", results["evaluate_command"][n][-1]["wall"])
         finally:
             trainer.close()
+    return trainer, cfg, run_dir
+
+
+def _print_validation(args: argparse.Namespace, trainer: Trainer, cfg, counts: list[int], results: dict) -> None:
     audio_seconds = sum(float(b["lengths"][0]) for b in trainer.valid_loader) / cfg.data.sample_rate
     first = results["validation"][counts[0]][0]
     print(f"validation: {first['utterances']} utterances ({audio_seconds:.1f} s of audio), {args.config} "
@@ -204,6 +210,9 @@ def main() -> None:
         print(f"{n:>5}" + "".join(f"{_stats([r.get(k, 0.0) for r in rows]):>14}"
                                   for k in ("total", "enhance", "score", "summarise"))
               + f"{_stats([r['utterances'] / r['total'] for r in rows], max):>14}")
+
+
+def _print_evaluation(args: argparse.Namespace, run_dir: Path, counts: list[int], results: dict) -> None:
     ev = results["evaluate_in_process"][counts[0]][0]
     print(f"evaluation of the demo test set: {ev['files'] // ev['columns']} files x {ev['columns']} columns "
           f"(noisy + {ev['columns'] - 1} checkpoints of {run_dir.name if args.run_dir else 'a smoke run'})")
@@ -216,6 +225,10 @@ def main() -> None:
                         for k in ("total", "read", "load", "enhance", "score"))
               + f"{_stats([r['files'] / r['total'] for r in inproc], max):>14}")
     print("files/s: in-process enhance + score of every column; 'command' adds Python start, imports and output")
+
+
+def _print_speedups(counts: list[int], results: dict) -> None:
+    """All cores over one, median times, into ``results`` (with more than one core)."""
     if len(counts) > 1:
         one, every = counts[0], counts[-1]
         speedups = {what: statistics.median(r[key] for r in results[what][one])
@@ -225,12 +238,22 @@ def main() -> None:
         results["speedup_all_cores_over_one"] = speedups
         print(f"ratios ({every} cores over 1, median time): "
               + ", ".join(f"{what} {value:.2f}x" for what, value in speedups.items()))
+
+
+def main() -> None:
+    args = _parse_args()
+    counts = sorted({1, len(ALL_CORES)})
+    results: dict = {"cores": counts, "load_average_start": os.getloadavg()[0], "validation": {},
+                     "evaluate_in_process": {}, "evaluate_command": {}}
+    trainer, cfg, run_dir = _measure(args, counts, results)
+    _print_validation(args, trainer, cfg, counts, results)
+    _print_evaluation(args, run_dir, counts, results)
+    _print_speedups(counts, results)
     results["load_average_end"] = os.getloadavg()[0]
     print(f"1-min load average {results['load_average_start']:.1f} at the start, "
           f"{results['load_average_end']:.1f} at the end ({len(ALL_CORES)} cores)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
-
 
 if __name__ == "__main__":
     main()

@@ -215,7 +215,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/base.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -228,29 +228,34 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA), as train.amp")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
-    modes = [m for m in args.modes.split(",") if m]
-    if not modes or any(m not in MODES for m in modes):
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or any(m not in MODES for m in args.modes):
         parser.error(f"--modes: a comma-separated subset of {','.join(MODES)}")
+    return args
+
+
+def _run_modes(args: argparse.Namespace) -> tuple[list[Runner], object]:
+    """Every mode's blocks, the modes taking turns; the runners and the (last mode's) config."""
     common = ["data.demo=true", "data.batch_size=4", "data.crop_seconds=2.0", "data.num_workers=0",
               "loss.gan_start_fraction=0.0", "loss.gan_ramp_epochs=0", "checkpoint.every_steps=0",
               "checkpoint.every_minutes=0", "train.log_every=1000000", "train.tensorboard=false",
               f"train.device={args.device}",
               f"train.amp={str(args.amp).lower()}", f"train.pesq_workers={args.pesq_workers}"]
     env = read_env()
-    load_start = os.getloadavg()[0]
     runners = []
     with tempfile.TemporaryDirectory(prefix="bench_throughput_") as work:
-        for mode in modes:
+        for mode in args.modes:
             overlap = "false" if mode == "serial" else "true"
             cfg = load_config(args.config, [*common, f"train.overlap_labels={overlap}", *args.overrides])
             runners.append(Runner(mode, cfg, Path(work) / mode, env))
         for _ in range(args.rounds):
             for runner in runners:
                 runner.block(args.steps, args.torch_threads)
-    device = runners[0].device
+    return runners, cfg
+
+
+def _print_table(args, cfg, device, params: int, load_start: float, results: dict) -> None:
     batch_size, crop = cfg.data.batch_size, cfg.data.crop_seconds
-    params = runners[0].params
-    results = {r.mode: r.summary(batch_size) for r in runners}
     print(f"config {' '.join([args.config, *args.overrides])}; generator {cfg.model.name} ({params / 1e6:.2f} M "
           f"params); batch {batch_size} x {crop} s; device {device}{' bf16' if args.amp else ''}; "
           f"torch threads {args.torch_threads}, PESQ workers {args.pesq_workers}, "
@@ -268,6 +273,10 @@ def main() -> None:
               + f"{res['peak_rss_mib']:>7.0f}MiB"
               + (f"{res['peak_cuda_allocated_mib']:>8.0f}MiB" if device.type == "cuda" else "")
               + (f"{res['machine_idle_pct']:>10.0f}%" if res["machine_idle_pct"] is not None else ""))
+
+
+def _wall_ratios(results: dict) -> dict:
+    """The median steps' ratios between the modes measured; printed."""
     ratios = {}
     total = {mode: res["ms_per_step_median"]["total"] for mode, res in results.items()}
     if "serial" in total and "overlapped" in total:
@@ -283,11 +292,16 @@ def main() -> None:
         for mode in ("serial", "overlapped"):
             if f"{mode}_over_none" in ratios:
                 print(f"  {mode}: the labelling adds {100 * (ratios[f'{mode}_over_none'] - 1):+.0f}% to the step")
+    return ratios
+
+
+def _own_cores_estimate(results: dict, ratios: dict, pesq_workers: int, batch_size: int) -> None:
+    """Adds each mode's own-cores step estimate to ``results`` and its ratios to ``ratios``; printed."""
     # On a machine where other programs hold cores, wall time mixes in their load. The CPU view:
     # the step's own CPU time plus what it had to wait for labels that no core of its own could
     # hide (serial: the workers' CPU time shared by the workers; overlapped: the measured wait).
     own = {}
-    parallel = max(1, min(args.pesq_workers, batch_size))
+    parallel = max(1, min(pesq_workers, batch_size))
     for mode, res in results.items():
         ms = res["ms_per_step_median"]
         own[mode] = ms["cpu"] + (ms["pool_cpu"] / parallel if mode == "serial" else ms["label_wait"])
@@ -300,6 +314,19 @@ def main() -> None:
               + ", ".join(f"{mode} {ms:.0f} ms" for mode, ms in own.items()) + "; the labelling adds "
               + ", ".join(f"{100 * (ratios[f'{m}_over_none_own_cores_estimate'] - 1):+.0f}% ({m})"
                           for m in ("serial", "overlapped") if f"{m}_over_none_own_cores_estimate" in ratios))
+
+
+def main() -> None:
+    args = _parse_args()
+    load_start = os.getloadavg()[0]
+    runners, cfg = _run_modes(args)
+    device = runners[0].device
+    batch_size, crop = cfg.data.batch_size, cfg.data.crop_seconds
+    params = runners[0].params
+    results = {r.mode: r.summary(batch_size) for r in runners}
+    _print_table(args, cfg, device, params, load_start, results)
+    ratios = _wall_ratios(results)
+    _own_cores_estimate(results, ratios, args.pesq_workers, batch_size)
     report = {"config": args.config, "overrides": args.overrides, "device": str(device), "amp": args.amp,
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "generator": cfg.model.name, "generator_params": params, "batch_size": batch_size,
@@ -309,7 +336,6 @@ def main() -> None:
               "modes": results, "ratios": ratios}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()

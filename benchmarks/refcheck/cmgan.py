@@ -80,6 +80,17 @@ def cmgan_reference_train_forward(ref, model, noisy: torch.Tensor) -> dict:
 
 def check_cmgan(report: Report, ref, seed: int) -> None:
     print("CMGAN")
+    ref_net, ours, wrapper = build_cmgan_networks(report, ref, seed)
+    check_cmgan_networks(report, ref_net, ours, wrapper, seed)
+    with torch.no_grad():
+        check_cmgan_pipelines(report, ref, ref_net, wrapper, seed)
+        ref_step, batch = check_cmgan_train_step(report, ref, ref_net, wrapper, seed)
+    check_cmgan_losses(report, ref, ref_step, batch, seed)
+
+
+def build_cmgan_networks(report: Report, ref, seed: int) -> tuple:
+    """The perturbed reference ``TSCNet``, our network and our generator wrapper with its weights,
+    after checking parameter counts and state-dict keys."""
     torch.manual_seed(seed)
     report.equal("cmgan: reference parameters (default init) == 1,834,833",
                  num_params(ref.TSCNet(num_channel=64, num_features=201)), EXPECTED_PARAMS["cmgan"])
@@ -93,8 +104,11 @@ def check_cmgan(report: Report, ref, seed: int) -> None:
     compare_state_dicts(report, "cmgan", ours, ref_net)
     report.equal("cmgan: wrapper keys == 'net.' + reference keys", list(wrapper.state_dict()),
                  [our_cmgan.WRAPPER_PREFIX + k for k in ref_net.state_dict()])
+    return ref_net, ours, wrapper
 
-    # (a) networks on spectra: eval mode, float64, gradients, train mode
+
+def check_cmgan_networks(report: Report, ref_net, ours, wrapper, seed: int) -> None:
+    """(a) networks on spectra: eval mode, float64, gradients, train mode."""
     ref_net.eval(), ours.eval(), wrapper.eval()
     gen = torch.Generator().manual_seed(seed + 2)
     x = torch.randn(2, 2, 64, 201, generator=gen)
@@ -118,37 +132,39 @@ def check_cmgan(report: Report, ref, seed: int) -> None:
     report.check("cmgan net (train, same RNG): real", max_abs(our_out[0], ref_out[0]), NET_TOL)
     report.check("cmgan net (train, same RNG): imag", max_abs(our_out[1], ref_out[1]), NET_TOL)
 
-    # (b) wave -> wave: enhance_one_track on a 2 s speech-like signal, and at an odd length
-    with torch.no_grad():
-        for label, n in (("2 s speech-like", 2 * SAMPLE_RATE), ("odd length 32037", 2 * SAMPLE_RATE + 37)):
-            noisy = speech_like(n, seed + 4)[None]
-            ref_wave = cmgan_reference_enhance(ref, ref_net, noisy)
-            c = torch.sqrt(n / torch.sum(noisy**2, dim=-1, keepdim=True))   # caller's normalisation
-            out = wrapper(noisy * c)
-            our_wave = out["wave"] / c
-            report.equal(f"cmgan pipeline ({label}): output length", our_wave.shape[-1], ref_wave.shape[-1])
-            report.check(f"cmgan pipeline ({label}): wave", max_abs(our_wave[0], ref_wave), WAVE_TOL)
-            report.info(f"cmgan pipeline ({label}): reference wave peak", f"{float(ref_wave.abs().max()):.4f}")
 
-        # training-style batch (B = 2, 1 s, unit-RMS scaled as train.py does)
-        batch = torch.stack([speech_like(SAMPLE_RATE, seed + 5), speech_like(SAMPLE_RATE, seed + 6, snr_db=0.0)])
-        c = torch.sqrt(batch.size(-1) / torch.sum(batch**2.0, dim=-1))
-        batch = torch.transpose(torch.transpose(batch, 0, 1) * c, 0, 1)
-        ref_step = cmgan_reference_train_forward(ref, ref_net, batch)
-        out = wrapper(batch)
-        report.check("cmgan train step (B=2): est_real", max_abs(out["spec"].real, ref_step["real"]), NET_TOL)
-        report.check("cmgan train step (B=2): est_imag", max_abs(out["spec"].imag, ref_step["imag"]), NET_TOL)
-        report.check("cmgan train step (B=2): est_mag", max_abs(out["mag"], ref_step["mag"]), NET_TOL)
-        report.check("cmgan train step (B=2): est_audio", max_abs(out["wave"], ref_step["audio"]), WAVE_TOL)
+def check_cmgan_pipelines(report: Report, ref, ref_net, wrapper, seed: int) -> None:
+    """(b) wave -> wave: enhance_one_track on a 2 s speech-like signal, and at an odd length."""
+    for label, n in (("2 s speech-like", 2 * SAMPLE_RATE), ("odd length 32037", 2 * SAMPLE_RATE + 37)):
+        noisy = speech_like(n, seed + 4)[None]
+        ref_wave = cmgan_reference_enhance(ref, ref_net, noisy)
+        c = torch.sqrt(n / torch.sum(noisy**2, dim=-1, keepdim=True))   # caller's normalisation
+        out = wrapper(noisy * c)
+        our_wave = out["wave"] / c
+        report.equal(f"cmgan pipeline ({label}): output length", our_wave.shape[-1], ref_wave.shape[-1])
+        report.check(f"cmgan pipeline ({label}): wave", max_abs(our_wave[0], ref_wave), WAVE_TOL)
+        report.info(f"cmgan pipeline ({label}): reference wave peak", f"{float(ref_wave.abs().max()):.4f}")
 
-        # analysis front-end alone
-        ref_spec = ref.power_compress(torch.view_as_real(torch.stft(
-            batch, 400, 100, window=torch.hamming_window(400), onesided=True, return_complex=True)))
-        ours_spec = our_cmgan.compressed_spectrum(batch)
-        report.check("cmgan power_compress(stft): real/imag", max(max_abs(ours_spec.real, ref_spec[:, 0]),
-                                                                  max_abs(ours_spec.imag, ref_spec[:, 1])), NET_TOL)
 
-    check_cmgan_losses(report, ref, ref_step, batch, seed)
+def check_cmgan_train_step(report: Report, ref, ref_net, wrapper, seed: int) -> tuple[dict, torch.Tensor]:
+    """A training-style batch (B = 2, 1 s, unit-RMS scaled as train.py does) and the analysis front-end
+    alone; returns the reference's step tensors and the batch, for the loss checks."""
+    batch = torch.stack([speech_like(SAMPLE_RATE, seed + 5), speech_like(SAMPLE_RATE, seed + 6, snr_db=0.0)])
+    c = torch.sqrt(batch.size(-1) / torch.sum(batch**2.0, dim=-1))
+    batch = torch.transpose(torch.transpose(batch, 0, 1) * c, 0, 1)
+    ref_step = cmgan_reference_train_forward(ref, ref_net, batch)
+    out = wrapper(batch)
+    report.check("cmgan train step (B=2): est_real", max_abs(out["spec"].real, ref_step["real"]), NET_TOL)
+    report.check("cmgan train step (B=2): est_imag", max_abs(out["spec"].imag, ref_step["imag"]), NET_TOL)
+    report.check("cmgan train step (B=2): est_mag", max_abs(out["mag"], ref_step["mag"]), NET_TOL)
+    report.check("cmgan train step (B=2): est_audio", max_abs(out["wave"], ref_step["audio"]), WAVE_TOL)
+
+    ref_spec = ref.power_compress(torch.view_as_real(torch.stft(
+        batch, 400, 100, window=torch.hamming_window(400), onesided=True, return_complex=True)))
+    ours_spec = our_cmgan.compressed_spectrum(batch)
+    report.check("cmgan power_compress(stft): real/imag", max(max_abs(ours_spec.real, ref_spec[:, 0]),
+                                                              max_abs(ours_spec.imag, ref_spec[:, 1])), NET_TOL)
+    return ref_step, batch
 
 
 def check_cmgan_losses(report: Report, ref, ref_step: dict, noisy_batch: torch.Tensor, seed: int) -> None:

@@ -108,6 +108,20 @@ def run_mpsenet_net(net: torch.nn.Module, amp: torch.Tensor, pha: torch.Tensor) 
 
 def check_mpsenet(report: Report, ref, seed: int) -> None:
     print("MP-SENet")
+    ref_net, ours, wrapper = build_mpsenet_networks(report, ref, seed)
+    gen = torch.Generator().manual_seed(seed + 2)
+    check_mpsenet_networks(report, ref_net, ours, wrapper, gen, seed)
+    ref_net.eval(), ours.eval(), wrapper.eval()
+    with torch.no_grad():
+        check_mpsenet_pipelines(report, ref, ref_net, wrapper, seed)
+        clean, generated, targets, mag_g_hat, com_g_hat = check_mpsenet_train_step(report, ref, ref_net, wrapper,
+                                                                                   gen, seed)
+    check_mpsenet_losses(report, ref, seed, clean, generated, targets, mag_g_hat, com_g_hat)
+
+
+def build_mpsenet_networks(report: Report, ref, seed: int) -> tuple:
+    """The perturbed reference ``MPNet``, our network and our generator wrapper with its weights,
+    after checking parameter counts and state-dict keys."""
     h = ref.h
     torch.manual_seed(seed)
     ref_net = ref.MPNet(h)
@@ -123,9 +137,11 @@ def check_mpsenet(report: Report, ref, seed: int) -> None:
     compare_state_dicts(report, "mpsenet", ours, ref_net)
     report.equal("mpsenet: wrapper keys == 'net.' + reference keys", list(wrapper.state_dict()),
                  [our_mpsenet.WRAPPER_PREFIX + k for k in ref_net.state_dict()])
+    return ref_net, ours, wrapper
 
-    # (a) networks on (amp, pha): eval and train mode (all dropouts are 0), float64, gradients
-    gen = torch.Generator().manual_seed(seed + 2)
+
+def check_mpsenet_networks(report: Report, ref_net, ours, wrapper, gen: torch.Generator, seed: int) -> None:
+    """(a) networks on (amp, pha): eval and train mode (all dropouts are 0), float64, gradients."""
     amp = torch.rand(2, 201, 64, generator=gen) * 2.0
     pha = (torch.rand(2, 201, 64, generator=gen) * 2 - 1) * math.pi
     for mode in ("eval", "train"):
@@ -147,54 +163,58 @@ def check_mpsenet(report: Report, ref, seed: int) -> None:
         return out[0], out[3]["r"], out[3]["i"]
 
     gradient_checks(report, "mpsenet net (eval)", ref_net, ours, amp_and_maps, (amp, pha), seed)
-    ref_net.eval(), ours.eval(), wrapper.eval()
 
-    with torch.no_grad():
-        # (b) wave -> wave, inference.py
-        for label, n in (("2 s speech-like", 2 * SAMPLE_RATE), ("odd length 32037", 2 * SAMPLE_RATE + 37)):
-            noisy = speech_like(n, seed + 4)
-            ref_wave = mpsenet_reference_infer(ref, ref_net, noisy)
-            norm = torch.sqrt(n / torch.sum(noisy**2))
-            out = wrapper((noisy * norm)[None])
-            our_wave = out["wave"][0] / norm
-            common = ref_wave.shape[-1]
-            report.equal(f"mpsenet pipeline ({label}): our length == input length", our_wave.shape[-1], n)
-            report.info(f"mpsenet pipeline ({label}): reference length", common)
-            report.check(f"mpsenet pipeline ({label}): wave (first {common} samples)",
-                         max_abs(our_wave[:common], ref_wave), WAVE_TOL)
-            report.info(f"mpsenet pipeline ({label}): reference wave peak", f"{float(ref_wave.abs().max()):.4f}")
 
-        # training-style batch (train.py lines 121-127), clean/noisy pairs scaled by the noisy RMS
-        clean = torch.stack([speech_like(SAMPLE_RATE, seed + 5, snr_db=60.0),
-                             speech_like(SAMPLE_RATE, seed + 6, snr_db=60.0)])
-        noise = torch.randn(clean.shape, generator=gen) * 0.05
-        noisy = clean + noise
-        norm = torch.sqrt(noisy.size(-1) / torch.sum(noisy**2.0, dim=-1, keepdim=True))
-        clean, noisy = clean * norm, noisy * norm
-        args = (h.n_fft, h.hop_size, h.win_size, h.compress_factor)
-        clean_mag, clean_pha, clean_com = ref.mag_pha_stft(clean, *args)
-        noisy_mag, noisy_pha, _ = ref.mag_pha_stft(noisy, *args)
-        with phase_maps(ref_net) as ref_maps:
-            mag_g, pha_g, com_g = ref_net(noisy_mag, noisy_pha)
-        audio_g = ref.mag_pha_istft(mag_g, pha_g, *args)
-        mag_g_hat, _, com_g_hat = ref.mag_pha_stft(audio_g, *args)
+def check_mpsenet_pipelines(report: Report, ref, ref_net, wrapper, seed: int) -> None:
+    """(b) wave -> wave, inference.py, on 2 s and an odd length."""
+    for label, n in (("2 s speech-like", 2 * SAMPLE_RATE), ("odd length 32037", 2 * SAMPLE_RATE + 37)):
+        noisy = speech_like(n, seed + 4)
+        ref_wave = mpsenet_reference_infer(ref, ref_net, noisy)
+        norm = torch.sqrt(n / torch.sum(noisy**2))
+        out = wrapper((noisy * norm)[None])
+        our_wave = out["wave"][0] / norm
+        common = ref_wave.shape[-1]
+        report.equal(f"mpsenet pipeline ({label}): our length == input length", our_wave.shape[-1], n)
+        report.info(f"mpsenet pipeline ({label}): reference length", common)
+        report.check(f"mpsenet pipeline ({label}): wave (first {common} samples)",
+                     max_abs(our_wave[:common], ref_wave), WAVE_TOL)
+        report.info(f"mpsenet pipeline ({label}): reference wave peak", f"{float(ref_wave.abs().max()):.4f}")
 
-        ours_front = our_mpsenet.mag_pha_stft(noisy)
-        for name, a, b in zip(("mag", "pha", "com"), ours_front,
-                              (noisy_mag, noisy_pha, ref.mag_pha_stft(noisy, *args)[2]), strict=True):
-            report.check(f"mpsenet mag_pha_stft: {name}", max_abs(a, b), NET_TOL)
-        report.check("mpsenet mag_pha_istft", max_abs(our_mpsenet.mag_pha_istft(mag_g, pha_g), audio_g), WAVE_TOL)
 
-        with phase_maps(wrapper.net) as our_maps:
-            out = wrapper(noisy)
-        compare_mpsenet_outputs(report, "mpsenet train step (B=2)", (out["amp"], out["pha"], out["com"], our_maps),
-                                (mag_g, pha_g, com_g, ref_maps))
-        report.equal("mpsenet train step (B=2): spec is com as complex, mag is amp",
-                     bool(torch.equal(torch.view_as_real(out["spec"]), out["com"]) and out["mag"] is out["amp"]), True)
-        report.check("mpsenet train step (B=2): audio_g", max_abs(out["wave"], audio_g), WAVE_TOL)
+def check_mpsenet_train_step(report: Report, ref, ref_net, wrapper, gen: torch.Generator, seed: int) -> tuple:
+    """A training-style batch (train.py lines 121-127), clean/noisy pairs scaled by the noisy RMS: the
+    front-end and the generator against the reference's; returns the reference's step tensors for the
+    loss checks: ``clean, (mag_g, pha_g, com_g, audio_g), (clean_mag, clean_pha, clean_com), mag_g_hat,
+    com_g_hat``."""
+    h = ref.h
+    clean = torch.stack([speech_like(SAMPLE_RATE, seed + 5, snr_db=60.0),
+                         speech_like(SAMPLE_RATE, seed + 6, snr_db=60.0)])
+    noise = torch.randn(clean.shape, generator=gen) * 0.05
+    noisy = clean + noise
+    norm = torch.sqrt(noisy.size(-1) / torch.sum(noisy**2.0, dim=-1, keepdim=True))
+    clean, noisy = clean * norm, noisy * norm
+    args = (h.n_fft, h.hop_size, h.win_size, h.compress_factor)
+    clean_mag, clean_pha, clean_com = ref.mag_pha_stft(clean, *args)
+    noisy_mag, noisy_pha, _ = ref.mag_pha_stft(noisy, *args)
+    with phase_maps(ref_net) as ref_maps:
+        mag_g, pha_g, com_g = ref_net(noisy_mag, noisy_pha)
+    audio_g = ref.mag_pha_istft(mag_g, pha_g, *args)
+    mag_g_hat, _, com_g_hat = ref.mag_pha_stft(audio_g, *args)
 
-    check_mpsenet_losses(report, ref, seed, clean, (mag_g, pha_g, com_g, audio_g), (clean_mag, clean_pha, clean_com),
-                         mag_g_hat, com_g_hat)
+    ours_front = our_mpsenet.mag_pha_stft(noisy)
+    for name, a, b in zip(("mag", "pha", "com"), ours_front,
+                          (noisy_mag, noisy_pha, ref.mag_pha_stft(noisy, *args)[2]), strict=True):
+        report.check(f"mpsenet mag_pha_stft: {name}", max_abs(a, b), NET_TOL)
+    report.check("mpsenet mag_pha_istft", max_abs(our_mpsenet.mag_pha_istft(mag_g, pha_g), audio_g), WAVE_TOL)
+
+    with phase_maps(wrapper.net) as our_maps:
+        out = wrapper(noisy)
+    compare_mpsenet_outputs(report, "mpsenet train step (B=2)", (out["amp"], out["pha"], out["com"], our_maps),
+                            (mag_g, pha_g, com_g, ref_maps))
+    report.equal("mpsenet train step (B=2): spec is com as complex, mag is amp",
+                 bool(torch.equal(torch.view_as_real(out["spec"]), out["com"]) and out["mag"] is out["amp"]), True)
+    report.check("mpsenet train step (B=2): audio_g", max_abs(out["wave"], audio_g), WAVE_TOL)
+    return clean, (mag_g, pha_g, com_g, audio_g), (clean_mag, clean_pha, clean_com), mag_g_hat, com_g_hat
 
 
 def check_mpsenet_losses(report: Report, ref, seed: int, clean: torch.Tensor, generated: tuple, targets: tuple,

@@ -18,7 +18,7 @@ Epochs in log lines are counted from 1 ("epoch 11/30"), as ``launch.py status``,
 ``compare`` show them; the ``epoch`` fields of metrics.jsonl and checkpoints are 0-based indices.
 
 Where the rest lives: the step itself ``core/step``, process setup ``core/runtime``, what a
-checkpoint holds ``core/checkpoint``,
+checkpoint holds ``core/checkpoint``, when the loop saves one ``core/checkpoint_keeper``,
 schedules ``core/schedules``, step records ``core/steplog``, validation ``core/validation``.
 """
 
@@ -34,12 +34,13 @@ from trainer.core import checkpoint as ckpt
 from trainer.core import dist, revision, signals
 from trainer.core.changes import Change, allowed_by
 from trainer.core.changes import describe as describe_change
+from trainer.core.checkpoint_keeper import CheckpointKeeper
 from trainer.core.config import Config, ConfigError, to_dict
 from trainer.core.env import DistEnv
 from trainer.core.exitcodes import EXIT_FINISHED, stop_exit_code
 from trainer.core.log import get_logger
 from trainer.core.registry import data_loaders
-from trainer.core.runstate import MetricsLog, truncate_logs, write_state
+from trainer.core.runstate import MetricsLog, truncate_logs
 from trainer.core.runtime import seed_all, setup_process, start_compile_workers
 from trainer.core.schedules import lr_factor
 from trainer.core.step import (  # noqa: F401 (Diverged: re-exported for train.py)
@@ -104,10 +105,10 @@ class Trainer:
             "generator": self.generator, "discriminator": self.discriminator, "g_ddp": self.g_ddp,
             "d_ddp": self.d_ddp, "opt_g": self.opt_g, "opt_d": self.opt_d}, self.run_dir)
         self.progress = ckpt.Progress()
-        self.saved_at = (0, 0)  # (step, epoch) of checkpoints/last.pt: what state.json reports
         self.epoch_totals = EpochCounters(self.task.epoch_counters)
-        self.saved_best: dict[str, float] = {}  # the best values whose checkpoints exist (state.json's)
-        self.last_save_time = time.monotonic()
+        self.checkpoints = CheckpointKeeper(cfg, self.run_dir, env, {
+            "generator": self.generator, "discriminator": self.discriminator,
+            "opt_g": self.opt_g, "opt_d": self.opt_d}, self.sampler, self.task)
         if self.env.is_main:  # what every checkpoint of this process records (read now, at its start)
             code = revision.code_version() or {}
             log.info("code: %s%s", revision.describe(code),
@@ -131,49 +132,27 @@ class Trainer:
         if diffs:
             raise ckpt.CheckpointError(f"{path}: the config does not match the checkpoint's architecture: "
                                        + "; ".join(diffs) + " (use a new run directory for a new architecture)")
-        self.progress = ckpt.restore_training_state(state, path, self._parts(), self.sampler, self.env)
+        self.progress = ckpt.restore_training_state(state, path, self.checkpoints.parts, self.sampler, self.env)
         self.config_changes = list(state.get("config_changes", []))
         for change in changes:
             log.info("config change at step %d: %s", self.progress.step, describe_change(change))
             self.config_changes.append(change.record(self.progress.step, allowed_by(change)))
         self.epoch_totals.restore(state.get("epoch_totals", {}), self.env.rank)
-        self.saved_best = dict(self.progress.best)
-        self.saved_at = (self.progress.step, self.progress.epoch)
+        self.checkpoints.restored(self.progress)
         dropped = truncate_logs(self.run_dir, self.progress.step) if self.env.is_main else 0
         self.tracker.start(self.progress.step)  # TensorBoard events after the checkpoint go too
         p = self.progress
         log.info("resumed %s at epoch %d, step %d (batch %d of the epoch)%s", path, p.epoch + 1, p.step,
                  p.batches_done, f"; dropped {dropped} metrics records written after it" if dropped else "")
 
-    def _parts(self) -> dict:
-        return {"generator": self.generator, "discriminator": self.discriminator,
-                "opt_g": self.opt_g, "opt_d": self.opt_d}
-
     def save(self, improved: tuple[str, ...] = ()) -> list[str]:
         """Collective: every rank contributes its RNG state; rank 0 writes. Returns names saved."""
         epoch_totals = self.epoch_totals.summed()
-        state = ckpt.training_state(self.cfg, self._parts(), self.sampler, self.progress,
-                                    extra={**self.task.state(), "world_size": self.env.world_size,
-                                           "config_changes": self.config_changes,
-                                           "epoch_totals": epoch_totals,
-                                           "lr_schedule": {"name": self.cfg.optim.scheduler,
-                                                           "factor": lr_factor(self.cfg, self.progress.epoch)}})
-        saved = ckpt.save_collectively(state, self.run_dir / "checkpoints", improved, self.env.is_main)
-        self.saved_best = dict(self.progress.best)
-        self.saved_at = (self.progress.step, self.progress.epoch)
-        if self.env.is_main:
-            self.mark("running", job_id=self.env.job_id, world_size=self.env.world_size)
-        self.last_save_time = time.monotonic()
-        return saved
+        return self.checkpoints.save(self.progress, improved, self.config_changes, epoch_totals)
 
     def mark(self, status: str, **extra) -> None:
-        """Record ``status`` in state.json with the position of the last checkpoint (a run stopped
-        between two saves, e.g. by a second Ctrl-C, continues from there, not from where it stopped);
-        ``step_reached``: the step it had reached (the launcher's attempt records)."""
-        if self.env.is_main:
-            step, epoch = self.saved_at
-            write_state(self.run_dir, status=status, step=step, epoch=epoch, epochs=self.cfg.train.epochs,
-                        step_reached=self.progress.step, best=self.saved_best, **extra)
+        """Record ``status`` in state.json (``CheckpointKeeper.mark``)."""
+        self.checkpoints.mark(status, self.progress, **extra)
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.cfg, self.progress.epoch)
@@ -181,12 +160,6 @@ class Trainer:
                           (self.opt_d, self.cfg.optim.lr * self.cfg.optim.disc_lr_ratio)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
-
-    def _checkpoint_due(self, step: int) -> bool:
-        every_steps, every_minutes = self.cfg.checkpoint.every_steps, self.cfg.checkpoint.every_minutes
-        if every_steps and step % every_steps == 0:
-            return True
-        return bool(every_minutes) and time.monotonic() - self.last_save_time >= 60 * every_minutes
 
     def fit(self) -> int:
         cfg, p = self.cfg, self.progress
@@ -202,7 +175,7 @@ class Trainer:
                 if p.batches_done >= self.steps_per_epoch:
                     break
                 data_seconds = time.perf_counter() - last_tick
-                flags, record = self.step(batch, weight, p, lambda: self._checkpoint_due(p.step + 1))
+                flags, record = self.step(batch, weight, p, lambda: self.checkpoints.due(p.step + 1))
                 p.batches_done += 1
                 p.step += 1
                 window.add(record, data_seconds, time.perf_counter() - last_tick)
