@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,34 +43,85 @@ def bsrnn_ckpt(tmp_path_factory) -> Path:
     return path
 
 
-# pytest-xdist (pyproject's addopts: -n logical): which tests must run on the same worker, one after
-# the other. Scheduled by node id, since the controller never imports the tests: every test under
-# tests/cluster/ shares the one test cluster; the tests of a module with a module-scoped fixture (one
-# training run, one corpus) share it, built once. Every other test goes wherever a worker is free
-# (a session-scoped fixture of this file, cheap by rule, is built once by each worker that needs it).
-# (xdist's own --dist loadgroup cannot be used: its xdist_group marks do not reach the node ids
-# under pytest 9.)
+# pytest-xdist (pyproject's addopts: -n auto): which tests must run on the same worker, one after
+# the other, and in which order. Scheduled by node id, since the controller never imports the tests:
+# every test under tests/cluster/ shares the one test cluster; the tests of a module with a
+# module-scoped fixture (one training run, one corpus) share it, built once. Every other test goes
+# wherever a worker is free (a session-scoped fixture of this file, cheap by rule, is built once by
+# each worker that needs it). (xdist's own --dist loadgroup cannot be used: its xdist_group marks do
+# not reach the node ids under pytest 9.)
 SHARED_FIXTURE_MODULES = frozenset(
     path.relative_to(ROOT).as_posix() for path in (ROOT / "tests").rglob("test_*.py")
     if 'scope="module"' in path.read_text())
+CLUSTER_GROUP = "slurm-cluster"
+DURATIONS = ROOT / "tests" / "durations.json"  # written by --store-durations (docs/testing.md)
+UNKNOWN_SECONDS = 1.0  # a test not in DURATIONS yet: new tests are mostly unit tests
 
 
 def xdist_group(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
     if path.startswith("tests/cluster/"):
-        return "slurm-cluster"
+        return CLUSTER_GROUP
     return path if path in SHARED_FIXTURE_MODULES else nodeid
+
+
+def pytest_addoption(parser):
+    parser.addoption("--store-durations", action="store_true",
+                     help=f"write each test's seconds to {DURATIONS.relative_to(ROOT)} (the workers' order)")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """One worker per CPU, and one more: the cluster tests spend most of their time waiting for Slurm
+    on a worker of their own, and without it one CPU would idle for the quarter hour they take."""
+    return (os.cpu_count() or 1) + 1
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
+    durations = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+
     class SharedResourceScheduling(LoadScopeScheduling):
+        """Longest group first (the cluster group before all), so that no long test starts last."""
+
+        _ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
             return xdist_group(nodeid)
 
+        def _assign_work_unit(self, node) -> None:
+            if not self._ordered:
+                self._ordered = True
+                units = sorted(self.workqueue.items(), key=lambda unit: -self._seconds(*unit))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+            super()._assign_work_unit(node)
+
+        @staticmethod
+        def _seconds(scope: str, nodeids: dict) -> float:
+            if scope == CLUSTER_GROUP:
+                return float("inf")
+            return sum(durations.get(nodeid, UNKNOWN_SECONDS) for nodeid in nodeids)
+
     return SharedResourceScheduling(config, log)
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Setup, call and teardown of each test (on the controller, the workers' reports too)."""
+    _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """--store-durations: merge this run's seconds into DURATIONS (a subset run updates its tests)."""
+    if session.config.getoption("store_durations") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        stored = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+        stored.update({nodeid: round(seconds, 1) for nodeid, seconds in _measured.items()})
+        DURATIONS.write_text(json.dumps(dict(sorted(stored.items())), indent=0) + "\n")
 
 
 def in_ci() -> bool:

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import os, signal, subprocess, time
 import torch._inductor.config as inductor_config
@@ -44,6 +46,7 @@ print("stop requested in the rank", signals.stop_requested())
 """
 
 
+@pytest.mark.slow  # inductor's worker pool: about 17 s
 def test_compile_workers_survive_a_sigusr2_and_still_stop_on_sigterm(repo_root):
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=repo_root, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]

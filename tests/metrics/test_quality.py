@@ -36,6 +36,14 @@ def speech():
     return [(c, babble_like_noise(len(c), SR, seed=i).astype(np.float64)) for i, c in enumerate(cleans)]
 
 
+def same_scores(a: dict, b: dict) -> bool:
+    """Every score equal; ESTOI to 12 decimals. pystoi's ESTOI depends in its last bit on where numpy
+    placed the input in memory (seen: a copy of the same clean signal at a 32-byte offset gave
+    0.6573007900129506 instead of ...505), and allocation follows the process's history."""
+    return a.keys() == b.keys() and all(
+        a[k] == b[k] or (k == "estoi" and a[k] == pytest.approx(b[k], rel=1e-12, abs=0)) for k in a)
+
+
 def _assert_no_nan(result):
     for key in METRIC_KEYS:
         assert result[key] is None or math.isfinite(result[key]), (key, result)
@@ -111,8 +119,8 @@ def test_lengths_within_10_ms_are_cut_to_the_shorter(speech):
     clean, noise = speech[0]
     noisy = mix_at_snr(clean, noise, 5)
     longer = np.concatenate([noisy, noise[:160]])  # 10 ms at 16 kHz: the tolerance itself
-    assert compute_metrics(clean, longer, SR) == compute_metrics(clean, noisy, SR)
-    assert compute_metrics(clean[:-150], noisy, SR) == compute_metrics(clean[:-150], noisy[:-150], SR)
+    assert same_scores(compute_metrics(clean, longer, SR), compute_metrics(clean, noisy, SR))
+    assert same_scores(compute_metrics(clean[:-150], noisy, SR), compute_metrics(clean[:-150], noisy[:-150], SR))
 
 
 def test_cut_short_or_too_long_enhanced_signal_is_an_error(speech):
@@ -341,5 +349,5 @@ def test_estoi_is_pystoi_extended(speech):
     clean, noise = speech[1]
     noisy = mix_at_snr(clean, noise, 0)
     result = compute_metrics(clean, noisy, SR, which=("estoi", "stoi"))
-    assert result["estoi"] == stoi(clean, noisy, SR, extended=True)
+    assert result["estoi"] == pytest.approx(stoi(clean, noisy, SR, extended=True), rel=1e-12, abs=0)  # same_scores
     assert result["estoi"] != result["stoi"] and result["pesq"] is None
