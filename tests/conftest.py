@@ -72,8 +72,9 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
-    """One worker per CPU, and one more: the cluster tests spend most of their time waiting for Slurm
-    on a worker of their own, and without it one CPU would idle for the quarter hour they take."""
+    """One worker per CPU, and one for the cluster tests: they spend most of their quarter hour
+    waiting for Slurm, and on a worker of their own they leave both CPUs to the other tests. The
+    scheduler retires that worker when its tests are done, or at once when none were collected."""
     return (os.cpu_count() or 1) + 1
 
 
@@ -84,20 +85,39 @@ def pytest_xdist_make_scheduler(config, log):
     durations = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
 
     class SharedResourceScheduling(LoadScopeScheduling):
-        """Longest group first (the cluster group before all), so that no long test starts last."""
+        """Longest group first (the cluster group before all), so that no long test starts last; with
+        more workers than CPUs, the cluster group's worker takes nothing else and retires when done,
+        and without cluster tests the spare worker retires at once (pytest_xdist_auto_num_workers)."""
 
         _ordered = False
+        _cluster_node = None
 
         def _split_scope(self, nodeid: str) -> str:
             return xdist_group(nodeid)
 
         def _assign_work_unit(self, node) -> None:
             if not self._ordered:
-                self._ordered = True
-                units = sorted(self.workqueue.items(), key=lambda unit: -self._seconds(*unit))
-                self.workqueue.clear()
-                self.workqueue.update(units)
+                self._order_and_retire_the_spare_worker()
+            if node is self._cluster_node or node.shutting_down:
+                return
+            if next(iter(self.workqueue)) == CLUSTER_GROUP and len(self.nodes) > (os.cpu_count() or 1):
+                self._cluster_node = node  # a worker of its own only when there is one to spare
             super()._assign_work_unit(node)
+
+        def _reschedule(self, node) -> None:
+            if node is self._cluster_node:
+                if not self._pending_of(self.assigned_work[node]) and not node.shutting_down:
+                    node.shutdown()
+                return
+            super()._reschedule(node)
+
+        def _order_and_retire_the_spare_worker(self) -> None:
+            self._ordered = True
+            units = sorted(self.workqueue.items(), key=lambda unit: -self._seconds(*unit))
+            self.workqueue.clear()
+            self.workqueue.update(units)
+            if CLUSTER_GROUP not in self.workqueue and len(self.nodes) > (os.cpu_count() or 1):
+                self.nodes[-1].shutdown()
 
         @staticmethod
         def _seconds(scope: str, nodeids: dict) -> float:
