@@ -100,16 +100,15 @@ def pytest_xdist_make_scheduler(config, log):
                 self._order_and_retire_the_spare_worker()
             if node is self._cluster_node or node.shutting_down:
                 return
-            if next(iter(self.workqueue)) == CLUSTER_GROUP and len(self.nodes) > (os.cpu_count() or 1):
-                self._cluster_node = node  # a worker of its own only when there is one to spare
+            cluster = next(iter(self.workqueue)) == CLUSTER_GROUP and len(self.nodes) > (os.cpu_count() or 1)
             super()._assign_work_unit(node)
+            if cluster:  # a worker of its own only when there is one to spare
+                self._cluster_node = node
+                node.shutdown()  # runs what it holds, then ends (a worker keeps its last test until told)
 
         def _reschedule(self, node) -> None:
-            if node is self._cluster_node:
-                if not self._pending_of(self.assigned_work[node]) and not node.shutting_down:
-                    node.shutdown()
-                return
-            super()._reschedule(node)
+            if node is not self._cluster_node:
+                super()._reschedule(node)
 
         def _order_and_retire_the_spare_worker(self) -> None:
             self._ordered = True
