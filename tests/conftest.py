@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +9,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests import warmstart  # noqa: E402
+
+# Trainings, evaluations and enhancements the tests start are forks of a server that imported torch
+# once (tests/warmstart.py: what differs from a cold start, and when a start stays cold);
+# TESTS_WARM_START=0 starts every process cold.
+subprocess.Popen = warmstart.WarmPopen
 
 
 @pytest.fixture

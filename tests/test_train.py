@@ -3,8 +3,10 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -18,21 +20,60 @@ TINY = ["train.max_steps_per_epoch=4", "train.log_every=1", "valid.max_utterance
         "loss.gan_ramp_epochs=0"]
 
 
-def train_cmd(run_dir, *overrides, nproc=1, config="configs/smoke.yaml"):
+def train_cmd(run_dir, *overrides, config="configs/smoke.yaml"):
     sets = [arg for item in (*TINY, *overrides) for arg in ("--set", item)]
-    if nproc == 1:
-        prefix = [sys.executable, "-m", "trainer.train"]
-    else:
-        prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                  "--master_port", str(29500 + os.getpid() % 1000), "-m", "trainer.train"]
-    return [*prefix, "--config", config, "--run-dir", str(run_dir), *sets]
+    return [sys.executable, "-m", "trainer.train", "--config", config, "--run-dir", str(run_dir), *sets]
 
 
 def run_train(repo_root, run_dir, *overrides, nproc=1, timeout=900, config="configs/smoke.yaml"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(train_cmd(run_dir, *overrides, nproc=nproc, config=config), cwd=repo_root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    return proc
+    cmd = train_cmd(run_dir, *overrides, config=config)
+    if nproc > 1:
+        return Ranks(cmd, nproc, repo_root, env).finish(timeout)
+    return subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class Ranks:
+    """A one-node job's ranks started the way srun starts a job's tasks (jobs/injob/job.py): one process
+    per rank with the torchrun contract (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT) in its environment, no agent. ``finish`` waits for every rank to end by itself (a rank
+    left waiting in a collective is a failure, not something to kill) and gives the job's exit code (the
+    first failing rank's, else 0) and its output (the ranks' in rank order)."""
+
+    def __init__(self, cmd, nproc, cwd, env):
+        self.cmd, self.outs, self.errs = cmd, [], []
+        with socket.socket() as probe:  # a free port for the rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.procs = []
+        for rank in range(nproc):
+            contract = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc,
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+            self.outs.append(tempfile.TemporaryFile("w+"))
+            self.errs.append(tempfile.TemporaryFile("w+"))
+            self.procs.append(subprocess.Popen(cmd, cwd=cwd, env={**env, **{k: str(v) for k, v in contract.items()}},
+                                               stdout=self.outs[-1], stderr=self.errs[-1], text=True,
+                                               start_new_session=True))
+
+    def finish(self, timeout) -> subprocess.CompletedProcess:
+        deadline = time.monotonic() + timeout
+        try:
+            for proc in self.procs:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0))
+        finally:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        texts = []
+        for files in (self.outs, self.errs):
+            texts.append("")
+            for file in files:
+                file.seek(0)
+                texts[-1] += file.read()
+                file.close()
+        code = next((p.returncode for p in self.procs if p.returncode), 0)
+        return subprocess.CompletedProcess(self.cmd, code, *texts)
 
 
 def step_losses(run_dir):
@@ -48,44 +89,40 @@ def epoch_records(run_dir):
             for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
 
 
-def rank_pids(agent_pid):
-    """{rank: pid} of torchrun's worker processes (read from their environment)."""
-    pids = {}
-    for child in subprocess.run(["pgrep", "-P", str(agent_pid)], capture_output=True, text=True).stdout.split():
-        try:
-            environ = open(f"/proc/{child}/environ", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        for entry in environ:
-            if entry.startswith(b"RANK="):
-                pids[int(entry[5:])] = int(child)
-    return pids
-
-
 def interrupt_and_resume(repo_root, run_dir, *overrides, nproc=1, after_step=3, config="configs/smoke.yaml"):
     """Start a run, send SIGUSR2 once step ``after_step`` is logged, resume; return the stop step.
 
     One process: the signal goes to the whole process group, as SLURM's ``--signal`` reaches every
-    process of a step (DataLoader and PESQ workers included). Under torchrun only rank 1 gets it:
-    the ranks must agree by themselves (torchrun's agent itself has no handler for SIGUSR2).
+    process of a step (DataLoader and PESQ workers included). With two ranks only rank 1 gets it:
+    the ranks must agree by themselves.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(train_cmd(run_dir, *overrides, nproc=nproc, config=config), cwd=repo_root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cmd = train_cmd(run_dir, *overrides, config=config)
+    if nproc == 1:
+        job = subprocess.Popen(cmd, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+        procs = [job]
+    else:
+        job = Ranks(cmd, nproc, repo_root, env)
+        procs = job.procs
     deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
         if any(step >= after_step for step, _, _ in step_losses(run_dir)):
             if nproc == 1:
-                os.killpg(proc.pid, signal.SIGUSR2)
+                os.killpg(job.pid, signal.SIGUSR2)
             else:
-                os.kill(rank_pids(proc.pid)[1], signal.SIGUSR2)
+                os.kill(procs[1].pid, signal.SIGUSR2)
             break
         time.sleep(0.05)
-    output, _ = proc.communicate(timeout=900)
+    if nproc == 1:
+        output, _ = job.communicate(timeout=900)
+        returncode = job.returncode
+    else:
+        ended = job.finish(900)
+        output, returncode = ended.stdout + ended.stderr, ended.returncode
     state = read_state(run_dir)
     assert state["status"] == "checkpointed", output[-3000:]
-    if nproc == 1:  # torchrun reports any non-zero worker exit as its own failure (exit 1)
-        assert proc.returncode == EXIT_REQUEUE, output[-3000:]
+    assert returncode == EXIT_REQUEUE, output[-3000:]
     resumed = run_train(repo_root, run_dir, *overrides, nproc=nproc, config=config)
     assert resumed.returncode == EXIT_FINISHED, resumed.stderr[-3000:]
     assert "resumed" in resumed.stderr

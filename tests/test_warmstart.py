@@ -1,0 +1,102 @@
+"""tests/warmstart.py: a warm start behaves as a cold one wherever a test could look."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import warmstart
+from tests.test_train import run_train, step_losses
+from trainer.core.exitcodes import EXIT_FINISHED
+
+PROBE = "tests.warmstart_probe"
+
+
+@pytest.fixture
+def probe_is_warm(monkeypatch):
+    monkeypatch.setattr(warmstart, "WARM_MODULES", warmstart.WARM_MODULES | {PROBE})
+
+
+def both(repo_root, *actions, env_extra=None, **kwargs):
+    """(cold, warm) CompletedProcess of ``python -m tests.warmstart_probe ACTIONS``."""
+    env = {**os.environ, **warmstart.SERVER_ENV, **(env_extra or {})}
+    runs = []
+    for popen in (warmstart._ColdPopen, warmstart.WarmPopen):
+        proc = popen([sys.executable, "-m", PROBE, *actions], cwd=repo_root, env=env, stdin=subprocess.PIPE,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        out, err = proc.communicate("from stdin", timeout=600)
+        runs.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        assert (getattr(proc, "_warm_status", None) is not None) == (popen is warmstart.WarmPopen)  # as meant
+    return runs
+
+
+def without_runpy_frames(text):
+    return "\n".join(line for line in text.splitlines() if "<frozen runpy>" not in line)
+
+
+def test_facts_pipes_and_exit_sequence_match(repo_root, probe_is_warm):
+    cold, warm = both(repo_root, "facts", "atexit", "thread", "stderr", "exit=3", env_extra={"PROBE": "x"},
+                      start_new_session=True)
+    assert warm.returncode == cold.returncode == 3
+    assert warm.stdout == cold.stdout and warm.stderr == cold.stderr == "to stderr\n"
+    facts = json.loads(cold.stdout.splitlines()[0])
+    assert facts == {"name": "__main__", "argv": ["facts", "atexit", "thread", "stderr", "exit=3"],
+                     "argv0": "warmstart_probe.py", "cwd": str(repo_root), "path0": str(repo_root), "probe": "x",
+                     "session_leader": True, "stdin": "from stdin", "torch_threads": 1}
+    assert cold.stdout.splitlines()[1:] == ["thread finished", "atexit ran"]
+
+
+@pytest.mark.parametrize("actions, code", [(["exit=not a number"], 1), (["raise"], 1),
+                                           (["interrupt"], -signal.SIGINT), ([], 0)])
+def test_errors_end_as_with_python_m(repo_root, probe_is_warm, actions, code):
+    cold, warm = both(repo_root, *actions)
+    assert warm.returncode == cold.returncode == code
+    assert without_runpy_frames(warm.stderr) == without_runpy_frames(cold.stderr)
+
+
+def test_kill_reaches_the_warm_run_and_its_group(repo_root, probe_is_warm, tmp_path):
+    flag = tmp_path / "running"
+    proc = warmstart.WarmPopen([sys.executable, "-m", PROBE, "wait"], cwd=repo_root, start_new_session=True,
+                               env={**os.environ, **warmstart.SERVER_ENV, "PROBE": str(flag)})
+    deadline = time.monotonic() + 600
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert flag.exists() and proc._warm is not None
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=600) == -signal.SIGKILL
+
+
+def test_starts_that_could_differ_stay_cold(repo_root):
+    env = {**os.environ, **warmstart.SERVER_ENV}
+    request = lambda args, **kw: warmstart.warm_request(  # noqa: E731
+        args, kw.get("executable"), None, (), repo_root, kw.get("env", env), kw.get("shell", False), None, None,
+        None, -1, None, env)
+    assert request([sys.executable, "-u", "-m", "trainer.train", "--help"])["unbuffered"]
+    assert request([sys.executable, "-m", "trainer.evaluate"])["module"] == "trainer.evaluate"
+    assert request([sys.executable, "-m", "launch", "status"]) is None  # login-node commands never import torch
+    assert request([sys.executable, "-X", "importtime", "-m", "trainer.train"]) is None
+    assert request(["/usr/bin/python3", "-m", "trainer.train"], env=env) is None or \
+        os.path.realpath("/usr/bin/python3") == os.path.realpath(sys.executable)
+    assert request([sys.executable, "-m", "trainer.train"], env={**env, "OMP_NUM_THREADS": "2"}) is None
+    assert request([sys.executable, "-m", "trainer.train"], env={**env, "PYTHONPATH": "/elsewhere"}) is None
+    assert request([sys.executable, "-m", "trainer.train"], env={**env, "TRAINER_ANYTHING": "1"}) is not None
+    assert request(f"{sys.executable} -m trainer.train", shell=True) is None
+
+
+def test_a_warm_training_equals_a_cold_one(repo_root, tmp_path, monkeypatch):
+    """The same tiny training started cold and warm: the same per-step losses and log lines."""
+    runs = {}
+    for name, switch in (("cold", "0"), ("warm", "1")):
+        monkeypatch.setenv("TESTS_WARM_START", switch)
+        runs[name] = run_train(repo_root, tmp_path / name, "train.epochs=1", "train.max_steps_per_epoch=2")
+        assert runs[name].returncode == EXIT_FINISHED, runs[name].stderr[-3000:]
+    assert step_losses(tmp_path / "warm") == step_losses(tmp_path / "cold") and len(step_losses(tmp_path / "cold")) == 2
+    words = lambda text: [line.split(" ", 2)[-1].replace(str(tmp_path / "warm"), str(tmp_path / "cold"))  # noqa: E731
+                          for line in text.splitlines() if "s/step" not in line and "sec" not in line]
+    assert words(runs["warm"].stderr) == words(runs["cold"].stderr)

@@ -1,0 +1,344 @@
+"""Warm starts for the processes the tests start: one server imports torch once and forks each run.
+
+Every start of ``python -m trainer.train`` spends about 5.5 s of CPU on imports before its first step
+(torch 3.5 s, torch._dynamo 2 s: every torch optimizer imports it), more than the few steps a test
+trains; the suite starts a few hundred such processes. Here a server process, started by the first
+test that needs it on each pytest worker, imports torch and its usual company once; each start of a
+listed module (``WARM_MODULES``) is then a fork of that server which becomes the requested command:
+its own pid and session, the test's pipes as its stdin/stdout/stderr, its cwd, environment and argv,
+``runpy`` running the module as ``__main__``, the interpreter's exit sequence (non-daemon threads,
+atexit, flush; SIGINT death on an uncaught KeyboardInterrupt). Nothing of ours is imported in the
+server, so the code under test (a snapshot's too) is imported fresh by each run.
+
+A start is cold (a plain ``exec``) whenever a warm one could differ: another interpreter, options
+other than ``-u``, a module not listed, ``shell``/``preexec_fn``/``pass_fds``/user or group changes,
+or an environment variable that the imported libraries read at import time (``SENSITIVE``) that
+differs from the server's. ``TESTS_WARM_START=0`` makes every start cold. What differs from a cold
+start and why it does not matter to what the tests check: the parent process is the server, not the
+test (the test still waits for it, signals it and reads its exit status through the same ``Popen``);
+/proc/PID/environ shows the server's environment (``os.environ`` is the requested one).
+
+Used as ``subprocess.Popen`` by tests/conftest.py; the server is ``python tests/warmstart.py SOCKET``.
+"""
+
+import atexit
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+WARM_MODULES = frozenset({"trainer.train", "trainer.evaluate", "trainer.enhance", "trainer.import_checkpoint",
+                          "torch.distributed.run"})
+SENSITIVE = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "CUDA", "NCCL", "LD_",
+             "MALLOC", "TRITON", "NUMEXPR", "LANG", "LC_", "TMPDIR", "HOME", "USER", "LOGNAME", "XDG_")
+PRELOAD = ("numpy", "scipy.signal", "torch", "torch._dynamo", "torch.optim", "torch.distributed",
+           "torch.nn.parallel", "torch.utils.data", "torchaudio", "soundfile", "h5py", "pesq", "pystoi", "yaml")
+SERVER_ENV = {"OMP_NUM_THREADS": "1"}  # what the tests' trainings run with (on top of the worker's environment)
+READY_TIMEOUT = 600.0  # a hang guard for the server's imports on a loaded machine
+_DIED = 255 << 8  # the wait status reported when the server went away before the run ended
+
+
+def _sensitive(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(SENSITIVE)}
+
+
+# ----------------------------------------------------------------------------------------- client side
+
+class _Server:
+    """This process's warm-start server (one per pytest worker), started on first use."""
+
+    def __init__(self):
+        self.proc, self.path, self.env, self.failed = None, None, None, False
+
+    def address(self) -> str | None:
+        if self.failed or os.environ.get("TESTS_WARM_START", "1") == "0":
+            return None
+        if self.proc is None:
+            self._start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not os.path.exists(self.path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.failed = True
+                sys.stderr.write(f"tests/warmstart.py: the server did not start (exit {self.proc.poll()}); "
+                                 "cold starts from now on\n")
+                return None
+            time.sleep(0.02)
+        return self.path
+
+    def _start(self) -> None:
+        import tempfile
+
+        self.path = os.path.join(tempfile.mkdtemp(prefix="warmstart-"), "server.sock")
+        self.env = {**os.environ, **SERVER_ENV}
+        self.proc = _ColdPopen([sys.executable, os.path.abspath(__file__), self.path], env=self.env,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the server and any run it still serves
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+
+_ColdPopen = subprocess.Popen
+_SERVER = _Server()
+
+
+def warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, gids, uid, umask,
+                 process_group, server_env) -> dict | None:
+    """The server's request for this start, or None where it must be cold (see the module's doc)."""
+    if shell or preexec_fn is not None or executable is not None or pass_fds or gid is not None or gids \
+            or uid is not None or umask >= 0 or process_group not in (None, -1) or isinstance(args, (str, bytes)):
+        return None
+    argv = [os.fsdecode(a) for a in args]
+    if not argv or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
+        return None
+    rest, unbuffered = argv[1:], False
+    while rest and rest[0] == "-u":
+        rest, unbuffered = rest[1:], True
+    if len(rest) < 2 or rest[0] != "-m" or rest[1] not in WARM_MODULES:
+        return None
+    env = {os.fsdecode(k): os.fsdecode(v) for k, v in (os.environ if env is None else env).items()}
+    if _sensitive(env) != _sensitive(server_env):
+        return None
+    return {"module": rest[1], "args": rest[2:], "env": env, "cwd": os.path.abspath(os.fsdecode(cwd or os.curdir)),
+            "unbuffered": unbuffered or bool(env.get("PYTHONUNBUFFERED"))}
+
+
+def _note(args, env, warm: bool) -> None:
+    """With TESTS_WARM_START_LOG=FILE: one line per start of a listed module, warm or cold and why."""
+    log = os.environ.get("TESTS_WARM_START_LOG")
+    if not log or isinstance(args, (str, bytes)) or not WARM_MODULES & {os.fsdecode(a) for a in args}:
+        return
+    differs = sorted(k for k in set(_sensitive(dict(env or os.environ))) | set(_sensitive(_SERVER.env or {}))
+                     if (env or os.environ).get(k) != (_SERVER.env or {}).get(k))
+    with open(log, "a") as f:
+        f.write(json.dumps({"warm": warm, "args": [os.fsdecode(a) for a in args[:4]], "differs": differs,
+                            "test": os.environ.get("PYTEST_CURRENT_TEST", "")}) + "\n")
+
+
+class WarmPopen(subprocess.Popen):
+    """``subprocess.Popen`` that starts the listed modules as forks of the warm server."""
+
+    _warm = None  # the connection to the server while a warm run is ours
+    _warm_status = None
+
+    def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
+                       creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
+                       restore_signals, gid, gids, uid, umask, start_new_session, *rest):
+        process_group = rest[0] if rest else None
+        server_env = _SERVER.env if _SERVER.env is not None else {**os.environ, **SERVER_ENV}
+        request = warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, gids, uid, umask,
+                               process_group, server_env)
+        address = _SERVER.address() if request is not None else None
+        _note(args, env, address is not None)
+        if address is None:
+            return super()._execute_child(args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
+                                          creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread,
+                                          errwrite, restore_signals, gid, gids, uid, umask, start_new_session,
+                                          *rest)
+        request["new_session"] = bool(start_new_session)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.connect(address)
+            socket.send_fds(conn, [json.dumps(request).encode()],
+                            [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
+                             errwrite if errwrite != -1 else 2])
+            reply = json.loads(conn.recv(1 << 16) or b"{}")
+        except BaseException:
+            conn.close()
+            raise
+        if "pid" not in reply:
+            conn.close()
+            raise OSError(f"tests/warmstart.py: the server refused {args!r}: {reply.get('error', 'no reply')}")
+        self.pid, self._child_created, self._warm = reply["pid"], True, conn
+        self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+
+    def _try_wait(self, wait_flags):
+        """The run's wait status as the server reports it (``(0, 0)`` while it runs and WNOHANG)."""
+        if self._warm is None:
+            return super()._try_wait(wait_flags)
+        if self._warm_status is None:
+            self._warm.setblocking(not wait_flags & os.WNOHANG)
+            try:
+                data = self._warm.recv(1 << 12)
+            except BlockingIOError:
+                return 0, 0
+            self._warm_status = json.loads(data)["status"] if data else _DIED
+            self._warm.close()
+        return self.pid, self._warm_status
+
+    def _internal_poll(self, _deadstate=None, **kwargs):
+        if self._warm is None:
+            return super()._internal_poll(_deadstate, **kwargs)
+        if self.returncode is None and self._waitpid_lock.acquire(False):
+            try:
+                if self.returncode is None:
+                    pid, status = self._try_wait(os.WNOHANG)
+                    if pid == self.pid:
+                        self._handle_exitstatus(status)
+            finally:
+                self._waitpid_lock.release()
+        return self.returncode
+
+
+# ----------------------------------------------------------------------------------------- server side
+
+def serve(path: str) -> None:
+    import importlib
+
+    sys.path[0] = os.getcwd()  # as for ``python -m``: not tests/, whose folders would shadow modules
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    library_fds = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path + ".tmp")
+    listener.listen(64)
+    os.rename(path + ".tmp", path)  # ready
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_write)
+    runs: dict[int, socket.socket] = {}
+    while True:
+        readable, _, _ = select.select([listener, wake_read], [], [])
+        if wake_read in readable:
+            while True:
+                try:
+                    if not os.read(wake_read, 512):
+                        break
+                except BlockingIOError:
+                    break
+        _report_ended(runs)
+        if listener in readable:
+            _accept(listener, runs, library_fds)
+
+
+def _report_ended(runs: dict) -> None:
+    for pid in list(runs):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            conn = runs.pop(pid)
+            try:
+                conn.send(json.dumps({"status": status}).encode())
+            except OSError:
+                pass  # the test is gone
+            conn.close()
+
+
+def _accept(listener, runs: dict, library_fds: set) -> None:
+    conn, _ = listener.accept()
+    try:
+        message, fds, _, _ = socket.recv_fds(conn, 1 << 22, 3)
+        request = json.loads(message)
+    except (OSError, ValueError) as exc:
+        conn.close()
+        return sys.stderr.write(f"tests/warmstart.py: bad request: {exc}\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _become(request, fds, library_fds)  # never returns
+    for fd in fds:
+        os.close(fd)
+    conn.send(json.dumps({"pid": pid}).encode())
+    runs[pid] = conn
+
+
+def _become(request: dict, fds: list[int], library_fds: set) -> None:
+    """In the forked child: turn into ``python [-u] -m MODULE ARGS`` as requested, run it, exit."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if request["new_session"]:
+            os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in {int(f) for f in os.listdir("/proc/self/fd")} - library_fds - {0, 1, 2}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["-m", *request["args"]]
+        sys.path[0] = request["cwd"]
+        _fresh_state(request["unbuffered"])
+        code = _run_module(request["module"])
+    except BaseException:  # the machinery above failed: say so where the test looks
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _fresh_state(unbuffered: bool) -> None:
+    """What a new interpreter would have that the fork inherited from the server otherwise."""
+    import io
+    import tempfile
+
+    tempfile.tempdir = None
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()  # the legacy global generator, seeded from the OS as at import
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        old = getattr(sys, name)
+        binary = open(fd, "rb" if fd == 0 else "wb", buffering=0 if unbuffered and fd else -1, closefd=False)
+        stream = io.TextIOWrapper(binary, encoding=old.encoding, errors=old.errors,
+                                  line_buffering=fd == 2 or (fd == 1 and os.isatty(1)),
+                                  write_through=unbuffered and fd != 0)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _run_module(module: str) -> int:
+    """Run MODULE as ``__main__`` and end the way the interpreter ends; the exit code."""
+    import importlib.util
+    import runpy
+    import traceback
+
+    code, interrupted = 0, False
+    origin = importlib.util.find_spec(module).origin
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException as exc:  # the traceback from the module's frames on, as ``python -m`` shows it
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != origin:
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+        interrupted, code = isinstance(exc, KeyboardInterrupt), 1
+    threading._shutdown()  # the interpreter's exit: wait for non-daemon threads, then atexit, then flush
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code & 0xFF
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
