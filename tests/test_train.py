@@ -25,6 +25,15 @@ def train_cmd(run_dir, *overrides, config="configs/smoke.yaml"):
     return [sys.executable, "-m", "trainer.train", "--config", config, "--run-dir", str(run_dir), *sets]
 
 
+def torchrun_cmd(run_dir, *overrides, nproc=2, config="configs/smoke.yaml"):
+    """The same under torchrun's agent (the ranks' tests use ``Ranks``: no agent to start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
+            *train_cmd(run_dir, *overrides, config=config)[1:]]
+
+
 def run_train(repo_root, run_dir, *overrides, nproc=1, timeout=900, config="configs/smoke.yaml"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = train_cmd(run_dir, *overrides, config=config)

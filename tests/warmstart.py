@@ -1,24 +1,28 @@
-"""Warm starts for the processes the tests start: one server imports torch once and forks each run.
+"""Warm starts for the processes the tests start: a server imports torch once and forks each run.
 
 Every start of ``python -m trainer.train`` spends about 5.5 s of CPU on imports before its first step
 (torch 3.5 s, torch._dynamo 2 s: every torch optimizer imports it), more than the few steps a test
-trains; the suite starts a few hundred such processes. Here a server process, started by the first
-test that needs it on each pytest worker, imports torch and its usual company once; each start of a
-listed module (``WARM_MODULES``) is then a fork of that server which becomes the requested command:
-its own pid and session, the test's pipes as its stdin/stdout/stderr, its cwd, environment and argv,
-``runpy`` running the module as ``__main__``, the interpreter's exit sequence (non-daemon threads,
-atexit, flush; SIGINT death on an uncaught KeyboardInterrupt). Nothing of ours is imported in the
-server, so the code under test (a snapshot's too) is imported fresh by each run.
+trains; the suite starts a few hundred such processes. Here a server process imports torch and its
+usual company once (``PRELOAD``); each start of a listed module (``WARM_MODULES``) is then a fork of
+that server which becomes the requested command: its own pid (and session if asked), the test's
+pipes as its stdin/stdout/stderr, its cwd, environment and argv, ``runpy`` running the module as
+``__main__``, the interpreter's exit sequence (non-daemon threads, atexit, flush; death by SIGINT
+after an uncaught KeyboardInterrupt). Nothing of ours is imported in a server, so the code under
+test (a snapshot's too) is imported fresh by each run.
 
-A start is cold (a plain ``exec``) whenever a warm one could differ: another interpreter, options
-other than ``-u``, a module not listed, ``shell``/``preexec_fn``/``pass_fds``/user or group changes,
-or an environment variable that the imported libraries read at import time (``SENSITIVE``) that
-differs from the server's. ``TESTS_WARM_START=0`` makes every start cold. What differs from a cold
-start and why it does not matter to what the tests check: the parent process is the server, not the
-test (the test still waits for it, signals it and reads its exit status through the same ``Popen``);
-/proc/PID/environ shows the server's environment (``os.environ`` is the requested one).
+The libraries read some environment variables when they are imported (thread counts, paths,
+``PYTHON*``, ``TORCH*``: ``SENSITIVE``), so each pytest worker keeps one server per distinct set of
+those (``server_key``; at most ``MAX_SERVERS``), started by the first start that needs it. A start
+is cold (a plain ``exec``) where a warm one could differ otherwise: another interpreter, options
+other than ``-u``, a module not listed, ``shell``/``preexec_fn``/``pass_fds``/user or group changes.
+``TESTS_WARM_START=0`` makes every start cold; ``TESTS_WARM_START_LOG=FILE`` lists each start of a
+listed module, warm or cold. What still differs from a cold start, and why no test depends on it:
+the run's parent is the server, not the test (the test waits for it, signals it and reads its exit
+status through the same ``Popen``); /proc/PID/environ and /proc/PID/cmdline show the server's
+(``os.environ`` and ``sys.argv`` are the requested ones); an uncaught exception's traceback starts
+at the module's own frame (``python -m`` shows two ``<frozen runpy>`` frames before it).
 
-Used as ``subprocess.Popen`` by tests/conftest.py; the server is ``python tests/warmstart.py SOCKET``.
+Used as ``subprocess.Popen`` by tests/conftest.py; a server is ``python tests/warmstart.py SOCKET``.
 """
 
 import atexit
@@ -34,53 +38,48 @@ import time
 
 WARM_MODULES = frozenset({"trainer.train", "trainer.evaluate", "trainer.enhance", "trainer.import_checkpoint",
                           "torch.distributed.run"})
-SENSITIVE = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "CUDA", "NCCL", "LD_",
+# (Not KMP_*: torch's Linux wheels load GNU libgomp, not Intel's OpenMP; joblib's import sets
+# KMP_INIT_AT_FORK in the worker's environment part-way through a run.)
+SENSITIVE = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "OPENBLAS_", "GOMP_", "CUDA", "NCCL", "LD_",
              "MALLOC", "TRITON", "NUMEXPR", "LANG", "LC_", "TMPDIR", "HOME", "USER", "LOGNAME", "XDG_")
 PRELOAD = ("numpy", "scipy.signal", "torch", "torch._dynamo", "torch.optim", "torch.distributed",
            "torch.nn.parallel", "torch.utils.data", "torchaudio", "soundfile", "h5py", "pesq", "pystoi", "yaml")
-SERVER_ENV = {"OMP_NUM_THREADS": "1"}  # what the tests' trainings run with (on top of the worker's environment)
-READY_TIMEOUT = 600.0  # a hang guard for the server's imports on a loaded machine
+MAX_SERVERS = 4  # per pytest worker, one per distinct SENSITIVE environment; starts beyond them are cold
+READY_TIMEOUT = 600.0  # a hang guard for a server's imports on a loaded machine
 _DIED = 255 << 8  # the wait status reported when the server went away before the run ended
 
 
-def _sensitive(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(SENSITIVE)}
+def server_key(env: dict) -> tuple:
+    """What a server's imports may have read from its environment: a start needs a server with the same."""
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(SENSITIVE)))
 
 
 # ----------------------------------------------------------------------------------------- client side
 
 class _Server:
-    """This process's warm-start server (one per pytest worker), started on first use."""
+    """A warm-start server: its imports done in ``env``; started by the first start that needs it."""
 
-    def __init__(self):
-        self.proc, self.path, self.env, self.failed = None, None, None, False
-
-    def address(self) -> str | None:
-        if self.failed or os.environ.get("TESTS_WARM_START", "1") == "0":
-            return None
-        if self.proc is None:
-            self._start()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not os.path.exists(self.path):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.failed = True
-                sys.stderr.write(f"tests/warmstart.py: the server did not start (exit {self.proc.poll()}); "
-                                 "cold starts from now on\n")
-                return None
-            time.sleep(0.02)
-        return self.path
-
-    def _start(self) -> None:
+    def __init__(self, env: dict):
         import tempfile
 
         self.path = os.path.join(tempfile.mkdtemp(prefix="warmstart-"), "server.sock")
-        self.env = {**os.environ, **SERVER_ENV}
-        self.proc = _ColdPopen([sys.executable, os.path.abspath(__file__), self.path], env=self.env,
+        self.proc = _ColdPopen([sys.executable, os.path.abspath(__file__), self.path], env=env,
                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.failed = False
         atexit.register(self.stop)
 
+    def address(self) -> str | None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.failed and not os.path.exists(self.path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.failed = True
+                sys.stderr.write(f"tests/warmstart.py: a server did not start (exit {self.proc.poll()}); "
+                                 "its starts are cold from now on\n")
+            time.sleep(0.02)
+        return None if self.failed else self.path
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # the server and any run it still serves
             except ProcessLookupError:
@@ -89,11 +88,23 @@ class _Server:
 
 
 _ColdPopen = subprocess.Popen
-_SERVER = _Server()
+_SERVERS: dict[tuple, _Server] = {}
+
+
+def server_address(env: dict) -> str | None:
+    """The socket of this process's server for ``env`` (started now if there is none yet), or None."""
+    if os.environ.get("TESTS_WARM_START", "1") == "0":
+        return None
+    key = server_key(env)
+    if key not in _SERVERS:
+        if len(_SERVERS) >= MAX_SERVERS:
+            return None
+        _SERVERS[key] = _Server(env)
+    return _SERVERS[key].address()
 
 
 def warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, gids, uid, umask,
-                 process_group, server_env) -> dict | None:
+                 process_group) -> dict | None:
     """The server's request for this start, or None where it must be cold (see the module's doc)."""
     if shell or preexec_fn is not None or executable is not None or pass_fds or gid is not None or gids \
             or uid is not None or umask >= 0 or process_group not in (None, -1) or isinstance(args, (str, bytes)):
@@ -107,21 +118,17 @@ def warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, g
     if len(rest) < 2 or rest[0] != "-m" or rest[1] not in WARM_MODULES:
         return None
     env = {os.fsdecode(k): os.fsdecode(v) for k, v in (os.environ if env is None else env).items()}
-    if _sensitive(env) != _sensitive(server_env):
-        return None
     return {"module": rest[1], "args": rest[2:], "env": env, "cwd": os.path.abspath(os.fsdecode(cwd or os.curdir)),
             "unbuffered": unbuffered or bool(env.get("PYTHONUNBUFFERED"))}
 
 
-def _note(args, env, warm: bool) -> None:
-    """With TESTS_WARM_START_LOG=FILE: one line per start of a listed module, warm or cold and why."""
+def _note(args, warm: bool) -> None:
+    """With TESTS_WARM_START_LOG=FILE: one line per start of a listed module, warm or cold."""
     log = os.environ.get("TESTS_WARM_START_LOG")
     if not log or isinstance(args, (str, bytes)) or not WARM_MODULES & {os.fsdecode(a) for a in args}:
         return
-    differs = sorted(k for k in set(_sensitive(dict(env or os.environ))) | set(_sensitive(_SERVER.env or {}))
-                     if (env or os.environ).get(k) != (_SERVER.env or {}).get(k))
     with open(log, "a") as f:
-        f.write(json.dumps({"warm": warm, "args": [os.fsdecode(a) for a in args[:4]], "differs": differs,
+        f.write(json.dumps({"warm": warm, "args": [os.fsdecode(a) for a in args[:4]], "servers": len(_SERVERS),
                             "test": os.environ.get("PYTEST_CURRENT_TEST", "")}) + "\n")
 
 
@@ -135,11 +142,10 @@ class WarmPopen(subprocess.Popen):
                        creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
                        restore_signals, gid, gids, uid, umask, start_new_session, *rest):
         process_group = rest[0] if rest else None
-        server_env = _SERVER.env if _SERVER.env is not None else {**os.environ, **SERVER_ENV}
         request = warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, gids, uid, umask,
-                               process_group, server_env)
-        address = _SERVER.address() if request is not None else None
-        _note(args, env, address is not None)
+                               process_group)
+        address = server_address(request["env"]) if request is not None else None
+        _note(args, address is not None)
         if address is None:
             return super()._execute_child(args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
                                           creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread,

@@ -150,13 +150,14 @@ def test_two_trainings_on_one_run_directory(repo_root, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_ranks_share_rank0_verdict(repo_root, tmp_path):
-    """Both ranks of a two-rank job refuse a held run directory; none waits in a collective (each rank
-    must end by itself)."""
-    from tests.test_train import run_train
+    """Both ranks of a torchrun job refuse a held run directory; none waits in a collective."""
+    from tests.test_train import torchrun_cmd
 
     holder = start_holder(repo_root, tmp_path / "run")
     try:
-        proc = run_train(repo_root, tmp_path / "run", "train.epochs=1", nproc=2, timeout=600)
+        proc = subprocess.run(torchrun_cmd(tmp_path / "run", "train.epochs=1"), cwd=repo_root,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=600)
     finally:
         holder.kill()
         holder.wait()
