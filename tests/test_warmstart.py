@@ -96,20 +96,26 @@ def test_each_environment_the_imports_read_has_its_own_server():
 
 @pytest.mark.slow
 def test_a_server_per_environment(repo_root, probe_is_warm):
-    """A start in another thread count gets a server that imported torch with it."""
-    runs = [both(repo_root, "facts", env_extra={"OMP_NUM_THREADS": threads}) for threads in ("1", "2")]
-    for (cold, warm), threads in zip(runs, (1, 2), strict=True):
-        assert warm.stdout == cold.stdout and json.loads(cold.stdout)["torch_threads"] == threads
+    """A start in another thread count gets a server of its own, which imported torch with it."""
+    keys = set()
+    for threads in ("1", "2"):
+        cold, warm = both(repo_root, "facts", env_extra={"OMP_NUM_THREADS": threads})
+        assert warm.stdout == cold.stdout
+        keys.add(warmstart.server_key({**os.environ, "OMP_NUM_THREADS": threads}))
+    assert keys <= set(warmstart._SERVERS) and len(keys) == 2
 
 
 @pytest.mark.slow
 def test_a_warm_training_equals_a_cold_one(repo_root, tmp_path, monkeypatch):
     """The same tiny training started cold and warm: the same per-step losses and log lines."""
-    runs = {}
+    runs, log = {}, tmp_path / "starts.jsonl"
+    monkeypatch.setenv("TESTS_WARM_START_LOG", str(log))
+    monkeypatch.setattr(warmstart, "MAX_SERVERS", len(warmstart._SERVERS) + 1)
     for name, switch in (("cold", "0"), ("warm", "1")):
         monkeypatch.setenv("TESTS_WARM_START", switch)
         runs[name] = run_train(repo_root, tmp_path / name, "train.epochs=1", "train.max_steps_per_epoch=2")
         assert runs[name].returncode == EXIT_FINISHED, runs[name].stderr[-3000:]
+    assert [json.loads(line)["warm"] for line in log.read_text().splitlines()] == [False, True]
     assert step_losses(tmp_path / "warm") == step_losses(tmp_path / "cold") and len(step_losses(tmp_path / "cold")) == 2
     words = lambda text: [line.split(" ", 2)[-1].replace(str(tmp_path / "warm"), str(tmp_path / "cold"))  # noqa: E731
                           for line in text.splitlines() if "s/step" not in line and "sec" not in line]

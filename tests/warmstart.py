@@ -43,8 +43,9 @@ WARM_MODULES = frozenset({"trainer.train", "trainer.evaluate", "trainer.enhance"
 SENSITIVE = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "OPENBLAS_", "GOMP_", "CUDA", "NCCL", "LD_",
              "MALLOC", "TRITON", "NUMEXPR", "LANG", "LC_", "TMPDIR", "HOME", "USER", "LOGNAME", "XDG_")
 PRELOAD = ("numpy", "scipy.signal", "torch", "torch._dynamo", "torch.optim", "torch.distributed",
-           "torch.nn.parallel", "torch.utils.data", "torchaudio", "soundfile", "h5py", "pesq", "pystoi", "yaml")
-MAX_SERVERS = 4  # per pytest worker, one per distinct SENSITIVE environment; starts beyond them are cold
+           "torch.nn.parallel", "torch.utils.data", "torch.utils.tensorboard", "torchaudio", "soundfile", "h5py",
+           "pesq", "pystoi", "yaml", "joblib.externals.loky")
+MAX_SERVERS = 4  # per pytest worker (each holds ~420 MB of its own), one per SENSITIVE environment; then cold
 READY_TIMEOUT = 600.0  # a hang guard for a server's imports on a loaded machine
 _DIED = 255 << 8  # the wait status reported when the server went away before the run ended
 
@@ -216,8 +217,9 @@ def serve(path: str) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_write)
     runs: dict[int, socket.socket] = {}
-    while True:
-        readable, _, _ = select.select([listener, wake_read], [], [])
+    parent = os.getppid()
+    while os.getppid() == parent:  # the pytest worker may die without stopping its servers
+        readable, _, _ = select.select([listener, wake_read], [], [], 5.0)
         if wake_read in readable:
             while True:
                 try:
