@@ -73,6 +73,18 @@ def test_kill_reaches_the_warm_run_and_its_group(repo_root, probe_is_warm, tmp_p
     assert proc.wait(timeout=600) == -signal.SIGKILL
 
 
+@pytest.mark.slow
+def test_a_warm_scripts_own_starts_are_warm(repo_root, monkeypatch):
+    """A listed script (a benchmark) started warm starts its trainings warm too; started cold, cold."""
+    monkeypatch.setattr(warmstart, "WARM_SCRIPTS", warmstart.WARM_SCRIPTS | {"tests/warmstart_probe.py"})
+    outputs = []
+    for popen in (warmstart._ColdPopen, warmstart.WarmPopen):
+        proc = popen([sys.executable, "tests/warmstart_probe.py", "nested"], cwd=repo_root, stdout=subprocess.PIPE,
+                     text=True)
+        outputs.append(json.loads(proc.communicate(timeout=600)[0]))
+    assert outputs == [{"code": 0, "warm": False}, {"code": 0, "warm": True}]
+
+
 def test_starts_that_could_differ_stay_cold(repo_root):
     request = lambda args, **kw: warmstart.warm_request(  # noqa: E731
         args, kw.get("executable"), None, (), repo_root, dict(os.environ), kw.get("shell", False), None, None,
@@ -82,6 +94,8 @@ def test_starts_that_could_differ_stay_cold(repo_root):
     assert request([sys.executable, "-m", "launch", "status"]) is None  # login-node commands never import torch
     assert request([sys.executable, "-X", "importtime", "-m", "trainer.train"]) is None
     assert request([sys.executable, "trainer/train.py"]) is None
+    assert request([sys.executable, "benchmarks/bench_throughput.py", "--steps", "1"])["script"] == \
+        "benchmarks/bench_throughput.py"
     assert request(f"{sys.executable} -m trainer.train", shell=True) is None
 
 

@@ -38,6 +38,8 @@ import time
 
 WARM_MODULES = frozenset({"trainer.train", "trainer.evaluate", "trainer.enhance", "trainer.import_checkpoint",
                           "torch.distributed.run"})
+WARM_SCRIPTS = frozenset({"benchmarks/gpu_acceptance.py", "benchmarks/bench_throughput.py",
+                          "benchmarks/bench_train_step.py", "benchmarks/profile_step.py"})  # by their last 2 parts
 # (Not KMP_*: torch's Linux wheels load GNU libgomp, not Intel's OpenMP; joblib's import sets
 # KMP_INIT_AT_FORK in the worker's environment part-way through a run.)
 SENSITIVE = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "OPENBLAS_", "GOMP_", "CUDA", "NCCL", "LD_",
@@ -50,9 +52,12 @@ READY_TIMEOUT = 600.0  # a hang guard for a server's imports on a loaded machine
 _DIED = 255 << 8  # the wait status reported when the server went away before the run ended
 
 
+_NOT_READ_BY_IMPORTS = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})  # a request sets the first
+
+
 def server_key(env: dict) -> tuple:
     """What a server's imports may have read from its environment: a start needs a server with the same."""
-    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(SENSITIVE)))
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(SENSITIVE) and k not in _NOT_READ_BY_IMPORTS))
 
 
 # ----------------------------------------------------------------------------------------- client side
@@ -116,17 +121,22 @@ def warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, g
     rest, unbuffered = argv[1:], False
     while rest and rest[0] == "-u":
         rest, unbuffered = rest[1:], True
-    if len(rest) < 2 or rest[0] != "-m" or rest[1] not in WARM_MODULES:
+    cwd = os.path.abspath(os.fsdecode(cwd or os.curdir))
+    if len(rest) >= 2 and rest[0] == "-m" and rest[1] in WARM_MODULES:
+        target = {"module": rest[1], "args": rest[2:]}
+    elif rest and "/".join(os.path.normpath(rest[0]).split(os.sep)[-2:]) in WARM_SCRIPTS:
+        target = {"script": rest[0], "args": rest[1:]}
+    else:
         return None
     env = {os.fsdecode(k): os.fsdecode(v) for k, v in (os.environ if env is None else env).items()}
-    return {"module": rest[1], "args": rest[2:], "env": env, "cwd": os.path.abspath(os.fsdecode(cwd or os.curdir)),
-            "unbuffered": unbuffered or bool(env.get("PYTHONUNBUFFERED"))}
+    return {**target, "env": env, "cwd": cwd, "unbuffered": unbuffered or bool(env.get("PYTHONUNBUFFERED"))}
 
 
 def _note(args, warm: bool) -> None:
     """With TESTS_WARM_START_LOG=FILE: one line per start of a listed module, warm or cold."""
     log = os.environ.get("TESTS_WARM_START_LOG")
-    if not log or isinstance(args, (str, bytes)) or not WARM_MODULES & {os.fsdecode(a) for a in args}:
+    listed = WARM_MODULES | {os.path.basename(name) for name in WARM_SCRIPTS}
+    if not log or isinstance(args, (str, bytes)) or not listed & {os.path.basename(os.fsdecode(a)) for a in args}:
         return
     with open(log, "a") as f:
         f.write(json.dumps({"warm": warm, "args": [os.fsdecode(a) for a in args[:4]], "servers": len(_SERVERS),
@@ -152,7 +162,7 @@ class WarmPopen(subprocess.Popen):
                                           creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread,
                                           errwrite, restore_signals, gid, gids, uid, umask, start_new_session,
                                           *rest)
-        request["new_session"] = bool(start_new_session)
+        request["new_session"], request["server"] = bool(start_new_session), address
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             conn.connect(address)
@@ -264,7 +274,8 @@ def _accept(listener, runs: dict, library_fds: set) -> None:
 
 
 def _become(request: dict, fds: list[int], library_fds: set) -> None:
-    """In the forked child: turn into ``python [-u] -m MODULE ARGS`` as requested, run it, exit."""
+    """In the forked child: turn into ``python [-u] -m MODULE ARGS`` (or ``python [-u] SCRIPT ARGS``) as
+    requested, run it, exit."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -281,10 +292,16 @@ def _become(request: dict, fds: list[int], library_fds: set) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = ["-m", *request["args"]]
-        sys.path[0] = request["cwd"]
         _fresh_state(request["unbuffered"])
-        code = _run_module(request["module"])
+        if request.get("module") != "torch.distributed.run":  # its ranks stay the agent's children
+            _serve_own_starts(request)
+        if "module" in request:
+            sys.argv, sys.path[0] = ["-m", *request["args"]], request["cwd"]
+            code = _run_main(request["module"], None)
+        else:
+            sys.argv = [request["script"], *request["args"]]
+            sys.path[0] = os.path.dirname(os.path.abspath(request["script"]))
+            code = _run_main(None, request["script"])
     except BaseException:  # the machinery above failed: say so where the test looks
         import traceback
 
@@ -311,16 +328,38 @@ def _fresh_state(unbuffered: bool) -> None:
         setattr(sys, f"__{name}__", stream)
 
 
-def _run_module(module: str) -> int:
-    """Run MODULE as ``__main__`` and end the way the interpreter ends; the exit code."""
+def _serve_own_starts(request: dict) -> None:
+    """A warm run's own starts of listed commands (a benchmark's trainings) are warm too, from the
+    server it came from (a start needing another environment is cold)."""
+    global MAX_SERVERS
+
+    _SERVERS.clear()
+    _SERVERS[server_key(request["env"])] = _Known(request["server"])
+    MAX_SERVERS = 0
+    subprocess.Popen = WarmPopen
+
+
+class _Known:
+    def __init__(self, path: str):
+        self.path = path
+
+    def address(self) -> str:
+        return self.path
+
+
+def _run_main(module: str | None, script: str | None) -> int:
+    """Run MODULE or SCRIPT as ``__main__`` and end the way the interpreter ends; the exit code."""
     import importlib.util
     import runpy
     import traceback
 
     code, interrupted = 0, False
-    origin = importlib.util.find_spec(module).origin
+    origin = importlib.util.find_spec(module).origin if module else script
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        if module:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         if exc.code is None:
             code = 0

@@ -16,6 +16,11 @@ def main(actions: list[str]) -> None:
                               "cwd": os.getcwd(), "path0": sys.path[0], "probe": os.environ.get("PROBE"),
                               "session_leader": os.getsid(0) == os.getpid(), "stdin": sys.stdin.read(),
                               "torch_threads": __import__("torch").get_num_threads()}), flush=True)
+        elif action == "nested":  # a listed command of its own: warm when this run is
+            import subprocess
+
+            proc = subprocess.Popen([sys.executable, "-m", "trainer.train", "--help"], stdout=subprocess.DEVNULL)
+            print(json.dumps({"code": proc.wait(), "warm": getattr(proc, "_warm_status", None) is not None}))
         elif action == "atexit":
             atexit.register(lambda: print("atexit ran", flush=True))
         elif action == "thread":

@@ -21,8 +21,9 @@ def test_skips_without_cuda(repo_root, tmp_path):
 @pytest.mark.slow
 def test_steps_pass_on_cpu(repo_root, tmp_path):
     report_path = tmp_path / "report.json"
-    proc = subprocess.run(["bash", "benchmarks/gpu_acceptance.sh", str(report_path), "--allow-cpu",
-                           "--skip", "throughput"], cwd=repo_root, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_acceptance.py", "--report", str(report_path),
+                           "--allow-cpu", "--skip", "throughput"], cwd=repo_root, capture_output=True, text=True,
+                          timeout=900)  # what the .sh runs (test_skips_without_cuda runs the .sh)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(report_path.read_text())
     assert report["ok"] and set(report["checks"]) == {"collectives", "train", "resume", "evaluate"}
@@ -36,7 +37,8 @@ def test_throughput_step_compares_the_labelling_modes_on_cpu(repo_root, tmp_path
     and reports the ratios; the smoke config and one step per block keep it short on the CPU."""
     report_path = tmp_path / "report.json"
     skip = [a for name in ("collectives", "train", "resume", "evaluate") for a in ("--skip", name)]
-    proc = subprocess.run(["bash", "benchmarks/gpu_acceptance.sh", str(report_path), "--allow-cpu", *skip,
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_acceptance.py", "--report", str(report_path), "--allow-cpu",
+                           *skip,
                            "--throughput-config", "configs/smoke.yaml", "--throughput-steps", "1"],
                           cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
