@@ -14,6 +14,8 @@ from tests.test_train import run_train, step_losses
 from trainer.core.exitcodes import EXIT_FINISHED
 
 PROBE = "tests.warmstart_probe"
+pytestmark = pytest.mark.skipif(os.environ.get("TESTS_WARM_START", "1") == "0",
+                                reason="TESTS_WARM_START=0: every start is cold, nothing warm to compare")
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def test_errors_end_as_with_python_m(repo_root, probe_is_warm, actions, code):
 def test_kill_reaches_the_warm_run_and_its_group(repo_root, probe_is_warm, tmp_path):
     flag = tmp_path / "running"
     proc = warmstart.WarmPopen([sys.executable, "-m", PROBE, "wait"], cwd=repo_root, start_new_session=True,
-                               env={**os.environ, "PROBE": str(flag)})
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "PROBE": str(flag)})
     deadline = time.monotonic() + 600
     while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
