@@ -65,13 +65,15 @@ def test_kill_reaches_the_warm_run_and_its_group(repo_root, probe_is_warm, tmp_p
     flag = tmp_path / "running"
     proc = warmstart.WarmPopen([sys.executable, "-m", PROBE, "wait"], cwd=repo_root, start_new_session=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1", "PROBE": str(flag)})
-    deadline = time.monotonic() + 600
-    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert flag.exists() and proc._warm is not None
-    with pytest.raises(subprocess.TimeoutExpired):
-        proc.wait(timeout=0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 600
+        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert flag.exists() and proc._warm is not None
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.1)
+    finally:  # the probe waits until killed: never leave it behind
+        os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=600) == -signal.SIGKILL
 
 
