@@ -59,7 +59,6 @@ def test_a_stop_during_the_last_validation_finishes_instead_of_requeueing(tmp_pa
     assert [r["epoch"] for r in read_metrics(tmp_path / "run") if r.get("kind") == "epoch"] == [0, 1]
 
 
-@pytest.mark.slow  # three trainings (straight, interrupted, resumed)
 def test_a_resume_exactly_at_an_epoch_end_writes_the_uninterrupted_epoch_record(
         tmp_path, monkeypatch, repo_root, one_torch_thread, restore_signals):
     """SIGUSR2 during the epoch's last step: the run saves before the epoch's end and resumes there.

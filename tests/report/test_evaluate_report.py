@@ -89,7 +89,6 @@ def test_reference_free_folder_with_mixed_rates_and_bad_files(speech_folders, tm
     assert proc.returncode == 2 and "every file failed (2)" in proc.stderr
 
 
-@pytest.mark.slow  # two whole evaluations through the CLI
 def test_mixed_rates_never_pool_pesq_and_all_failed_is_an_error(speech_folders, tmp_path, repo_root):
     proc = _evaluate(repo_root, "--clean-dir", speech_folders / "clean", "--enhanced-dir",
                      speech_folders / "enhanced", "--json", tmp_path / "s.json", "--conditions",
