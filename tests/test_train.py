@@ -25,12 +25,16 @@ def train_cmd(run_dir, *overrides, config="configs/smoke.yaml"):
     return [sys.executable, "-m", "trainer.train", "--config", config, "--run-dir", str(run_dir), *sets]
 
 
-def torchrun_cmd(run_dir, *overrides, nproc=2, config="configs/smoke.yaml"):
-    """The same under torchrun's agent (the ranks' tests use ``Ranks``: no agent to start)."""
+def free_port() -> str:
+    """A port the OS says is free, for a rendezvous."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
+        return str(probe.getsockname()[1])
+
+
+def torchrun_cmd(run_dir, *overrides, nproc=2, config="configs/smoke.yaml"):
+    """The same under torchrun's agent (the ranks' tests use ``Ranks``: no agent to start)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port(),
             *train_cmd(run_dir, *overrides, config=config)[1:]]
 
 
@@ -51,10 +55,7 @@ class Ranks:
 
     def __init__(self, cmd, nproc, cwd, env):
         self.cmd, self.outs, self.errs = cmd, [], []
-        with socket.socket() as probe:  # a free port for the rendezvous
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.procs = []
+        port, self.procs = free_port(), []
         for rank in range(nproc):
             contract = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc,
                         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
