@@ -80,10 +80,27 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
-    """One worker per CPU, and one for the cluster tests: they spend most of their quarter hour
-    waiting for Slurm, and on a worker of their own they leave both CPUs to the other tests. The
-    scheduler retires that worker when its tests are done, or at once when none were collected."""
-    return (os.cpu_count() or 1) + 1
+    """One worker per CPU, and one for the cluster tests when they can be selected: they spend most
+    of their quarter hour waiting for Slurm, and on a worker of their own they leave both CPUs to
+    the other tests. The scheduler retires that worker when its tests are done, or at once when none
+    were collected (a spare worker still spends a CPU-second or more on its imports and collection)."""
+    return (os.cpu_count() or 1) + cluster_tests_may_be_selected(config)
+
+
+def cluster_tests_may_be_selected(config) -> bool:
+    """False when the paths given or the -m expression (the inner loop's "not slow") leave out
+    tests/cluster; True when unsure."""
+    cluster_dir = ROOT / "tests" / "cluster"
+    paths = [(config.invocation_params.dir / arg.split("::", 1)[0]).resolve() for arg in config.args]
+    if not any(p == cluster_dir or cluster_dir in p.parents or p in cluster_dir.parents for p in paths):
+        return False
+    if not config.option.markexpr:
+        return True
+    try:
+        from _pytest.mark.expression import Expression
+        return Expression.compile(config.option.markexpr).evaluate(lambda name, **_: name in ("slow", "cluster"))
+    except Exception:  # a private API of pytest's: when it moves, keep the spare worker
+        return True
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -133,6 +150,17 @@ def pytest_xdist_make_scheduler(config, log):
             return sum(durations.get(nodeid, UNKNOWN_SECONDS) for nodeid in nodeids)
 
     return SharedResourceScheduling(config, log)
+
+
+def pytest_configure(config):
+    """In an xdist worker, the worker's own torch work gets its share of the CPUs (one thread with
+    -n auto): OpenMP threads of two workers spinning against each other on two cores cost the inner
+    loop about 9 % (docs/testing.md). The processes the tests start keep torch's default."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 _measured: dict[str, float] = {}

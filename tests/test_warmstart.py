@@ -101,13 +101,15 @@ def test_starts_that_could_differ_stay_cold(repo_root):
     assert request([sys.executable, "benchmarks/bench_throughput.py", "--steps", "1"])["script"] == \
         "benchmarks/bench_throughput.py"
     assert request(f"{sys.executable} -m trainer.train", shell=True) is None
+    assert warmstart.warm_request([sys.executable, "-m", "trainer.evaluate"], None, None, (), repo_root,
+                                  {**os.environ, "TESTS_WARM_START": "0"}, False, None, None, None, -1, None) is None
 
 
 def test_each_environment_the_imports_read_has_its_own_server():
     env = {"PATH": "/bin", "OMP_NUM_THREADS": "1"}
-    assert warmstart.server_key({**env, "TRAINER_ANYTHING": "1", "PYTEST_CURRENT_TEST": "x"}) == \
-        warmstart.server_key(env)
-    for name, value in (("OMP_NUM_THREADS", "2"), ("PYTHONPATH", "/elsewhere"), ("TORCHINDUCTOR_CACHE_DIR", "/c"),
+    assert warmstart.server_key({**env, "TRAINER_ANYTHING": "1", "PYTEST_CURRENT_TEST": "x",
+                                 "TORCHINDUCTOR_CACHE_DIR": "/c"}) == warmstart.server_key(env)  # read when compiling
+    for name, value in (("OMP_NUM_THREADS", "2"), ("PYTHONPATH", "/elsewhere"), ("TORCH_LOGS", "dynamo"),
                         ("HOME", "/h")):
         assert warmstart.server_key({**env, name: value}) != warmstart.server_key(env), name
 

@@ -15,8 +15,9 @@ The libraries read some environment variables when they are imported (thread cou
 those (``server_key``; at most ``MAX_SERVERS``), started by the first start that needs it. A start
 is cold (a plain ``exec``) where a warm one could differ otherwise: another interpreter, options
 other than ``-u``, a module not listed, ``shell``/``preexec_fn``/``pass_fds``/user or group changes.
-``TESTS_WARM_START=0`` makes every start cold; ``TESTS_WARM_START_LOG=FILE`` lists each start of a
-listed module, warm or cold. What still differs from a cold start, and why no test depends on it:
+``TESTS_WARM_START=0`` makes every start cold (in one start's own environment: that start);
+``TESTS_WARM_START_LOG=FILE`` lists each start of a listed module, warm or cold. What still differs
+from a cold start, and why no test depends on it:
 the run's parent is the server, not the test (the test waits for it, signals it and reads its exit
 status through the same ``Popen``); /proc/PID/environ and /proc/PID/cmdline show the server's
 (``os.environ`` and ``sys.argv`` are the requested ones); an uncaught exception's traceback starts
@@ -52,7 +53,12 @@ READY_TIMEOUT = 600.0  # a hang guard for a server's imports on a loaded machine
 _DIED = 255 << 8  # the wait status reported when the server went away before the run ended
 
 
-_NOT_READ_BY_IMPORTS = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})  # a request sets the first
+# A request sets PYTHONUNBUFFERED itself. Inductor reads its cache directories when it compiles, from the
+# run's own environment (torch/_inductor/runtime/cache_dir_utils.py); the first compile in a pytest
+# worker writes TORCHINDUCTOR_CACHE_DIR into the worker's environment, which would otherwise cost a
+# second server for every later start.
+_NOT_READ_BY_IMPORTS = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "TORCHINDUCTOR_CACHE_DIR",
+                                  "TRITON_CACHE_DIR"})
 
 
 def server_key(env: dict) -> tuple:
@@ -129,6 +135,8 @@ def warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, g
     else:
         return None
     env = {os.fsdecode(k): os.fsdecode(v) for k, v in (os.environ if env is None else env).items()}
+    if env.get("TESTS_WARM_START", "1") == "0":  # a one-off environment: a server would cost more than it saves
+        return None
     return {**target, "env": env, "cwd": cwd, "unbuffered": unbuffered or bool(env.get("PYTHONUNBUFFERED"))}
 
 

@@ -116,7 +116,8 @@ def test_bad_report_folder_and_missing_extra_are_refused_before_scoring(speech_f
     assert proc.returncode == 2 and "a_file is a file, not a folder" in proc.stderr
     assert not (tmp_path / "rows.csv").exists() and "scored" not in proc.stdout
     (tmp_path / "onnxruntime.py").write_text("raise ImportError('no onnxruntime here')\n")
-    env = {"PYTHONPATH": f"{tmp_path}:{repo_root}", "PATH": "/usr/bin:/bin"}
+    # TESTS_WARM_START=0: cold, since a warm server for this one start would cost its imports (tests/warmstart.py)
+    env = {"PYTHONPATH": f"{tmp_path}:{repo_root}", "PATH": "/usr/bin:/bin", "TESTS_WARM_START": "0"}
     proc = _evaluate(repo_root, "--enhanced-dir", speech_folders / "enhanced", "--dnsmos", env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "pip install 'speechmos==0.0.1.1' onnxruntime" in proc.stderr and "missing: onnxruntime" in proc.stderr
