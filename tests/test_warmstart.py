@@ -91,8 +91,8 @@ def test_a_warm_scripts_own_starts_are_warm(repo_root, monkeypatch):
 
 def test_starts_that_could_differ_stay_cold(repo_root):
     request = lambda args, **kw: warmstart.warm_request(  # noqa: E731
-        args, kw.get("executable"), None, (), repo_root, dict(os.environ), kw.get("shell", False), None, None,
-        None, -1, None)
+        args, kw.get("executable"), None, (), repo_root, kw.get("env", dict(os.environ)), kw.get("shell", False),
+        None, None, None, -1, None)
     assert request([sys.executable, "-u", "-m", "trainer.train", "--help"])["unbuffered"]
     assert request([sys.executable, "-m", "trainer.evaluate"])["module"] == "trainer.evaluate"
     assert request([sys.executable, "-m", "launch", "status"]) is None  # login-node commands never import torch
@@ -101,8 +101,7 @@ def test_starts_that_could_differ_stay_cold(repo_root):
     assert request([sys.executable, "benchmarks/bench_throughput.py", "--steps", "1"])["script"] == \
         "benchmarks/bench_throughput.py"
     assert request(f"{sys.executable} -m trainer.train", shell=True) is None
-    assert warmstart.warm_request([sys.executable, "-m", "trainer.evaluate"], None, None, (), repo_root,
-                                  {**os.environ, "TESTS_WARM_START": "0"}, False, None, None, None, -1, None) is None
+    assert request([sys.executable, "-m", "trainer.evaluate"], env={**os.environ, "TESTS_WARM_START": "0"}) is None
 
 
 def test_each_environment_the_imports_read_has_its_own_server():
