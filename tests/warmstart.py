@@ -105,8 +105,6 @@ _SERVERS: dict[tuple, _Server] = {}
 
 def server_address(env: dict) -> str | None:
     """The socket of this process's server for ``env`` (started now if there is none yet), or None."""
-    if os.environ.get("TESTS_WARM_START", "1") == "0":
-        return None
     key = server_key(env)
     if key not in _SERVERS:
         if len(_SERVERS) >= MAX_SERVERS:
@@ -135,8 +133,8 @@ def warm_request(args, executable, preexec_fn, pass_fds, cwd, env, shell, gid, g
     else:
         return None
     env = {os.fsdecode(k): os.fsdecode(v) for k, v in (os.environ if env is None else env).items()}
-    if env.get("TESTS_WARM_START", "1") == "0":  # a one-off environment: a server would cost more than it saves
-        return None
+    if "0" in (os.environ.get("TESTS_WARM_START"), env.get("TESTS_WARM_START")):  # all off, or this start
+        return None  # (a one-off environment, where a server would cost more than it saves)
     return {**target, "env": env, "cwd": cwd, "unbuffered": unbuffered or bool(env.get("PYTHONUNBUFFERED"))}
 
 

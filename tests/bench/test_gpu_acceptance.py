@@ -38,8 +38,7 @@ def test_throughput_step_compares_the_labelling_modes_on_cpu(repo_root, tmp_path
     report_path = tmp_path / "report.json"
     skip = [a for name in ("collectives", "train", "resume", "evaluate") for a in ("--skip", name)]
     proc = subprocess.run([sys.executable, "benchmarks/gpu_acceptance.py", "--report", str(report_path), "--allow-cpu",
-                           *skip,
-                           "--throughput-config", "configs/smoke.yaml", "--throughput-steps", "1"],
+                           *skip, "--throughput-config", "configs/smoke.yaml", "--throughput-steps", "1"],
                           cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     throughput = json.loads(report_path.read_text())["checks"]["throughput"]
